@@ -1,0 +1,244 @@
+//! The lab catalog: every scenario template the platform can spawn, validated at load time and
+//! indexed by name and track.
+//!
+//! The bundled templates (the repository's `templates/`) are compiled in, so the binary works
+//! from anywhere; an operator directory (`TEMPLATE_DIR`) adds to or replaces them by name.
+//!
+//! Invariant: a template in the catalog has passed full validation; nothing downstream
+//! re-validates, and nothing downstream reads template files itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use forge_core::Track;
+use forge_core::template::{ScenarioTemplate, TemplateErrors, load};
+use serde::Serialize;
+
+/// The templates shipped with the platform, as `(file name, text)`.
+pub const BUNDLED: &[(&str, &str)] = &[
+    (
+        "netplus-routing.yaml",
+        include_str!("../../../templates/netplus-routing.yaml"),
+    ),
+    (
+        "netplus-services.yaml",
+        include_str!("../../../templates/netplus-services.yaml"),
+    ),
+    (
+        "ccna-interfaces.yaml",
+        include_str!("../../../templates/ccna-interfaces.yaml"),
+    ),
+    (
+        "ccna-static-routing.yaml",
+        include_str!("../../../templates/ccna-static-routing.yaml"),
+    ),
+    (
+        "cissp-incident-triage.yaml",
+        include_str!("../../../templates/cissp-incident-triage.yaml"),
+    ),
+    (
+        "cissp-segmentation.yaml",
+        include_str!("../../../templates/cissp-segmentation.yaml"),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read template directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(TemplateErrors),
+    #[error("template `{name}` is defined twice ({first} and {second})")]
+    Duplicate {
+        name: String,
+        first: String,
+        second: String,
+    },
+    #[error("template {file} has no valid `class:<track>` label")]
+    NoTrack { file: String },
+}
+
+/// One catalog entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub template: Arc<ScenarioTemplate>,
+    pub track: Track,
+    /// Where it came from: `bundled:<file>` or a path.
+    pub source: String,
+    /// The track's default (label `catalog:default`).
+    pub default: bool,
+}
+
+/// A row of `forge template list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub track: Track,
+    pub tier: String,
+    pub default: bool,
+    pub description: String,
+    pub source: String,
+}
+
+/// All templates, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Catalog {
+    /// The bundled templates only.
+    pub fn bundled() -> Result<Self, CatalogError> {
+        let mut c = Self::default();
+        for (file, text) in BUNDLED {
+            c.insert(&format!("bundled:{file}"), text, false)?;
+        }
+        Ok(c)
+    }
+
+    /// The bundled templates plus every `*.yaml`/`*.yml` in `dir`; a template in `dir` with a
+    /// bundled template's name replaces it (operators can patch a lab without a rebuild).
+    pub fn load(dir: Option<&Path>) -> Result<Self, CatalogError> {
+        let mut c = Self::bundled()?;
+        if let Some(dir) = dir {
+            for path in template_files(dir)? {
+                let text = std::fs::read_to_string(&path).map_err(|source| CatalogError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                c.insert(&path.display().to_string(), &text, true)?;
+            }
+        }
+        Ok(c)
+    }
+
+    fn insert(
+        &mut self,
+        source: &str,
+        text: &str,
+        replace_bundled: bool,
+    ) -> Result<(), CatalogError> {
+        let t = load(source, text).map_err(CatalogError::Invalid)?;
+        let track = t.track().ok_or_else(|| CatalogError::NoTrack {
+            file: source.to_owned(),
+        })?;
+        let name = t.metadata.name.clone();
+        if let Some(prev) = self.entries.get(&name) {
+            let may_replace = replace_bundled && prev.source.starts_with("bundled:");
+            if !may_replace {
+                return Err(CatalogError::Duplicate {
+                    name,
+                    first: prev.source.clone(),
+                    second: source.to_owned(),
+                });
+            }
+        }
+        let default = t.metadata.labels.iter().any(|l| l == "catalog:default");
+        let entry = Entry {
+            template: Arc::new(t),
+            track,
+            source: source.to_owned(),
+            default,
+        };
+        self.entries.insert(name, entry);
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    /// The template a spawn on `track` gets when it names none: the track's `catalog:default`,
+    /// else its first template by name.
+    pub fn default_for(&self, track: Track) -> Option<&Entry> {
+        let mut on_track = self.entries.values().filter(|e| e.track == track);
+        let first = on_track.clone().next();
+        on_track.find(|e| e.default).or(first)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// Rows for listing, sorted by track then name.
+    pub fn summaries(&self) -> Vec<Summary> {
+        let mut rows: Vec<Summary> = self
+            .entries
+            .values()
+            .map(|e| Summary {
+                name: e.template.metadata.name.clone(),
+                track: e.track,
+                tier: e.template.tier().unwrap_or("-").to_owned(),
+                default: e.default,
+                description: e.template.description().to_owned(),
+                source: e.source.clone(),
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.track, &a.name).cmp(&(b.track, &b.name)));
+        rows
+    }
+}
+
+/// `*.yaml` and `*.yml` files directly in `dir`, sorted.
+pub fn template_files(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| CatalogError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_catalog_has_every_track_with_a_default() {
+        let c = Catalog::bundled().unwrap();
+        for t in Track::ALL {
+            let e = c
+                .default_for(t)
+                .unwrap_or_else(|| panic!("no template for {t}"));
+            assert!(e.default, "{t} default should be labelled catalog:default");
+            let tiers: std::collections::BTreeSet<_> = c
+                .entries()
+                .filter(|e| e.track == t)
+                .filter_map(|e| e.template.tier())
+                .collect();
+            assert!(tiers.len() >= 2, "{t} should have two tiers, has {tiers:?}");
+        }
+        assert_eq!(
+            c.default_for(Track::Netplus)
+                .unwrap()
+                .template
+                .metadata
+                .name,
+            "netplus-routing-lab"
+        );
+    }
+
+    #[test]
+    fn operator_dir_replaces_bundled_and_refuses_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = BUNDLED[0]
+            .1
+            .replace("duration: \"30m\"", "duration: \"31m\"");
+        std::fs::write(dir.path().join("mine.yaml"), text).unwrap();
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        let e = c.get("netplus-routing-lab").unwrap();
+        assert!(e.source.ends_with("mine.yaml"));
+        std::fs::write(dir.path().join("bad.yaml"), "kind: nope\n").unwrap();
+        let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("bad.yaml"), "{err}");
+    }
+}
