@@ -99,12 +99,13 @@ impl ScenarioStatus {
     /// Whether the state machine allows `self -> next`.
     pub fn can_move_to(self, next: ScenarioStatus) -> bool {
         use ScenarioStatus::*;
-        match (self, next) {
-            (Pending, Creating) | (Creating, Running) => true,
-            (Pending | Creating | Running, Failed) => true,
-            (Running, Completed | Timeout) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Pending, Creating)
+                | (Creating, Running)
+                | (Pending | Creating | Running, Failed)
+                | (Running, Completed | Timeout)
+        )
     }
 }
 

@@ -245,20 +245,20 @@ pub fn evaluate(step: &PlaybookStep, obs: &Observation) -> StepOutcome {
             if *timed_out {
                 return StepOutcome::fail(format!("timed out after {}s", step.timeout_seconds()));
             }
-            if let Some(want) = x.exit_code {
-                if want != *exit_code {
-                    failures.push(format!("exit code {exit_code}, expected {want}"));
-                }
+            if let Some(want) = x.exit_code
+                && want != *exit_code
+            {
+                failures.push(format!("exit code {exit_code}, expected {want}"));
             }
-            if let Some(s) = &x.stdout_contains {
-                if !stdout.contains(s.as_str()) {
-                    failures.push(format!("output does not contain `{s}`"));
-                }
+            if let Some(s) = &x.stdout_contains
+                && !stdout.contains(s.as_str())
+            {
+                failures.push(format!("output does not contain `{s}`"));
             }
-            if let Some(s) = &x.stdout_not_contains {
-                if stdout.contains(s.as_str()) {
-                    failures.push(format!("output contains `{s}`"));
-                }
+            if let Some(s) = &x.stdout_not_contains
+                && stdout.contains(s.as_str())
+            {
+                failures.push(format!("output contains `{s}`"));
             }
         }
         (PlaybookStep::CheckFile { path, .. }, Observation::File { exists, content }) => {
@@ -272,15 +272,15 @@ pub fn evaluate(step: &PlaybookStep, obs: &Observation) -> StepOutcome {
             }
             let text = content.as_deref().unwrap_or("");
             if *exists {
-                if let Some(s) = &x.contains {
-                    if !text.contains(s.as_str()) {
-                        failures.push(format!("{path} does not contain `{s}`"));
-                    }
+                if let Some(s) = &x.contains
+                    && !text.contains(s.as_str())
+                {
+                    failures.push(format!("{path} does not contain `{s}`"));
                 }
-                if let Some(s) = &x.not_contains {
-                    if text.contains(s.as_str()) {
-                        failures.push(format!("{path} contains `{s}`"));
-                    }
+                if let Some(s) = &x.not_contains
+                    && text.contains(s.as_str())
+                {
+                    failures.push(format!("{path} contains `{s}`"));
                 }
             }
         }

@@ -51,7 +51,7 @@ pub fn run(cmd: TemplateCommand) -> anyhow::Result<u8> {
 }
 
 fn validate(paths: &[PathBuf], format: Format) -> u8 {
-    let reports: Vec<FileReport> = paths.iter().map(|p| validate_one(p)).collect();
+    let reports: Vec<FileReport> = paths.iter().map(validate_one).collect();
     let ok = reports.iter().all(|r| r.valid);
     match format {
         Format::Json => {
@@ -118,10 +118,7 @@ fn list(dir: Option<PathBuf>, format: Format) -> anyhow::Result<u8> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
-            println!(
-                "{:<28} {:<8} {:<13} {}",
-                "NAME", "TRACK", "TIER", "DESCRIPTION"
-            );
+            println!("{:<28} {:<8} {:<13} DESCRIPTION", "NAME", "TRACK", "TIER");
             for r in rows {
                 let name = if r.default {
                     format!("{} *", r.name)

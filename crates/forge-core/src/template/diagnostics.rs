@@ -37,11 +37,11 @@ impl Diagnostic {
 
     /// Fills in line and column from the document's position map when not yet known.
     pub fn locate(&mut self, doc: &SpannedDoc) {
-        if self.line.is_none() {
-            if let Some((l, c)) = doc.position(&self.path) {
-                self.line = Some(l);
-                self.column = Some(c);
-            }
+        if self.line.is_none()
+            && let Some((l, c)) = doc.position(&self.path)
+        {
+            self.line = Some(l);
+            self.column = Some(c);
         }
     }
 }

@@ -53,13 +53,13 @@ pub fn check_formats(doc: &SpannedDoc) -> Vec<Diagnostic> {
     use serde_json::Value;
     let mut out = Vec::new();
     let mut check = |path: String, v: Option<&Value>, what: &str, parse: fn(&str) -> bool| {
-        if let Some(s) = v.and_then(Value::as_str) {
-            if !parse(s) {
-                out.push(Diagnostic::new(
-                    path,
-                    format!("`{s}` is not a valid {what}"),
-                ));
-            }
+        if let Some(s) = v.and_then(Value::as_str)
+            && !parse(s)
+        {
+            out.push(Diagnostic::new(
+                path,
+                format!("`{s}` is not a valid {what}"),
+            ));
         }
     };
     let cidr_ok: fn(&str) -> bool = |s| s.parse::<ipnet::Ipv4Net>().is_ok();

@@ -89,10 +89,10 @@ pub fn check(t: &ScenarioTemplate, doc: &SpannedDoc) -> Vec<Diagnostic> {
     c.containers(&subnets);
     c.criteria(&subnets);
     c.solution();
-    if c.out.is_empty() {
-        if let Err(e) = super::plan_lab(t) {
-            c.err("spec.network.subnets", e.to_string());
-        }
+    if c.out.is_empty()
+        && let Err(e) = super::plan_lab(t)
+    {
+        c.err("spec.network.subnets", e.to_string());
     }
     c.out
 }
@@ -409,16 +409,16 @@ impl Checker<'_> {
 
     fn evidence(&mut self, p: &str, e: &super::Evidence, subnets: &BTreeMap<String, Ipv4Net>) {
         let t = self.t;
-        if let Some(c) = &e.container {
-            if t.container(c).is_none() {
-                self.err(
-                    format!("{p}.container"),
-                    format!(
-                        "unknown container `{c}`; declared: {}",
-                        self.container_names()
-                    ),
-                );
-            }
+        if let Some(c) = &e.container
+            && t.container(c).is_none()
+        {
+            self.err(
+                format!("{p}.container"),
+                format!(
+                    "unknown container `{c}`; declared: {}",
+                    self.container_names()
+                ),
+            );
         }
         let kind = e.kind.as_str();
         let needs = |field: &str| format!("`{kind}` evidence needs `{field}`");
@@ -445,13 +445,13 @@ impl Checker<'_> {
         {
             self.err(format!("{p}.timeout_seconds"), stray("timeout_seconds"));
         }
-        if let Some(path) = &e.path {
-            if !path.starts_with('/') || path.split('/').any(|s| s == "..") {
-                self.err(
-                    format!("{p}.path"),
-                    format!("`{path}` must be an absolute path without `..`"),
-                );
-            }
+        if let Some(path) = &e.path
+            && (!path.starts_with('/') || path.split('/').any(|s| s == ".."))
+        {
+            self.err(
+                format!("{p}.path"),
+                format!("`{path}` must be an absolute path without `..`"),
+            );
         }
         if let Some(target) = &e.target {
             self.target(&format!("{p}.target"), target, subnets);

@@ -288,20 +288,21 @@ fn resolve_plain(s: &str) -> Value {
         _ => {}
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = s.parse::<i64>() {
-            return Value::Number(i.into());
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = s.parse::<i64>()
+    {
+        return Value::Number(i.into());
     }
-    if let Some(h) = s.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(h, 16) {
-            return Value::Number(i.into());
-        }
+    if let Some(h) = s.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(h, 16)
+    {
+        return Value::Number(i.into());
     }
-    if let Some(o) = s.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(o, 8) {
-            return Value::Number(i.into());
-        }
+    if let Some(o) = s.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(o, 8)
+    {
+        return Value::Number(i.into());
     }
     let looks_float = digits
         .bytes()
@@ -310,10 +311,8 @@ fn resolve_plain(s: &str) -> Value {
         && digits
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
-    if looks_float {
-        if let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
+    if looks_float && let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
+        return Value::Number(n);
     }
     Value::String(s.to_owned())
 }
