@@ -20,9 +20,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Author and inspect scenario templates
+    /// Author, inspect and test scenario templates
     #[command(subcommand)]
     Template(cmd::template::TemplateCommand),
+    /// Build and list the local lab images
+    #[command(subcommand)]
+    Images(forge_runtime::cli::ImagesCommand),
+    /// Operate on labs present on this host
+    #[command(subcommand)]
+    Scenarios(cmd::scenarios::ScenariosCommand),
+    /// Manage the signing keys (verdict and audit)
+    Keys {
+        #[command(flatten)]
+        dir: forge_evidence::cli::DataDirArg,
+        #[command(subcommand)]
+        cmd: forge_evidence::cli::KeysCommand,
+    },
+    /// Verify evidence bundles offline
+    Bundle {
+        #[command(flatten)]
+        dir: forge_evidence::cli::DataDirArg,
+        #[command(subcommand)]
+        cmd: forge_evidence::cli::BundleCommand,
+    },
+    /// Verify the tamper-evident audit log
+    Audit {
+        #[command(flatten)]
+        dir: forge_evidence::cli::DataDirArg,
+        #[command(subcommand)]
+        cmd: forge_evidence::cli::AuditCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -34,14 +61,43 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Command::Template(c) => cmd::template::run(c),
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
     };
+    let result = runtime.block_on(dispatch(cli.command));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn code(c: i32) -> u8 {
+    u8::try_from(c.clamp(0, 255)).unwrap_or(1)
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<u8> {
+    let mut out = std::io::stdout();
+    match command {
+        Command::Template(c) => cmd::template::run(c).await,
+        Command::Images(c) => forge_runtime::cli::run_images(c).await.map(code),
+        Command::Scenarios(c) => cmd::scenarios::run(c).await,
+        Command::Keys { dir, cmd } => {
+            forge_evidence::cli::run_keys(&dir.data_dir, cmd, &mut out).map(code)
+        }
+        Command::Bundle { dir, cmd } => {
+            forge_evidence::cli::run_bundle(&dir.data_dir, cmd, &mut out)
+                .await
+                .map(code)
+        }
+        Command::Audit { dir, cmd } => {
+            forge_evidence::cli::run_audit(&dir.data_dir, cmd, &mut out).map(code)
         }
     }
 }

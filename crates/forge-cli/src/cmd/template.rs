@@ -23,6 +23,8 @@ pub enum TemplateCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Prove templates solvable: launch, check unsolved, run the solution, check solved
+    Test(forge_runtime::cli::TemplateTestArgs),
     /// List the lab catalog (bundled templates plus TEMPLATE_DIR)
     List {
         #[arg(long, env = "TEMPLATE_DIR")]
@@ -40,9 +42,13 @@ struct FileReport {
     errors: Vec<Diagnostic>,
 }
 
-pub fn run(cmd: TemplateCommand) -> anyhow::Result<u8> {
+pub async fn run(cmd: TemplateCommand) -> anyhow::Result<u8> {
     match cmd {
         TemplateCommand::Validate { paths, format } => Ok(validate(&paths, format)),
+        TemplateCommand::Test(args) => {
+            let c = forge_runtime::cli::run_template_test(args).await?;
+            Ok(u8::try_from(c.clamp(0, 255)).unwrap_or(1))
+        }
         TemplateCommand::List {
             template_dir,
             format,

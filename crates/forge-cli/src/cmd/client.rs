@@ -1,0 +1,269 @@
+//! Client commands against a running platform: `forge spawn|status|score|check|submit|exec|shell`.
+//!
+//! They talk HTTP to the services on their spec ports. Without `--token` they mint a short-lived
+//! token for `--tenant`/`--sub` from the local data dir's HS256 secret, which is what a learner
+//! on the `forge up` machine wants; against a remote platform, pass the token you were given.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Args, Clone, Debug)]
+pub struct Endpoint {
+    /// Host the services listen on (spec ports 8082-8087)
+    #[arg(long, env = "FORGE_HOST", default_value = "127.0.0.1", global = true)]
+    pub host: String,
+    /// Bearer token; minted from the local data dir when absent
+    #[arg(long, env = "FORGE_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    #[arg(long, env = "FORGE_TENANT", default_value = "demo", global = true)]
+    pub tenant: String,
+    #[arg(long, env = "FORGE_SUB", default_value = "demo-learner", global = true)]
+    pub sub: String,
+    #[arg(long, env = "FORGE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Spawn a lab on a track and wait until it runs
+    Spawn {
+        track: String,
+        #[arg(long)]
+        template: Option<String>,
+        /// Idempotency key (default: a fresh one)
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Return right after the spawn is accepted
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a scenario's status
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a scenario's signed score
+    Score {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate the lab's objectives now, without ending it
+    Check { id: String },
+    /// Submit the lab for scoring
+    Submit { id: String },
+    /// Run a command in the lab's learner container
+    Exec {
+        id: String,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Open an interactive terminal in the lab's learner container
+    Shell { id: String },
+}
+
+impl Endpoint {
+    fn url(&self, port: u16, path: &str) -> String {
+        format!("http://{}:{port}{path}", self.host)
+    }
+
+    pub fn token(&self) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let dir = self.data_dir.clone().unwrap_or_else(forge_auth::default_data_dir);
+        let issuer = forge_auth::LocalIssuer::load_or_create(&dir, forge_auth::DEFAULT_ISSUER, forge_auth::DEFAULT_AUDIENCE)
+            .with_context(|| format!("no --token given and cannot mint one from {}", dir.display()))?;
+        let roles = ["forge.spawn", "forge.score.read"].map(String::from);
+        Ok(issuer.mint(&self.tenant, &roles, &self.sub, Duration::from_secs(12 * 3600))?)
+    }
+}
+
+async fn call(client: &reqwest::Client, req: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+    let _ = client;
+    let resp = req.send().await.context("cannot reach the platform; is `forge up` running?")?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+fn fail(status: u16, body: &Value) -> anyhow::Error {
+    let msg = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("unexpected response");
+    let details = body.pointer("/error/details").filter(|d| !d.is_null()).map(|d| format!(" ({d})")).unwrap_or_default();
+    anyhow::anyhow!("{status}: {msg}{details}")
+}
+
+pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
+    let token = ep.token()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let auth = format!("Bearer {token}");
+    match cmd {
+        ClientCommand::Spawn { track, template, request_id, no_wait, json } => {
+            let rid = request_id.unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4()));
+            let mut body = json!({ "track": track, "request_id": rid });
+            if let Some(t) = template {
+                body["template"] = json!(t);
+            }
+            let started = Instant::now();
+            let req = http.post(ep.url(8082, "/v1/spawn")).header("authorization", &auth).json(&body);
+            let (status, resp) = call(&http, req).await?;
+            if status != 201 && status != 200 {
+                return Err(fail(status, &resp));
+            }
+            let id = resp["scenario_id"].as_str().unwrap_or_default().to_owned();
+            if json && no_wait {
+                println!("{}", serde_json::to_string_pretty(&resp)?);
+                return Ok(0);
+            }
+            if !json {
+                println!("scenario {id} accepted");
+                println!("access   {}#token={token}", resp["access_url"].as_str().unwrap_or_default());
+                println!("expires  {}", resp["expires_at"].as_str().unwrap_or_default());
+            }
+            if no_wait {
+                return Ok(0);
+            }
+            let state = wait_running(&http, &ep, &auth, &id, started, !json).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&json!({ "spawn": resp, "scenario": state }))?);
+            }
+            Ok(if state["status"] == "running" { 0 } else { 1 })
+        }
+        ClientCommand::Status { id, json } => {
+            let (status, s) = call(&http, http.get(ep.url(8083, &format!("/v1/scenarios/{id}"))).header("authorization", &auth)).await?;
+            if status != 200 {
+                return Err(fail(status, &s));
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                for k in ["scenario_id", "status", "template", "track", "network_id", "created_at", "started_at", "expires_at", "ended_at", "error"] {
+                    if let Some(v) = s.get(k).filter(|v| !v.is_null()) {
+                        println!("{k:<12} {}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+                    }
+                }
+                if let Some(c) = s["containers"].as_array() {
+                    let names: Vec<_> = c.iter().filter_map(Value::as_str).collect();
+                    println!("{:<12} {}", "containers", names.join(", "));
+                }
+            }
+            Ok(0)
+        }
+        ClientCommand::Score { id, json } => {
+            let (status, s) = call(&http, http.get(ep.url(8086, &format!("/v1/scores/{id}"))).header("authorization", &auth)).await?;
+            if status != 200 {
+                return Err(fail(status, &s));
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("score    {:.2} ({} of {} criteria)", s["score"]["value"].as_f64().unwrap_or(0.0), s["score"]["passed"], s["score"]["total"]);
+                for c in s["criteria"].as_array().into_iter().flatten() {
+                    let mark = if c["passed"] == true { "PASS" } else { "fail" };
+                    println!("  {mark}  {:<24} {}", c["criterion_id"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or(""));
+                }
+                println!("evidence {}", s["evidence_url"].as_str().unwrap_or(""));
+                println!("verdict  {}", s["verdict_url"].as_str().unwrap_or(""));
+            }
+            Ok(0)
+        }
+        ClientCommand::Check { id } => {
+            let (status, r) = call(&http, http.post(ep.url(8084, &format!("/v1/scenarios/{id}/check"))).header("authorization", &auth)).await?;
+            if status != 200 {
+                return Err(fail(status, &r));
+            }
+            println!("{} of {} objectives met (score {:.2})", r["passed"], r["total"], r["score"].as_f64().unwrap_or(0.0));
+            for c in r["criteria"].as_array().into_iter().flatten() {
+                let mark = if c["passed"] == true { "PASS" } else { "fail" };
+                println!("  {mark}  {:<24} {}", c["criterion_id"].as_str().unwrap_or(""), c["description"].as_str().unwrap_or(""));
+                if let Some(h) = c["hint"].as_str() {
+                    println!("        hint: {h}");
+                }
+            }
+            Ok(if r["passed"] == r["total"] { 0 } else { 1 })
+        }
+        ClientCommand::Submit { id } => {
+            let (status, r) = call(&http, http.post(ep.url(8084, &format!("/v1/scenarios/{id}/submit"))).header("authorization", &auth)).await?;
+            if status != 202 {
+                return Err(fail(status, &r));
+            }
+            println!("submitted {id}; `forge score {id}` once it is scored");
+            Ok(0)
+        }
+        ClientCommand::Exec { id, command } => {
+            let body = json!({ "command": command.join(" ") });
+            let req = http.post(ep.url(8084, &format!("/v1/scenarios/{id}/exec"))).header("authorization", &auth).json(&body);
+            let (status, r) = call(&http, req).await?;
+            if status != 200 {
+                return Err(fail(status, &r));
+            }
+            print!("{}", r["stdout"].as_str().unwrap_or(""));
+            eprint!("{}", r["stderr"].as_str().unwrap_or(""));
+            Ok(u8::try_from(r["exit_code"].as_i64().unwrap_or(1).clamp(0, 255)).unwrap_or(1))
+        }
+        ClientCommand::Shell { id } => super::shell::run(&ep, &token, &id).await,
+    }
+}
+
+/// Polls the scenario until it leaves `pending`/`creating`, showing progress.
+async fn wait_running(
+    http: &reqwest::Client,
+    ep: &Endpoint,
+    auth: &str,
+    id: &str,
+    started: Instant,
+    show: bool,
+) -> anyhow::Result<Value> {
+    let tty = std::io::stderr().is_terminal();
+    let spinner = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut i = 0usize;
+    loop {
+        let (code, s) = call(http, http.get(ep.url(8083, &format!("/v1/scenarios/{id}"))).header("authorization", auth)).await?;
+        if code != 200 {
+            return Err(fail(code, &s));
+        }
+        let status = s["status"].as_str().unwrap_or("").to_owned();
+        let secs = started.elapsed().as_secs_f64();
+        if show && status != last {
+            if tty {
+                eprint!("\r\x1b[K");
+            }
+            eprintln!("  {secs:6.2}s  {status}");
+            last = status.clone();
+        } else if show && tty {
+            eprint!("\r  {} {secs:6.2}s", spinner[i % spinner.len()]);
+            let _ = std::io::stderr().flush();
+        }
+        match status.as_str() {
+            "pending" | "creating" => {}
+            "running" => {
+                if show {
+                    println!("lab is running after {secs:.2}s; `forge shell {id}` opens a terminal");
+                }
+                return Ok(s);
+            }
+            other => {
+                let err = s["error"].as_str().unwrap_or("");
+                if show {
+                    println!("lab ended as {other}: {err}");
+                }
+                return Ok(s);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("scenario {id} did not start within 5 minutes");
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}

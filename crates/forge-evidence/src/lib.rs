@@ -1,0 +1,36 @@
+//! Evidence of FrostGate Forge: what the scoreboard publishes and what anyone can check offline.
+//!
+//! - [`bundle`]: `score.json`, a deterministic `evidence.tar.zst`, a canonical (RFC 8785)
+//!   `manifest.json` of their SHA-256 hashes plus scenario metadata, and `verdict.sig`, an Ed25519
+//!   signature over the exact manifest bytes.
+//! - [`keyring`]: Ed25519 keys per purpose (`verdict`, `audit`) on disk, with rotation, revocation,
+//!   a retention window for retired keys and an exportable public keyset.
+//! - [`verify`]: offline verification of a bundle from a directory, bytes or an HTTP(S) base URL.
+//! - [`store`]: a write-once evidence store trait, its local-directory backend and the conformance
+//!   suite every backend must pass.
+//! - [`audit_log`]: the signed, hash-chained, append-only audit log behind
+//!   [`forge_core::audit::AuditSink`], and its verifier.
+//! - [`http`]: the `/audit/...` key and signature endpoints.
+//! - [`cli`]: `forge keys|bundle|audit` subcommands.
+
+pub mod audit_log;
+pub mod bundle;
+pub mod cli;
+pub mod http;
+pub mod keyring;
+pub mod store;
+pub mod verify;
+
+mod util;
+
+pub use audit_log::{
+    AuditLog, AuditLogConfig, AuditLogError, AuditVerifyError, EventSignature, LogReport,
+    verify_log,
+};
+pub use bundle::{ArtifactInput, Bundle, BundleError, BundleInput, BundleMeta, Manifest};
+pub use http::{AuditHttpState, audit_router};
+pub use keyring::{KeyError, KeyPurpose, KeyRecord, KeySet, KeySource, KeyStatus, Keyring, Signer};
+pub use store::{
+    EvidenceStore, LocalStore, ObjectKey, PublishedBundle, StoreError, fetch_bundle, publish_bundle,
+};
+pub use verify::{BundleFiles, VerifiedBundle, VerifyError, verify_bundle, verify_bundle_url};

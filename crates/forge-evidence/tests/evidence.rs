@@ -1,0 +1,20 @@
+//! Integration tests of forge-evidence: bundles, keys, verification (local and over HTTP), the
+//! evidence store conformance suite, the audit log and its HTTP routes, the CLI run functions.
+
+#[path = "evidence/common.rs"]
+mod common;
+
+#[path = "evidence/audit.rs"]
+mod audit;
+#[path = "evidence/bundle.rs"]
+mod bundle;
+#[path = "evidence/cli.rs"]
+mod cli;
+#[path = "evidence/http.rs"]
+mod http;
+#[path = "evidence/keys.rs"]
+mod keys;
+#[path = "evidence/props.rs"]
+mod props;
+#[path = "evidence/store.rs"]
+mod store;

@@ -1,0 +1,195 @@
+//! Keyring life cycle and what it means for verification.
+
+use std::os::unix::fs::PermissionsExt;
+
+use chrono::{Duration, Utc};
+use forge_evidence::bundle::Bundle;
+use forge_evidence::keyring::{KeyPurpose, KeySource, KeyStatus, Keyring, key_id_for};
+use forge_evidence::verify::{BundleFiles, ProblemKind, verify_files};
+
+use crate::common::{Keys, bundle, input};
+
+#[test]
+fn first_use_creates_a_key_with_private_file_mode_0600() {
+    let keys = Keys::new(KeyPurpose::Verdict);
+    let id = keys.signer.key_id();
+    assert!(id.starts_with("ed25519-") && id.len() == 24, "{id}");
+    assert_eq!(key_id_for(&keys.signer.verifying_key()), id);
+    let dir = Keyring::dir_for(keys.dir.path(), KeyPurpose::Verdict);
+    let mode = std::fs::metadata(dir.join(format!("{id}.key.pem")))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let private = std::fs::read_to_string(dir.join(format!("{id}.key.pem"))).unwrap();
+    assert!(private.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let public = std::fs::read_to_string(dir.join(format!("{id}.pub.pem"))).unwrap();
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("keyring.json")).unwrap()).unwrap();
+    assert_eq!(index["keys"][0]["status"], "active");
+    // Opening again finds the same key instead of making another.
+    let mut again = Keyring::open(keys.dir.path(), KeyPurpose::Verdict).unwrap();
+    assert_eq!(again.signer().unwrap().key_id(), id);
+    assert_eq!(again.keys().len(), 1);
+}
+
+#[test]
+fn purposes_have_separate_keys() {
+    let keys = Keys::new(KeyPurpose::Verdict);
+    let mut audit = Keyring::open(keys.dir.path(), KeyPurpose::Audit).unwrap();
+    assert_ne!(audit.signer().unwrap().key_id(), keys.signer.key_id());
+    let err = Keyring::open_dir(
+        &Keyring::dir_for(keys.dir.path(), KeyPurpose::Audit),
+        KeyPurpose::Verdict,
+    );
+    assert!(err.unwrap_err().to_string().contains("purpose `audit`"));
+}
+
+#[test]
+fn a_bundle_signed_with_a_rotated_out_key_still_verifies_within_retention() {
+    let mut keys = Keys::new(KeyPurpose::Verdict);
+    let b = bundle(&keys);
+    let new = keys.ring.rotate().unwrap();
+    assert_ne!(new.key_id, keys.signer.key_id());
+    let old = keys.ring.get(keys.signer.key_id()).unwrap();
+    assert_eq!(old.status, KeyStatus::Retired);
+    assert!(old.retired_at.is_some());
+    // The retired key's private half is gone; only the active key can sign.
+    let dir = Keyring::dir_for(keys.dir.path(), KeyPurpose::Verdict);
+    assert!(
+        !dir.join(format!("{}.key.pem", keys.signer.key_id()))
+            .exists()
+    );
+    assert_eq!(keys.ring.signer().unwrap().key_id(), new.key_id);
+
+    let v = verify_files(&BundleFiles::from(&b), &keys.source(), Utc::now())
+        .expect("retired key verifies");
+    assert_eq!(v.key_status, KeyStatus::Retired);
+    // After the retention window (365 days by default) it no longer does.
+    let later = Utc::now() + Duration::days(366);
+    let err = verify_files(&BundleFiles::from(&b), &keys.source(), later).unwrap_err();
+    assert_eq!(
+        (err.file(), err.first().kind),
+        ("verdict.sig", ProblemKind::Key),
+        "{err}"
+    );
+    assert!(err.to_string().contains("retention window ended"), "{err}");
+}
+
+#[test]
+fn a_bundle_signed_with_a_revoked_key_fails() {
+    let mut keys = Keys::new(KeyPurpose::Verdict);
+    let b = bundle(&keys);
+    let replacement = keys
+        .ring
+        .revoke(keys.signer.key_id())
+        .unwrap()
+        .expect("active key is replaced");
+    assert_eq!(keys.ring.active().unwrap().key_id, replacement.key_id);
+    let err = verify_files(&BundleFiles::from(&b), &keys.source(), Utc::now()).unwrap_err();
+    assert_eq!(
+        (err.file(), err.first().kind),
+        ("verdict.sig", ProblemKind::Key),
+        "{err}"
+    );
+    assert!(err.to_string().contains("revoked"), "{err}");
+    // A bundle by the replacement key verifies; revoking twice is refused.
+    let fresh = Bundle::build(input(3, 100), &keys.ring.signer().unwrap()).unwrap();
+    verify_files(&BundleFiles::from(&fresh), &keys.source(), Utc::now()).expect("new key verifies");
+    assert!(
+        keys.ring
+            .revoke(keys.signer.key_id())
+            .unwrap_err()
+            .to_string()
+            .contains("already revoked")
+    );
+    assert!(
+        keys.ring
+            .revoke("ed25519-0000000000000000")
+            .unwrap_err()
+            .to_string()
+            .contains("not in the keyring")
+    );
+}
+
+#[test]
+fn revoking_a_retired_key_keeps_the_active_one() {
+    let mut keys = Keys::new(KeyPurpose::Verdict);
+    let active = keys.ring.rotate().unwrap();
+    assert!(keys.ring.revoke(keys.signer.key_id()).unwrap().is_none());
+    assert_eq!(keys.ring.active().unwrap().key_id, active.key_id);
+}
+
+#[test]
+fn a_single_pem_public_key_or_exported_keyset_is_enough_offline() {
+    let keys = Keys::new(KeyPurpose::Verdict);
+    let b = bundle(&keys);
+    let files = BundleFiles::from(&b);
+    let out = tempfile::tempdir().unwrap();
+
+    let pem = keys.ring.public_key_pem(keys.signer.key_id()).unwrap();
+    let pem_path = out.path().join("verdict.pub.pem");
+    std::fs::write(&pem_path, &pem).unwrap();
+    let from_pem = KeySource::from_file(&pem_path).unwrap();
+    verify_files(&files, &from_pem, Utc::now()).expect("pem key verifies");
+
+    let set_path = out.path().join("keys.json");
+    std::fs::write(
+        &set_path,
+        serde_json::to_vec(&keys.ring.export_public().unwrap()).unwrap(),
+    )
+    .unwrap();
+    verify_files(
+        &files,
+        &KeySource::from_file(&set_path).unwrap(),
+        Utc::now(),
+    )
+    .expect("keyset verifies");
+
+    let other = Keys::new(KeyPurpose::Verdict);
+    let wrong =
+        KeySource::from_pem(&other.ring.public_key_pem(other.signer.key_id()).unwrap()).unwrap();
+    let err = verify_files(&files, &wrong, Utc::now()).unwrap_err();
+    assert_eq!(
+        (err.file(), err.first().kind),
+        ("verdict.sig", ProblemKind::Key),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not known"), "{err}");
+}
+
+#[test]
+fn a_keyset_entry_whose_pem_was_swapped_is_refused() {
+    let keys = Keys::new(KeyPurpose::Verdict);
+    let other = Keys::new(KeyPurpose::Verdict);
+    let mut set = keys.ring.export_public().unwrap();
+    set.keys[0].public_key_pem = other.ring.public_key_pem(other.signer.key_id()).unwrap();
+    let err = verify_files(
+        &BundleFiles::from(&bundle(&keys)),
+        &KeySource::KeySet(set),
+        Utc::now(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("does not hash to its key id"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rotate_if_due_only_rotates_old_keys() {
+    let mut keys = Keys::new(KeyPurpose::Verdict);
+    let cadence = Duration::days(forge_evidence::keyring::ROTATION_CADENCE_DAYS);
+    assert!(keys.ring.rotate_if_due(cadence).unwrap().is_none());
+    let new = keys
+        .ring
+        .rotate_if_due(Duration::zero())
+        .unwrap()
+        .expect("a zero max age rotates");
+    assert_eq!(keys.ring.active().unwrap().key_id, new.key_id);
+    assert_eq!(
+        keys.ring.get(keys.signer.key_id()).unwrap().status,
+        KeyStatus::Retired
+    );
+}

@@ -1,0 +1,365 @@
+//! Launching a lab fast, and reviving one container of it.
+//!
+//! Order of work (phases overlap; `LaunchTimings` records when each finished):
+//! 1. validate everything that can be checked without side effects (plan, names, capabilities);
+//! 2. concurrently: build the fabric namespace + bridges | inspect images, then create and
+//!    start every container in parallel (containers start with only `lo`; images' services
+//!    bind wildcard addresses, so they come up before their links);
+//! 3. plumb every container in parallel; 4. run setup steps (containers in parallel, steps in
+//!    order); any failure tears down whatever was built.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::{CreateContainerOptions, ListContainersOptions};
+use chrono::{SecondsFormat, Utc};
+use forge_core::template::{Attachment, plan_lab};
+use futures::future::{join_all, try_join_all};
+
+use super::{DockerRuntime, labs};
+use crate::error::{RuntimeError, status_of};
+use crate::fabric::{Fabric, Plumbing, default_gateway};
+use crate::hardening::{self, ContainerParams};
+use crate::images::SYSCTLS_LABEL;
+use crate::{ExecRequest, LabHandle, LabSpec, LaunchTimings, container_name, exec, labels, netns};
+
+/// Time one setup command may take.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Started {
+    id: String,
+    pid: u32,
+    created: Duration,
+    started: Duration,
+}
+
+pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandle, RuntimeError> {
+    let t0 = Instant::now();
+    let tpl = &spec.template;
+    let containers = &tpl.spec.assets.containers;
+    if containers.is_empty() {
+        return Err(RuntimeError::EmptyTemplate);
+    }
+    let plan = plan_lab(tpl).map_err(|e| RuntimeError::Plan(e.to_string()))?;
+    for c in containers {
+        hardening::check_name(&c.name)?;
+        hardening::capabilities(c)?;
+    }
+    let scenario = spec.scenario_id.as_str();
+    let ns = spec.scenario_id.network_id();
+    if netns::namespace_exists(&ns) || has_containers(rt, scenario).await? {
+        return Err(RuntimeError::LabExists {
+            scenario: scenario.to_owned(),
+        });
+    }
+    let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    let gateways: HashMap<String, Ipv4Addr> = tpl
+        .spec
+        .network
+        .subnets
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.gateway?)))
+        .collect();
+    let links: Vec<&[Attachment]> = containers
+        .iter()
+        .map(|c| {
+            plan.container(&c.name)
+                .map(|p| p.attachments.as_slice())
+                .unwrap_or(&[])
+        })
+        .collect();
+
+    let mut timings = LaunchTimings::default();
+    let fabric = async {
+        let f = Fabric::create(&ns, &plan, &created_at).await;
+        (f, t0.elapsed())
+    };
+    let boot = async {
+        let sysctls = image_sysctls(rt, containers.iter().map(|c| c.image.as_str())).await?;
+        let images_checked = t0.elapsed();
+        let jobs = containers.iter().enumerate().map(|(i, c)| {
+            let params = ContainerParams {
+                scenario: &spec.scenario_id,
+                tenant_id: &spec.tenant_id,
+                template_name: &tpl.metadata.name,
+                container: c,
+                index: i,
+                count: containers.len(),
+                limits: &tpl.spec.limits,
+                links: links[i],
+                gateway: default_gateway(links[i], &gateways),
+                hosts: &plan.hosts,
+                image_sysctls: sysctls.get(&c.image).map(Vec::as_slice).unwrap_or(&[]),
+                extra_labels: &spec.labels,
+                created_at: &created_at,
+            };
+            create_and_start(rt, params, t0)
+        });
+        // join_all, not try_join_all: every create must settle before a failed launch tears
+        // down, or a container created after the teardown would leak.
+        let started: Result<Vec<Started>, RuntimeError> =
+            join_all(jobs).await.into_iter().collect();
+        started.map(|s| (s, images_checked))
+    };
+    let ((fabric, fabric_ready), booted) = futures::join!(fabric, boot);
+    timings.fabric_ready = fabric_ready;
+
+    let result = async {
+        let fabric = fabric?;
+        let (started, images_checked) = booted?;
+        timings.images_checked = images_checked;
+        timings.containers_created = started.iter().map(|s| s.created).max().unwrap_or_default();
+        timings.containers_started = started.iter().map(|s| s.started).max().unwrap_or_default();
+
+        let plumbing = started.iter().enumerate().map(|(i, s)| Plumbing {
+            index: i,
+            pid: s.pid,
+            links: links[i],
+            gateway: default_gateway(links[i], &gateways),
+        });
+        let plumbing: Vec<Plumbing<'_>> = plumbing.collect();
+        try_join_all(plumbing.iter().map(|p| fabric.plumb(p))).await?;
+        timings.links_plumbed = t0.elapsed();
+
+        let targets: Vec<String> = containers
+            .iter()
+            .map(|c| container_name(&spec.scenario_id, &c.name))
+            .collect();
+        let setups = containers
+            .iter()
+            .zip(&targets)
+            .map(|(c, target)| run_setup(rt, target, &c.name, scenario, &c.setup));
+        try_join_all(setups).await?;
+        timings.setup_done = t0.elapsed();
+        Ok(started)
+    }
+    .await;
+
+    match result {
+        Ok(started) => {
+            timings.total = t0.elapsed();
+            let ids = containers
+                .iter()
+                .zip(started)
+                .map(|(c, s)| (c.name.clone(), s.id))
+                .collect();
+            metrics::histogram!("forge_lab_launch_seconds", "service" => "forge_runtime")
+                .record(timings.total.as_secs_f64());
+            Ok(LabHandle {
+                scenario_id: spec.scenario_id.clone(),
+                network_id: ns,
+                containers: ids,
+                plan,
+                timings,
+            })
+        }
+        Err(e) => {
+            // Not our lab to remove when it already existed.
+            if !matches!(e, RuntimeError::LabExists { .. })
+                && let Err(t) = labs::teardown(rt, scenario, &ns).await
+            {
+                tracing::warn!(scenario, error = %t, "cleanup after failed launch");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn has_containers(rt: &DockerRuntime, scenario: &str) -> Result<bool, RuntimeError> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{}={scenario}", labels::SCENARIO_ID)],
+    )]);
+    let opts = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let found = rt
+        .docker()
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| RuntimeError::docker("list containers", e))?;
+    Ok(!found.is_empty())
+}
+
+/// Inspects each distinct image once: absent → "run forge images build"; present → the
+/// sysctls its label asks for.
+async fn image_sysctls<'a>(
+    rt: &DockerRuntime,
+    images: impl Iterator<Item = &'a str>,
+) -> Result<HashMap<String, Vec<String>>, RuntimeError> {
+    let mut distinct: Vec<&str> = images.collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let checks = distinct.into_iter().map(|image| async move {
+        match rt.docker().inspect_image(image).await {
+            Ok(info) => {
+                let label = info
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|mut l| l.remove(SYSCTLS_LABEL));
+                let list = label
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                Ok((image.to_owned(), list))
+            }
+            Err(e) if status_of(&e) == Some(404) => Err(RuntimeError::ImageMissing {
+                image: image.to_owned(),
+            }),
+            Err(e) => Err(RuntimeError::docker(format!("inspect image {image}"), e)),
+        }
+    });
+    Ok(try_join_all(checks).await?.into_iter().collect())
+}
+
+async fn create_and_start(
+    rt: &DockerRuntime,
+    p: ContainerParams<'_>,
+    t0: Instant,
+) -> Result<Started, RuntimeError> {
+    let name = container_name(p.scenario, &p.container.name);
+    let body = hardening::container_config(&p)?;
+    let opts = CreateContainerOptions {
+        name: Some(name.clone()),
+        ..Default::default()
+    };
+    let created = rt
+        .docker()
+        .create_container(Some(opts), body)
+        .await
+        .map_err(|e| match status_of(&e) {
+            Some(404) => RuntimeError::ImageMissing {
+                image: p.container.image.clone(),
+            },
+            Some(409) => RuntimeError::LabExists {
+                scenario: p.scenario.to_string(),
+            },
+            _ => RuntimeError::docker(format!("create {name}"), e),
+        })?;
+    let created_off = t0.elapsed();
+    let pid = start_and_pid(rt, &created.id, &name).await?;
+    Ok(Started {
+        id: created.id,
+        pid,
+        created: created_off,
+        started: t0.elapsed(),
+    })
+}
+
+/// Starts a container and returns its init's host PID (whose netns we plumb).
+pub(crate) async fn start_and_pid(
+    rt: &DockerRuntime,
+    id: &str,
+    name: &str,
+) -> Result<u32, RuntimeError> {
+    rt.docker()
+        .start_container(id, None)
+        .await
+        .map_err(|e| RuntimeError::docker(format!("start {name}"), e))?;
+    let info = rt
+        .docker()
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| RuntimeError::docker(format!("inspect {name}"), e))?;
+    let state = info.state.unwrap_or_default();
+    match state.pid {
+        Some(pid) if pid > 0 && state.running == Some(true) => Ok(pid as u32),
+        _ => Err(RuntimeError::NotRunning {
+            container: name.to_owned(),
+        }),
+    }
+}
+
+/// Runs a container's setup commands in order; a non-zero exit fails the launch.
+pub(crate) async fn run_setup(
+    rt: &DockerRuntime,
+    target: &str,
+    display: &str,
+    scenario: &str,
+    steps: &[String],
+) -> Result<(), RuntimeError> {
+    for cmd in steps {
+        let req = ExecRequest::shell(cmd.clone())
+            .timeout(SETUP_TIMEOUT)
+            .max_output(16 * 1024);
+        let r = exec::run(rt.docker(), target, display, scenario, req).await?;
+        if r.timed_out || r.exit_code != 0 {
+            let output = format!("{}{}", r.stdout, r.stderr)
+                .trim()
+                .chars()
+                .take(400)
+                .collect();
+            return Err(RuntimeError::Setup {
+                container: display.to_owned(),
+                command: cmd.clone(),
+                exit_code: r.exit_code,
+                output,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Starts a stopped lab container again and rebuilds its links, default route and setup from
+/// its labels (works from Docker state alone, e.g. after our own restart).
+pub(crate) async fn revive(rt: &DockerRuntime, id: &str) -> Result<(), RuntimeError> {
+    let info = rt
+        .docker()
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| RuntimeError::docker("inspect", e))?;
+    let name = info
+        .name
+        .clone()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_owned();
+    let lbl = info.config.and_then(|c| c.labels).unwrap_or_default();
+    let bad = |what: &str| {
+        RuntimeError::Invalid(format!("container {name}: label {what} missing or invalid"))
+    };
+    let scenario = lbl
+        .get(labels::SCENARIO_ID)
+        .ok_or_else(|| bad(labels::SCENARIO_ID))?
+        .clone();
+    let display = lbl
+        .get(labels::CONTAINER)
+        .cloned()
+        .unwrap_or_else(|| name.clone());
+    let index: usize = lbl
+        .get(labels::INDEX)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(labels::INDEX))?;
+    let links: Vec<Attachment> = lbl
+        .get(labels::LINKS)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| bad(labels::LINKS))?;
+    let setup: Vec<String> = lbl
+        .get(labels::SETUP)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let gateway: Option<Ipv4Addr> = lbl.get(labels::GATEWAY).and_then(|s| s.parse().ok());
+    let ns = scenario
+        .strip_prefix("scn-")
+        .map(|h| format!("forge_scn_{h}"))
+        .ok_or_else(|| bad(labels::SCENARIO_ID))?;
+
+    // Fabric first: a lab whose namespace is gone is being (or was) torn down, and starting
+    // its container would resurrect it.
+    let fabric = Fabric::open(&ns).await?;
+    let pid = start_and_pid(rt, id, &name).await?;
+    fabric
+        .plumb(&Plumbing {
+            index,
+            pid,
+            links: &links,
+            gateway,
+        })
+        .await?;
+    run_setup(rt, &name, &display, &scenario, &setup).await
+}

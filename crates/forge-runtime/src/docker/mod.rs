@@ -1,0 +1,176 @@
+//! [`DockerRuntime`]: the [`Runtime`] on the local Docker Engine, with each lab's fabric in its
+//! own network namespace (see the crate docs).
+//!
+//! Docker is the source of truth: every container carries the labels needed to find, re-plumb
+//! and clean it up, so the runtime keeps almost no state of its own (only which labs it is
+//! tearing down right now, so the supervisor does not resurrect them).
+
+mod labs;
+mod launch;
+
+pub(crate) use launch::revive;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bollard::Docker;
+use forge_core::ScenarioId;
+
+use crate::error::RuntimeError;
+use crate::images::{BuildOutcome, ImageCatalog};
+use crate::{
+    ExecRequest, ExecResult, FileContent, LabHandle, LabSpec, LabSummary, ReconcileReport, Runtime,
+    TeardownReport, TtySession, container_name, exec, files,
+};
+
+/// How long a torn-down lab stays marked so late `die` events are ignored.
+const TEARDOWN_MEMORY: Duration = Duration::from_secs(120);
+
+/// The Docker-backed runtime. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    /// Scenario ids being (or recently) torn down by this process.
+    tearing_down: Mutex<HashMap<String, Instant>>,
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (`DOCKER_HOST` or the unix socket) and negotiates the API
+    /// version (the engine here speaks 1.41).
+    pub async fn connect() -> Result<Self, RuntimeError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        Ok(Self::from_docker(docker))
+    }
+
+    pub fn from_docker(docker: Docker) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                docker,
+                tearing_down: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    /// Builds the images in `references` that are missing or stale (all with `force`), from
+    /// the discovered image catalog.
+    pub async fn ensure_images(
+        &self,
+        references: &[&str],
+        force: bool,
+    ) -> Result<Vec<(String, BuildOutcome)>, RuntimeError> {
+        let catalog = ImageCatalog::discover()?;
+        crate::images::ensure_images(self.docker(), &catalog, references, force).await
+    }
+
+    fn mark_teardown(&self, scenario: &str) {
+        let mut m = self
+            .inner
+            .tearing_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, t| t.elapsed() < TEARDOWN_MEMORY);
+        m.insert(scenario.to_owned(), Instant::now());
+    }
+
+    /// Whether this process is tearing the lab down (or just did).
+    pub fn is_tearing_down(&self, scenario: &str) -> bool {
+        let m = self
+            .inner
+            .tearing_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.get(scenario)
+            .is_some_and(|t| t.elapsed() < TEARDOWN_MEMORY)
+    }
+
+    /// Removes every lab created longer than `age` ago (by `forge.created_at`, or the fabric's
+    /// own record for a namespace whose containers are gone).
+    pub async fn cleanup_older_than(&self, age: Duration) -> Result<ReconcileReport, RuntimeError> {
+        labs::cleanup_older_than(self, age).await
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    async fn launch(&self, spec: LabSpec) -> Result<LabHandle, RuntimeError> {
+        launch::launch(self, spec).await
+    }
+
+    async fn exec(
+        &self,
+        scenario: &ScenarioId,
+        container: &str,
+        req: ExecRequest,
+    ) -> Result<ExecResult, RuntimeError> {
+        let target = container_name(scenario, container);
+        exec::run(self.docker(), &target, container, scenario.as_str(), req).await
+    }
+
+    async fn read_file(
+        &self,
+        scenario: &ScenarioId,
+        container: &str,
+        path: &str,
+        max_bytes: usize,
+    ) -> Result<FileContent, RuntimeError> {
+        let target = container_name(scenario, container);
+        files::read_file(
+            self.docker(),
+            &target,
+            container,
+            scenario.as_str(),
+            path,
+            max_bytes,
+        )
+        .await
+    }
+
+    async fn snapshot(
+        &self,
+        scenario: &ScenarioId,
+        container: &str,
+    ) -> Result<serde_json::Value, RuntimeError> {
+        let target = container_name(scenario, container);
+        exec::snapshot(self.docker(), &target, container, scenario.as_str()).await
+    }
+
+    async fn exec_tty(
+        &self,
+        scenario: &ScenarioId,
+        container: &str,
+        cmd: Option<Vec<String>>,
+    ) -> Result<TtySession, RuntimeError> {
+        let target = container_name(scenario, container);
+        exec::tty(self.docker(), &target, container, scenario.as_str(), cmd).await
+    }
+
+    async fn teardown(&self, scenario: &ScenarioId) -> Result<TeardownReport, RuntimeError> {
+        labs::teardown(self, scenario.as_str(), &scenario.network_id()).await
+    }
+
+    async fn list_labs(&self) -> Result<Vec<LabSummary>, RuntimeError> {
+        labs::list(self).await
+    }
+
+    async fn reconcile(
+        &self,
+        alive: &(dyn for<'s> Fn(&'s str) -> bool + Send + Sync),
+    ) -> Result<ReconcileReport, RuntimeError> {
+        labs::reconcile(self, alive).await
+    }
+}

@@ -1,0 +1,111 @@
+//! The runtime's one error type. Messages are lowercase, name the object that is wrong and,
+//! where the operator can fix it, say how (`run forge images build`, `apt-get install ...`).
+
+use std::time::Duration;
+
+/// Everything that can go wrong in the lab runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot connect to the docker engine: {0}")]
+    Connect(String),
+    #[error("docker engine error during {op}: {message}")]
+    Docker { op: String, message: String },
+    #[error("image `{image}` is missing; run `forge images build`")]
+    ImageMissing { image: String },
+    #[error("image `{image}` is not in the image catalog at {dir}")]
+    ImageUnknown { image: String, dir: String },
+    #[error("image catalog: {0}")]
+    ImageCatalog(String),
+    #[error("building image `{image}` failed: {message}")]
+    ImageBuild { image: String, message: String },
+    #[error("{path} not found; install it with `apt-get install busybox-static`")]
+    BusyboxMissing { path: String },
+    #[error("{path} is not a statically linked busybox; install `busybox-static`")]
+    BusyboxNotStatic { path: String },
+    #[error("container {container}: capability `{capability}` is not allowed (allowed: {allowed})")]
+    CapabilityNotAllowed {
+        container: String,
+        capability: String,
+        allowed: String,
+    },
+    #[error("container {container}: sysctl `{sysctl}` from its image is not allowed")]
+    SysctlNotAllowed { container: String, sysctl: String },
+    #[error("template cannot be planned: {0}")]
+    Plan(String),
+    #[error("template has no containers")]
+    EmptyTemplate,
+    #[error("lab {scenario} already exists (namespace or containers present)")]
+    LabExists { scenario: String },
+    #[error("lab {scenario} has no container `{container}`")]
+    NoSuchContainer { scenario: String, container: String },
+    #[error("container {container} is not running")]
+    NotRunning { container: String },
+    #[error("file {path} not found in container {container}")]
+    FileNotFound { container: String, path: String },
+    #[error("{path} in container {container} is not a regular file")]
+    NotAFile { container: String, path: String },
+    #[error("network namespace {name}: {message}")]
+    Namespace { name: String, message: String },
+    #[error("netlink {op} in {namespace}: {message}")]
+    Netlink {
+        namespace: String,
+        op: String,
+        message: String,
+    },
+    #[error("setup of container {container} failed: `{command}` exited with {exit_code}: {output}")]
+    Setup {
+        container: String,
+        command: String,
+        exit_code: i64,
+        output: String,
+    },
+    #[error("exec in {container}: {message}")]
+    Exec { container: String, message: String },
+    #[error("exec in {container} timed out after {timeout:?}")]
+    ExecTimeout {
+        container: String,
+        timeout: Duration,
+    },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+impl RuntimeError {
+    /// Wraps a Docker API error with the operation it broke.
+    pub fn docker(op: impl Into<String>, e: bollard::errors::Error) -> Self {
+        Self::Docker {
+            op: op.into(),
+            message: docker_message(&e),
+        }
+    }
+
+    /// Wraps a netlink error with where it happened.
+    pub fn netlink(namespace: &str, op: &str, e: impl std::fmt::Display) -> Self {
+        Self::Netlink {
+            namespace: namespace.to_owned(),
+            op: op.to_owned(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The daemon's own message when there is one (bollard's Display adds noise around it).
+fn docker_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            format!("{message} (http {status_code})")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// HTTP status of a Docker API error, when the daemon answered.
+pub(crate) fn status_of(e: &bollard::errors::Error) -> Option<u16> {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}

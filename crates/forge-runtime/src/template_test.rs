@@ -1,0 +1,238 @@
+//! Criteria evaluation against a live lab, and `forge template test`: proves a template is
+//! solvable and not already solved — launch, criteria must NOT all pass, run `spec.solution`,
+//! criteria must all pass, tear down (always).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use forge_core::playbook::{criterion_result, evaluate, plan_criteria};
+use forge_core::template::ScenarioTemplate;
+use forge_core::{Artifact, CriterionResult, ScenarioId};
+use futures::future::join_all;
+
+use crate::{DockerRuntime, ExecRequest, LabSpec, Runtime, collect};
+
+/// One criterion's verdict with the artifacts its steps produced.
+#[derive(Debug, Clone)]
+pub struct EvaluatedCriterion {
+    pub result: CriterionResult,
+    pub artifacts: Vec<(Artifact, Vec<u8>)>,
+}
+
+/// Collects and evaluates every success criterion of `t` in the running lab (criteria
+/// concurrently, steps of one criterion in order). Artifact names are
+/// `<criterion>.<step>.<artifact_type>`.
+pub async fn evaluate_criteria(
+    rt: &dyn Runtime,
+    scenario: &ScenarioId,
+    t: &ScenarioTemplate,
+) -> Vec<EvaluatedCriterion> {
+    let plans = plan_criteria(t);
+    let jobs = plans.iter().map(|plan| async move {
+        let mut outcomes = Vec::new();
+        let mut artifacts = Vec::new();
+        for (i, step) in plan.steps.iter().enumerate() {
+            let (obs, bytes) = collect(rt, scenario, step).await;
+            outcomes.push(evaluate(step, &obs));
+            let kind = step.evidence_type().artifact_type();
+            let name = format!("{}.{i}.{}", plan.criterion_id, kind.as_str());
+            artifacts.push((Artifact::describe(kind, name, &bytes), bytes));
+        }
+        let refs = artifacts.iter().map(|(a, _)| a.name.clone()).collect();
+        EvaluatedCriterion {
+            result: criterion_result(plan, &outcomes, refs),
+            artifacts,
+        }
+    });
+    join_all(jobs).await
+}
+
+/// One row of the report table.
+#[derive(Debug, Clone)]
+pub struct CriterionRow {
+    pub id: String,
+    pub before: bool,
+    pub before_message: String,
+    pub after: Option<bool>,
+    pub after_message: String,
+}
+
+/// The outcome of testing one template.
+#[derive(Debug, Clone)]
+pub struct TemplateTestReport {
+    pub file: String,
+    pub template: String,
+    pub scenario_id: String,
+    pub launch: Option<Duration>,
+    pub rows: Vec<CriterionRow>,
+    /// Why the test failed, when it did.
+    pub failure: Option<String>,
+}
+
+impl TemplateTestReport {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// Human-readable table.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "template {} ({}) scenario {}",
+            self.template, self.file, self.scenario_id
+        );
+        if let Some(l) = self.launch {
+            s.push_str(&format!(" launched in {} ms", l.as_millis()));
+        }
+        s.push('\n');
+        if !self.rows.is_empty() {
+            let w = self
+                .rows
+                .iter()
+                .map(|r| r.id.len())
+                .max()
+                .unwrap_or(9)
+                .max(9);
+            s.push_str(&format!("  {:<w$}  before  after  message\n", "criterion"));
+            let mark = |b: bool| if b { "PASS" } else { "fail" };
+            for r in &self.rows {
+                let after = r.after.map(mark).unwrap_or("-");
+                let msg = if r.after.is_some() {
+                    &r.after_message
+                } else {
+                    &r.before_message
+                };
+                s.push_str(&format!(
+                    "  {:<w$}  {:<6}  {:<5}  {}\n",
+                    r.id,
+                    mark(r.before),
+                    after,
+                    msg
+                ));
+            }
+        }
+        match &self.failure {
+            None => s.push_str("result: PASS\n"),
+            Some(f) => s.push_str(&format!("result: FAIL: {f}\n")),
+        }
+        s
+    }
+}
+
+/// Runs the whole test for one template on `rt` under a fresh scenario id; the lab is always
+/// torn down.
+pub async fn test_template(
+    rt: &DockerRuntime,
+    file: &str,
+    t: &ScenarioTemplate,
+    extra_labels: &BTreeMap<String, String>,
+) -> TemplateTestReport {
+    test_template_as(rt, ScenarioId::generate(), file, t, extra_labels).await
+}
+
+/// [`test_template`] under a given scenario id.
+pub async fn test_template_as(
+    rt: &DockerRuntime,
+    scenario: ScenarioId,
+    file: &str,
+    t: &ScenarioTemplate,
+    extra_labels: &BTreeMap<String, String>,
+) -> TemplateTestReport {
+    let mut report = TemplateTestReport {
+        file: file.into(),
+        template: t.metadata.name.clone(),
+        scenario_id: scenario.to_string(),
+        launch: None,
+        rows: Vec::new(),
+        failure: None,
+    };
+    if t.spec.solution.is_empty() {
+        report.failure = Some("template has no spec.solution steps to prove it solvable".into());
+        return report;
+    }
+    let images: Vec<&str> = t
+        .spec
+        .assets
+        .containers
+        .iter()
+        .map(|c| c.image.as_str())
+        .collect();
+    if let Err(e) = rt.ensure_images(&images, false).await {
+        report.failure = Some(e.to_string());
+        return report;
+    }
+    let mut spec = LabSpec::new(scenario.clone(), "template-test", t.clone());
+    spec.labels = extra_labels.clone();
+    spec.labels
+        .insert("forge.purpose".into(), "template-test".into());
+    match rt.launch(spec).await {
+        Ok(h) => report.launch = Some(h.timings.total),
+        Err(e) => {
+            report.failure = Some(format!("launch failed: {e}"));
+            return report;
+        }
+    }
+    report.failure = exercise(rt, &scenario, t, &mut report.rows).await.err();
+    if let Err(e) = rt.teardown(&scenario).await {
+        report
+            .failure
+            .get_or_insert(format!("teardown failed: {e}"));
+    }
+    report
+}
+
+async fn exercise(
+    rt: &DockerRuntime,
+    scenario: &ScenarioId,
+    t: &ScenarioTemplate,
+    rows: &mut Vec<CriterionRow>,
+) -> Result<(), String> {
+    for c in evaluate_criteria(rt, scenario, t).await {
+        rows.push(CriterionRow {
+            id: c.result.criterion_id,
+            before: c.result.passed,
+            before_message: c.result.message.unwrap_or_default(),
+            after: None,
+            after_message: String::new(),
+        });
+    }
+    if !rows.is_empty() && rows.iter().all(|r| r.before) {
+        return Err("every criterion passes on the untouched lab: nothing to solve".into());
+    }
+    for step in &t.spec.solution {
+        let req = ExecRequest::shell(step.command.clone()).timeout(Duration::from_secs(60));
+        let r = rt
+            .exec(scenario, &step.container, req)
+            .await
+            .map_err(|e| format!("solution step failed: {e}"))?;
+        if r.exit_code != 0 || r.timed_out {
+            let out = format!("{}{}", r.stdout, r.stderr);
+            return Err(format!(
+                "solution step `{}` in {} exited with {}: {}",
+                step.command,
+                step.container,
+                r.exit_code,
+                out.trim()
+            ));
+        }
+    }
+    for (row, c) in rows
+        .iter_mut()
+        .zip(evaluate_criteria(rt, scenario, t).await)
+    {
+        row.after = Some(c.result.passed);
+        row.after_message = c.result.message.unwrap_or_default();
+    }
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.after != Some(true))
+        .map(|r| r.id.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "criteria failing after the solution: {}",
+            failed.join(", ")
+        ))
+    }
+}

@@ -1,0 +1,208 @@
+//! Shared test plumbing: one run id per test process (in every label and namespace name the
+//! tests create), a connected runtime with images built once, fixtures, and guards that tear
+//! labs and namespaces down even when an assertion fails.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use forge_core::ScenarioId;
+use forge_core::template::ScenarioTemplate;
+use forge_runtime::{DockerRuntime, ExecRequest, ExecResult, LabHandle, LabSpec, Runtime};
+
+pub const TEST_RUN_LABEL: &str = "forge.test_run";
+
+/// 6 hex digits shared by everything this test process creates.
+pub fn run_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..6].to_owned())
+}
+
+/// A scenario id whose hex starts with the run id, so fabric namespaces
+/// (`forge_scn_<hex>`) carry the run id too.
+pub fn scenario_id() -> ScenarioId {
+    let tail = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    format!("scn-{}{tail}", run_id())
+        .parse()
+        .expect("valid scenario id")
+}
+
+/// Connected runtime; the first caller builds the lab images (once per process).
+pub async fn runtime() -> DockerRuntime {
+    static IMAGES: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let rt = DockerRuntime::connect()
+        .await
+        .expect("docker engine reachable");
+    IMAGES
+        .get_or_init(|| async {
+            let rt = DockerRuntime::connect().await.expect("docker");
+            let refs = [
+                "forge/learner:1",
+                "forge/router:1",
+                "forge/web:1",
+                "forge/server:1",
+            ];
+            rt.ensure_images(&refs, false).await.expect("images build");
+        })
+        .await;
+    rt
+}
+
+pub fn fixture(name: &str) -> ScenarioTemplate {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("fixture readable");
+    forge_core::template::load(&path, &text)
+        .unwrap_or_else(|e| panic!("fixture {name} invalid: {e}"))
+}
+
+pub fn spec(t: &ScenarioTemplate) -> LabSpec {
+    let mut labels = BTreeMap::new();
+    labels.insert(TEST_RUN_LABEL.to_owned(), run_id().to_owned());
+    LabSpec {
+        scenario_id: scenario_id(),
+        tenant_id: "tenant-test".into(),
+        template: t.clone(),
+        labels,
+    }
+}
+
+/// Tears the lab down on drop (on a fresh thread with its own runtime, so it works while a
+/// test panics). Call [`LabGuard::close`] for the explicit, checked teardown.
+pub struct LabGuard {
+    pub scenario: ScenarioId,
+    armed: bool,
+}
+
+impl LabGuard {
+    pub fn new(scenario: &ScenarioId) -> Self {
+        Self {
+            scenario: scenario.clone(),
+            armed: true,
+        }
+    }
+
+    pub async fn close(mut self, rt: &DockerRuntime) {
+        self.armed = false;
+        rt.teardown(&self.scenario).await.expect("teardown");
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let scenario = self.scenario.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(r) = DockerRuntime::connect().await {
+                    let _ = r.teardown(&scenario).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Launches `t` and returns the handle and its guard.
+pub async fn launch(rt: &DockerRuntime, t: &ScenarioTemplate) -> (LabHandle, LabGuard) {
+    launch_spec(rt, spec(t)).await
+}
+
+/// Label narrowing a supervisor to one test's labs (tests run concurrently in one process).
+pub const TEST_CASE_LABEL: &str = "forge.test_case";
+
+/// Launches `t` with an extra `forge.test_case=<case>` label.
+pub async fn launch_case(
+    rt: &DockerRuntime,
+    t: &ScenarioTemplate,
+    case: &str,
+) -> (LabHandle, LabGuard) {
+    launch_spec(rt, spec(t).with_label(TEST_CASE_LABEL, case)).await
+}
+
+async fn launch_spec(rt: &DockerRuntime, spec: LabSpec) -> (LabHandle, LabGuard) {
+    let guard = LabGuard::new(&spec.scenario_id);
+    let handle = rt.launch(spec).await.expect("launch");
+    (handle, guard)
+}
+
+pub async fn sh(rt: &DockerRuntime, scn: &ScenarioId, container: &str, cmd: &str) -> ExecResult {
+    let req = ExecRequest::shell(cmd).timeout(Duration::from_secs(15));
+    rt.exec(scn, container, req)
+        .await
+        .unwrap_or_else(|e| panic!("exec `{cmd}` in {container}: {e}"))
+}
+
+/// A test-only network namespace `forge_t_<run id><suffix>`, removed on drop.
+pub struct TestNs {
+    pub name: String,
+}
+
+impl TestNs {
+    pub fn create(suffix: &str) -> Self {
+        let name = format!("forge_t_{}{suffix}", run_id());
+        run(&["ip", "netns", "add", &name]);
+        Self { name }
+    }
+
+    /// Runs `ip -n <ns> args...`.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        run(&full);
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub fn run(argv: &[&str]) -> String {
+    let out = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{argv:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker inspect` through the CLI: an independent view of what the engine applied.
+pub fn docker_inspect(name: &str) -> serde_json::Value {
+    let out = run(&["docker", "inspect", name]);
+    let mut v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+    v[0].take()
+}
+
+/// Leftovers of one lab.
+pub fn lab_leftovers(scn: &ScenarioId) -> (Vec<String>, bool) {
+    let filter = format!("label=forge.scenario_id={scn}");
+    let names = run(&[
+        "docker",
+        "ps",
+        "-a",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Names}}",
+    ]);
+    let names: Vec<String> = names.lines().map(str::to_owned).collect();
+    (
+        names,
+        std::path::Path::new("/run/netns")
+            .join(scn.network_id())
+            .exists(),
+    )
+}

@@ -1,0 +1,196 @@
+//! design.md §6 container invariants, asserted from `docker inspect` (the CLI, independent of
+//! the runtime's own client) and from inside the containers.
+
+use forge_runtime::{Runtime, RuntimeError};
+
+use crate::common::*;
+
+fn caps(v: &serde_json::Value) -> Vec<String> {
+    let mut c: Vec<String> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    c.sort();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_container_is_hardened() {
+    let rt = runtime().await;
+    let t = fixture("netplus-lab.yaml");
+    let (lab, guard) = launch(&rt, &t).await;
+    let expected_caps = [
+        ("learner", vec!["NET_ADMIN", "NET_RAW"]),
+        ("router", vec!["NET_ADMIN"]),
+        ("web", vec![]),
+    ];
+    for (name, want_caps) in expected_caps {
+        let docker_name = forge_runtime::container_name(&lab.scenario_id, name);
+        let v = docker_inspect(&docker_name);
+        let h = &v["HostConfig"];
+        assert_eq!(caps(&h["CapDrop"]), ["ALL"], "{name}: CapDrop");
+        assert_eq!(caps(&h["CapAdd"]), want_caps, "{name}: CapAdd");
+        let secopt: Vec<String> = caps(&h["SecurityOpt"]);
+        assert!(
+            secopt.contains(&"no-new-privileges:true".to_owned()),
+            "{name}: {secopt:?}"
+        );
+        assert!(
+            !secopt.iter().any(|s| s.contains("unconfined")),
+            "{name}: seccomp/apparmor unconfined: {secopt:?}"
+        );
+        assert_eq!(h["Privileged"], false, "{name}");
+        assert_eq!(h["ReadonlyRootfs"], true, "{name}");
+        let tmp = h["Tmpfs"]["/tmp"].as_str().unwrap_or_default();
+        assert!(tmp.contains("size=64m"), "{name}: /tmp tmpfs {tmp}");
+        assert_eq!(
+            h["Memory"],
+            384 * 1024 * 1024 / 3,
+            "{name}: memory split across 3"
+        );
+        assert_eq!(h["NanoCpus"], 500_000_000, "{name}: cpu split across 3");
+        assert_eq!(h["PidsLimit"], 64, "{name}");
+        assert_eq!(h["NetworkMode"], "none", "{name}");
+        assert_eq!(h["RestartPolicy"]["Name"], "no", "{name}");
+        assert!(
+            h["Binds"].is_null() || h["Binds"].as_array().is_some_and(|a| a.is_empty()),
+            "{name}: binds"
+        );
+        assert!(
+            v["Mounts"]
+                .as_array()
+                .is_none_or(|m| m.iter().all(|m| m["Type"] == "tmpfs")),
+            "{name}: mounts {}",
+            v["Mounts"]
+        );
+        assert!(
+            h["Mounts"].is_null() || h["Mounts"].as_array().is_some_and(|a| a.is_empty()),
+            "{name}: host mounts"
+        );
+        for ns in ["PidMode", "UsernsMode", "UTSMode"] {
+            assert_eq!(h[ns], "", "{name}: {ns} must not be host");
+        }
+        assert_eq!(h["IpcMode"], "private", "{name}");
+        assert!(
+            !v.to_string().contains("docker.sock"),
+            "{name}: docker socket exposed"
+        );
+        let l = &v["Config"]["Labels"];
+        assert_eq!(l["forge.scenario_id"], lab.scenario_id.as_str());
+        assert_eq!(l["forge.tenant_id"], "tenant-test");
+        assert_eq!(l["forge.container"], name);
+        assert_eq!(l["forge.template"], "runtime-netplus-fixture");
+        assert_eq!(l["forge.test_run"], run_id());
+        assert!(
+            l["forge.created_at"]
+                .as_str()
+                .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
+        );
+        assert_eq!(
+            v["Name"].as_str().unwrap(),
+            format!("/forge_{}_{name}", lab.scenario_id.suffix())
+        );
+    }
+
+    // From inside: effective capabilities are exactly the declared ones (NET_ADMIN=12, NET_RAW=13).
+    let cap_eff = |s: &str| {
+        let line = s
+            .lines()
+            .find(|l| l.starts_with("CapEff:"))
+            .unwrap_or_default()
+            .to_owned();
+        u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).unwrap_or(u64::MAX)
+    };
+    let scn = &lab.scenario_id;
+    assert_eq!(
+        cap_eff(
+            &sh(&rt, scn, "learner", "cat /proc/self/status")
+                .await
+                .stdout
+        ),
+        (1 << 12) | (1 << 13)
+    );
+    assert_eq!(
+        cap_eff(&sh(&rt, scn, "web", "cat /proc/self/status").await.stdout),
+        0
+    );
+    let ro = sh(&rt, scn, "learner", "touch /etc/x").await;
+    assert_ne!(ro.exit_code, 0, "root filesystem must be read-only");
+    assert_eq!(
+        sh(&rt, scn, "learner", "touch /tmp/x").await.exit_code,
+        0,
+        "/tmp must be writable"
+    );
+    assert_eq!(
+        sh(&rt, scn, "router", "cat /proc/sys/net/ipv4/ip_forward")
+            .await
+            .stdout
+            .trim(),
+        "1"
+    );
+    assert_eq!(
+        sh(&rt, scn, "learner", "cat /proc/sys/net/ipv4/ip_forward")
+            .await
+            .stdout
+            .trim(),
+        "0"
+    );
+    // no-new-privileges is in force for exec'd processes too.
+    assert!(
+        sh(&rt, scn, "learner", "cat /proc/self/status")
+            .await
+            .stdout
+            .contains("NoNewPrivs:\t1")
+    );
+    guard.close(&rt).await;
+    assert_eq!(lab_leftovers(scn), (vec![], false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_outside_the_allowlist_are_refused() {
+    let rt = runtime().await;
+    let mut t = fixture("flat-lab.yaml");
+    t.spec.assets.containers[0].capabilities = vec!["SYS_ADMIN".into()];
+    let spec = spec(&t);
+    let scn = spec.scenario_id.clone();
+    let _guard = LabGuard::new(&scn);
+    let err = rt
+        .launch(spec)
+        .await
+        .expect_err("SYS_ADMIN must be refused");
+    assert!(
+        matches!(err, RuntimeError::CapabilityNotAllowed { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("SYS_ADMIN"), "{err}");
+    assert_eq!(
+        lab_leftovers(&scn),
+        (vec![], false),
+        "nothing may be created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_says_to_build_images() {
+    let rt = runtime().await;
+    let mut t = fixture("flat-lab.yaml");
+    t.spec.assets.containers[1].image = format!("forge/absent-{}:1", run_id());
+    let spec = spec(&t);
+    let scn = spec.scenario_id.clone();
+    let _guard = LabGuard::new(&scn);
+    let err = rt.launch(spec).await.expect_err("missing image");
+    assert!(matches!(err, RuntimeError::ImageMissing { .. }), "{err}");
+    assert!(
+        err.to_string().contains("run `forge images build`"),
+        "{err}"
+    );
+    assert_eq!(
+        lab_leftovers(&scn),
+        (vec![], false),
+        "a failed launch leaves nothing behind"
+    );
+}
