@@ -43,6 +43,12 @@ enum Command {
         #[command(subcommand)]
         cmd: forge_evidence::cli::BundleCommand,
     },
+    /// Evaluate and test the Rego policy gates
+    #[command(subcommand)]
+    Policy(forge_policy::cli::PolicyCommand),
+    /// Run one service of the platform on its own (distributed mode)
+    #[command(subcommand)]
+    Serve(cmd::serve::ServeCommand),
     /// Verify the tamper-evident audit log
     Audit {
         #[command(flatten)]
@@ -88,6 +94,8 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Template(c) => cmd::template::run(c).await,
         Command::Images(c) => forge_runtime::cli::run_images(c).await.map(code),
         Command::Scenarios(c) => cmd::scenarios::run(c).await,
+        Command::Policy(c) => forge_policy::cli::run(c).map(code),
+        Command::Serve(c) => cmd::serve::run(c).await,
         Command::Keys { dir, cmd } => {
             forge_evidence::cli::run_keys(&dir.data_dir, cmd, &mut out).map(code)
         }

@@ -1,4 +1,5 @@
 //! One module per command group.
 
 pub mod scenarios;
+pub mod serve;
 pub mod template;

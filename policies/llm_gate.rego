@@ -1,0 +1,178 @@
+# LLM gate: may this LLM proposal run inside the lab without a human looking first?
+#
+# Input:
+#   {proposal: {kind, command, target?, rationale?},
+#    scenario: {id?, subnets: ["10.10.0.0/24", ..], hosts?: ["target_server", ..]},
+#    require_human_approval?: bool}
+#
+# Outputs:
+#   deny_reasons       hard violations: the proposal must never run, approved or not
+#   requires_approval  true when a human must approve first (input flag, or a risky-but-allowed
+#                      command such as a firewall change)
+#   approval_reasons   why approval is required
+#   allow              true only when the proposal may run with no human: no deny reasons and no
+#                      approval required
+package frostgate.forge.llm
+
+import rego.v1
+
+kinds := {"exec", "explain", "hint"}
+
+max_command_length := 512
+
+# Addresses a command may name without being a lab host: any-address, loopback inside the
+# container, and netmask / broadcast notation.
+harmless_addresses := ["0.0.0.0/32", "127.0.0.0/8", "255.0.0.0/8"]
+
+# Destructive or out-of-scope patterns, each with the reason shown when it matches. Evidence
+# paths are refused outright: a lab (or its assistant) has no business near the evidence store.
+forbidden_patterns := [
+	{"pattern": `:\s*\(\s*\)\s*\{[^}]*:\s*\|\s*:\s*&[^}]*\}\s*;\s*:`, "reason": "proposal.command contains a fork bomb"},
+	{"pattern": `\brm\s+([^;&|]*\s)?/\*?(\s|;|&|\||$)`, "reason": "proposal.command deletes the root filesystem (rm ... /)"},
+	{"pattern": `\bmkfs(\.[a-z0-9]+)?\b`, "reason": "proposal.command formats a filesystem (mkfs)"},
+	{"pattern": `\bdd\b[^;&|]*\bof=/dev/`, "reason": "proposal.command writes a raw device (dd of=/dev/...)"},
+	{"pattern": `/var/lib/forge\b`, "reason": "proposal.command touches the evidence store /var/lib/forge"},
+	{"pattern": `(^|[\s'"=:;&|<>(])/evidence\b`, "reason": "proposal.command touches the evidence path /evidence"},
+	{"pattern": `\b(shutdown|reboot|halt|poweroff)\b|\binit\s+[06]\b`, "reason": "proposal.command shuts down or reboots a host"},
+]
+
+# Allowed, but only after a human approved them.
+approval_patterns := [
+	{"pattern": `\b(iptables|ip6tables|nft)\b`, "reason": "proposal.command changes firewall rules"},
+	{"pattern": `\bsysctl\b`, "reason": "proposal.command changes kernel parameters (sysctl)"},
+	{"pattern": `\b(kill|pkill|killall)\b`, "reason": "proposal.command kills processes"},
+	{"pattern": `\b(ip\s+link\s+set\b[^;&|]*\bdown|ifconfig\b[^;&|]*\bdown|ifdown)\b`, "reason": "proposal.command takes a network interface down"},
+]
+
+default allow := false
+
+allow if {
+	count(deny_reasons) == 0
+	kind in kinds
+	not requires_approval
+}
+
+default requires_approval := false
+
+requires_approval if count(approval_reasons) > 0
+
+approval_reasons contains "the caller requires human approval" if input.require_human_approval == true
+
+approval_reasons contains p.reason if {
+	some p in approval_patterns
+	regex.match(p.pattern, command)
+}
+
+kind := object.get(input, ["proposal", "kind"], null)
+
+command := c if {
+	c := input.proposal.command
+	is_string(c)
+}
+
+default subnets := []
+
+subnets := [s | some s in input.scenario.subnets; is_string(s)] if is_array(input.scenario.subnets)
+
+subnets_text := concat(", ", subnets)
+
+default lab_hosts := set()
+
+lab_hosts := {h | some h in input.scenario.hosts; is_string(h)} if is_array(input.scenario.hosts)
+
+# --- shape ---------------------------------------------------------------------------------
+
+deny_reasons contains "proposal.kind is required" if kind == null
+
+deny_reasons contains msg if {
+	kind != null
+	not kind in kinds
+	msg := sprintf("proposal.kind %v is not allowed (allowed: %s)", [kind, concat(", ", sort(kinds))])
+}
+
+deny_reasons contains "proposal.command is required for exec" if {
+	kind == "exec"
+	not command
+}
+
+deny_reasons contains msg if {
+	c := input.proposal.command
+	not is_string(c)
+	msg := sprintf("proposal.command must be a string, got %v", [c])
+}
+
+deny_reasons contains msg if {
+	count(command) > max_command_length
+	msg := sprintf("proposal.command is %d characters; the limit is %d", [count(command), max_command_length])
+}
+
+deny_reasons contains "scenario.subnets must list the lab's subnets" if count(subnets) == 0
+
+deny_reasons contains "require_human_approval must be a boolean" if {
+	v := input.require_human_approval
+	not is_boolean(v)
+}
+
+# --- destructive and out-of-scope commands -------------------------------------------------
+
+deny_reasons contains p.reason if {
+	some p in forbidden_patterns
+	regex.match(p.pattern, command)
+}
+
+# Every IPv4 literal in the command must be a lab address (or harmless, see above).
+ipv4_literals := {ip | some ip in regex.find_n(`\b\d{1,3}(\.\d{1,3}){3}\b`, command, -1)}
+
+in_lab(ip) if {
+	some s in subnets
+	net.cidr_contains(s, ip)
+}
+
+harmless(ip) if {
+	some r in harmless_addresses
+	net.cidr_contains(r, ip)
+}
+
+deny_reasons contains msg if {
+	some ip in ipv4_literals
+	not in_lab(ip)
+	not harmless(ip)
+	msg := sprintf("proposal.command names %s, outside the lab's subnets (%s)", [ip, subnets_text])
+}
+
+deny_reasons contains msg if {
+	t := input.proposal.target
+	not target_ok(t)
+	msg := sprintf("proposal.target %v is not a lab host (lab subnets: %s)", [t, subnets_text])
+}
+
+target_ok(t) if in_lab(t)
+
+target_ok(t) if t in lab_hosts
+
+# curl/wget may only fetch from lab hosts: URL hosts (scheme://host) and a bare host given as
+# the first argument (after flag-only options) must be lab addresses or scenario.hosts names.
+fetches if regex.match(`\b(curl|wget)\b`, command)
+
+fetch_hosts contains lower(h) if {
+	fetches
+	some url in regex.find_n(`[A-Za-z][A-Za-z0-9+.-]*://[^/\s:'"?#]+`, command, -1)
+	h := regex.replace(url, `^[^:]*://`, "")
+}
+
+fetch_hosts contains lower(h) if {
+	some m in regex.find_n(`\b(curl|wget)(\s+-[A-Za-z]+)*\s+[A-Za-z0-9][^\s'";&|<>()]*`, command, -1)
+	arg := regex.replace(m, `^.*\s`, "")
+	not contains(arg, "://")
+	h := regex.replace(arg, `[:/].*$`, "")
+}
+
+lab_host(h) if in_lab(h)
+
+lab_host(h) if h in lab_hosts
+
+deny_reasons contains msg if {
+	some h in fetch_hosts
+	not lab_host(h)
+	msg := sprintf("proposal.command fetches from %s, which is not a lab host", [h])
+}
