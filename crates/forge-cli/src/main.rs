@@ -16,10 +16,25 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    endpoint: cmd::client::Endpoint,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Bring the whole platform up on this machine (embedded mode, spec ports)
+    Up(cmd::up::UpArgs),
+    #[command(flatten)]
+    Client(cmd::client::ClientCommand),
+    /// Issue local access tokens
+    #[command(subcommand)]
+    Token(forge_auth::cli::TokenCommand),
+    /// Billing usage reports
+    #[command(subcommand)]
+    Billing(forge_services::billing::cli::BillingCommand),
+    /// Run a standalone playbook against a running lab
+    #[command(subcommand)]
+    Playbook(cmd::playbook::PlaybookCommand),
     /// Author, inspect and test scenario templates
     #[command(subcommand)]
     Template(cmd::template::TemplateCommand),
@@ -74,7 +89,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(dispatch(cli.command));
+    let result = runtime.block_on(dispatch(cli.command, cli.endpoint));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -88,9 +103,16 @@ fn code(c: i32) -> u8 {
     u8::try_from(c.clamp(0, 255)).unwrap_or(1)
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<u8> {
+async fn dispatch(command: Command, endpoint: cmd::client::Endpoint) -> anyhow::Result<u8> {
     let mut out = std::io::stdout();
     match command {
+        Command::Up(a) => cmd::up::run(a).await,
+        Command::Client(c) => cmd::client::run(endpoint, c).await,
+        Command::Token(c) => forge_auth::cli::run(c).map(code),
+        Command::Billing(c) => forge_services::billing::cli::run_to(c, &mut out)
+            .await
+            .map(code),
+        Command::Playbook(c) => cmd::playbook::run(c).await,
         Command::Template(c) => cmd::template::run(c).await,
         Command::Images(c) => forge_runtime::cli::run_images(c).await.map(code),
         Command::Scenarios(c) => cmd::scenarios::run(c).await,

@@ -33,11 +33,15 @@ pub fn weighted_value(criteria: &[CriterionResult]) -> f64 {
             0.0
         }
     };
-    let total: f64 = criteria.iter().map(weight).sum();
+    let total: f64 = criteria.iter().map(weight).fold(0.0, |a, b| a + b);
     if total <= 0.0 {
         return 0.0;
     }
-    let passed: f64 = criteria.iter().filter(|c| c.passed).map(weight).sum();
+    let passed: f64 = criteria
+        .iter()
+        .filter(|c| c.passed)
+        .map(weight)
+        .fold(0.0, |a, b| a + b);
     (passed / total).clamp(0.0, 1.0)
 }
 

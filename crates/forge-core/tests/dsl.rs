@@ -163,6 +163,14 @@ fn policy_input_is_flattened_with_object_attachments() {
         "learner_net"
     );
     assert!(v["successCriteria"].is_array());
+    // Absent optional fields are absent, not null: policies test presence, and `null` is not
+    // a number.
+    assert!(v["limits"].get("pids").is_none(), "{v}");
+    assert!(
+        v["assets"]["containers"][0]["networks"][0]
+            .get("address")
+            .is_none()
+    );
 }
 
 #[test]

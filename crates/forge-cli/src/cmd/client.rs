@@ -79,41 +79,82 @@ impl Endpoint {
         if let Some(t) = &self.token {
             return Ok(t.clone());
         }
-        let dir = self.data_dir.clone().unwrap_or_else(forge_auth::default_data_dir);
-        let issuer = forge_auth::LocalIssuer::load_or_create(&dir, forge_auth::DEFAULT_ISSUER, forge_auth::DEFAULT_AUDIENCE)
-            .with_context(|| format!("no --token given and cannot mint one from {}", dir.display()))?;
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(forge_auth::default_data_dir);
+        let issuer = forge_auth::LocalIssuer::load_or_create(
+            &dir,
+            forge_auth::DEFAULT_ISSUER,
+            forge_auth::DEFAULT_AUDIENCE,
+        )
+        .with_context(|| {
+            format!(
+                "no --token given and cannot mint one from {}",
+                dir.display()
+            )
+        })?;
         let roles = ["forge.spawn", "forge.score.read"].map(String::from);
-        Ok(issuer.mint(&self.tenant, &roles, &self.sub, Duration::from_secs(12 * 3600))?)
+        Ok(issuer.mint(
+            &self.tenant,
+            &roles,
+            &self.sub,
+            Duration::from_secs(12 * 3600),
+        )?)
     }
 }
 
-async fn call(client: &reqwest::Client, req: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+async fn call(
+    client: &reqwest::Client,
+    req: reqwest::RequestBuilder,
+) -> anyhow::Result<(u16, Value)> {
     let _ = client;
-    let resp = req.send().await.context("cannot reach the platform; is `forge up` running?")?;
+    let resp = req
+        .send()
+        .await
+        .context("cannot reach the platform; is `forge up` running?")?;
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     Ok((status, body))
 }
 
 fn fail(status: u16, body: &Value) -> anyhow::Error {
-    let msg = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("unexpected response");
-    let details = body.pointer("/error/details").filter(|d| !d.is_null()).map(|d| format!(" ({d})")).unwrap_or_default();
+    let msg = body
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("unexpected response");
+    let details = body
+        .pointer("/error/details")
+        .filter(|d| !d.is_null())
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
     anyhow::anyhow!("{status}: {msg}{details}")
 }
 
 pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
     let token = ep.token()?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
     let auth = format!("Bearer {token}");
     match cmd {
-        ClientCommand::Spawn { track, template, request_id, no_wait, json } => {
+        ClientCommand::Spawn {
+            track,
+            template,
+            request_id,
+            no_wait,
+            json,
+        } => {
             let rid = request_id.unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4()));
             let mut body = json!({ "track": track, "request_id": rid });
             if let Some(t) = template {
                 body["template"] = json!(t);
             }
             let started = Instant::now();
-            let req = http.post(ep.url(8082, "/v1/spawn")).header("authorization", &auth).json(&body);
+            let req = http
+                .post(ep.url(8082, "/v1/spawn"))
+                .header("authorization", &auth)
+                .json(&body);
             let (status, resp) = call(&http, req).await?;
             if status != 201 && status != 200 {
                 return Err(fail(status, &resp));
@@ -125,29 +166,59 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
             }
             if !json {
                 println!("scenario {id} accepted");
-                println!("access   {}#token={token}", resp["access_url"].as_str().unwrap_or_default());
-                println!("expires  {}", resp["expires_at"].as_str().unwrap_or_default());
+                println!(
+                    "access   {}#token={token}",
+                    resp["access_url"].as_str().unwrap_or_default()
+                );
+                println!(
+                    "expires  {}",
+                    resp["expires_at"].as_str().unwrap_or_default()
+                );
             }
             if no_wait {
                 return Ok(0);
             }
             let state = wait_running(&http, &ep, &auth, &id, started, !json).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&json!({ "spawn": resp, "scenario": state }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "spawn": resp, "scenario": state }))?
+                );
             }
             Ok(if state["status"] == "running" { 0 } else { 1 })
         }
         ClientCommand::Status { id, json } => {
-            let (status, s) = call(&http, http.get(ep.url(8083, &format!("/v1/scenarios/{id}"))).header("authorization", &auth)).await?;
+            let (status, s) = call(
+                &http,
+                http.get(ep.url(8083, &format!("/v1/scenarios/{id}")))
+                    .header("authorization", &auth),
+            )
+            .await?;
             if status != 200 {
                 return Err(fail(status, &s));
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                for k in ["scenario_id", "status", "template", "track", "network_id", "created_at", "started_at", "expires_at", "ended_at", "error"] {
+                for k in [
+                    "scenario_id",
+                    "status",
+                    "template",
+                    "track",
+                    "network_id",
+                    "created_at",
+                    "started_at",
+                    "expires_at",
+                    "ended_at",
+                    "error",
+                ] {
                     if let Some(v) = s.get(k).filter(|v| !v.is_null()) {
-                        println!("{k:<12} {}", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+                        println!(
+                            "{k:<12} {}",
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string())
+                        );
                     }
                 }
                 if let Some(c) = s["containers"].as_array() {
@@ -158,17 +229,31 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         ClientCommand::Score { id, json } => {
-            let (status, s) = call(&http, http.get(ep.url(8086, &format!("/v1/scores/{id}"))).header("authorization", &auth)).await?;
+            let (status, s) = call(
+                &http,
+                http.get(ep.url(8086, &format!("/v1/scores/{id}")))
+                    .header("authorization", &auth),
+            )
+            .await?;
             if status != 200 {
                 return Err(fail(status, &s));
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
-                println!("score    {:.2} ({} of {} criteria)", s["score"]["value"].as_f64().unwrap_or(0.0), s["score"]["passed"], s["score"]["total"]);
+                println!(
+                    "score    {:.2} ({} of {} criteria)",
+                    s["score"]["value"].as_f64().unwrap_or(0.0),
+                    s["score"]["passed"],
+                    s["score"]["total"]
+                );
                 for c in s["criteria"].as_array().into_iter().flatten() {
                     let mark = if c["passed"] == true { "PASS" } else { "fail" };
-                    println!("  {mark}  {:<24} {}", c["criterion_id"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or(""));
+                    println!(
+                        "  {mark}  {:<24} {}",
+                        c["criterion_id"].as_str().unwrap_or(""),
+                        c["message"].as_str().unwrap_or("")
+                    );
                 }
                 println!("evidence {}", s["evidence_url"].as_str().unwrap_or(""));
                 println!("verdict  {}", s["verdict_url"].as_str().unwrap_or(""));
@@ -176,14 +261,28 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         ClientCommand::Check { id } => {
-            let (status, r) = call(&http, http.post(ep.url(8084, &format!("/v1/scenarios/{id}/check"))).header("authorization", &auth)).await?;
+            let (status, r) = call(
+                &http,
+                http.post(ep.url(8084, &format!("/v1/scenarios/{id}/check")))
+                    .header("authorization", &auth),
+            )
+            .await?;
             if status != 200 {
                 return Err(fail(status, &r));
             }
-            println!("{} of {} objectives met (score {:.2})", r["passed"], r["total"], r["score"].as_f64().unwrap_or(0.0));
+            println!(
+                "{} of {} objectives met (score {:.2})",
+                r["passed"],
+                r["total"],
+                r["score"].as_f64().unwrap_or(0.0)
+            );
             for c in r["criteria"].as_array().into_iter().flatten() {
                 let mark = if c["passed"] == true { "PASS" } else { "fail" };
-                println!("  {mark}  {:<24} {}", c["criterion_id"].as_str().unwrap_or(""), c["description"].as_str().unwrap_or(""));
+                println!(
+                    "  {mark}  {:<24} {}",
+                    c["criterion_id"].as_str().unwrap_or(""),
+                    c["description"].as_str().unwrap_or("")
+                );
                 if let Some(h) = c["hint"].as_str() {
                     println!("        hint: {h}");
                 }
@@ -191,7 +290,12 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
             Ok(if r["passed"] == r["total"] { 0 } else { 1 })
         }
         ClientCommand::Submit { id } => {
-            let (status, r) = call(&http, http.post(ep.url(8084, &format!("/v1/scenarios/{id}/submit"))).header("authorization", &auth)).await?;
+            let (status, r) = call(
+                &http,
+                http.post(ep.url(8084, &format!("/v1/scenarios/{id}/submit")))
+                    .header("authorization", &auth),
+            )
+            .await?;
             if status != 202 {
                 return Err(fail(status, &r));
             }
@@ -200,7 +304,10 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
         }
         ClientCommand::Exec { id, command } => {
             let body = json!({ "command": command.join(" ") });
-            let req = http.post(ep.url(8084, &format!("/v1/scenarios/{id}/exec"))).header("authorization", &auth).json(&body);
+            let req = http
+                .post(ep.url(8084, &format!("/v1/scenarios/{id}/exec")))
+                .header("authorization", &auth)
+                .json(&body);
             let (status, r) = call(&http, req).await?;
             if status != 200 {
                 return Err(fail(status, &r));
@@ -228,7 +335,12 @@ async fn wait_running(
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut i = 0usize;
     loop {
-        let (code, s) = call(http, http.get(ep.url(8083, &format!("/v1/scenarios/{id}"))).header("authorization", auth)).await?;
+        let (code, s) = call(
+            http,
+            http.get(ep.url(8083, &format!("/v1/scenarios/{id}")))
+                .header("authorization", auth),
+        )
+        .await?;
         if code != 200 {
             return Err(fail(code, &s));
         }
@@ -248,7 +360,9 @@ async fn wait_running(
             "pending" | "creating" => {}
             "running" => {
                 if show {
-                    println!("lab is running after {secs:.2}s; `forge shell {id}` opens a terminal");
+                    println!(
+                        "lab is running after {secs:.2}s; `forge shell {id}` opens a terminal"
+                    );
                 }
                 return Ok(s);
             }

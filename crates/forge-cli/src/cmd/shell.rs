@@ -29,7 +29,10 @@ impl Drop for RawMode {
 }
 
 pub async fn run(ep: &Endpoint, token: &str, id: &str) -> anyhow::Result<u8> {
-    let url = format!("ws://{}:8084/v1/scenarios/{id}/terminal?access_token={token}", ep.host);
+    let url = format!(
+        "ws://{}:8084/v1/scenarios/{id}/terminal?access_token={token}",
+        ep.host
+    );
     let (ws, _) = tokio_tungstenite::connect_async(&url)
         .await
         .with_context(|| format!("cannot open the terminal of {id} (is it running, and yours?)"))?;
@@ -51,12 +54,17 @@ pub async fn run(ep: &Endpoint, token: &str, id: &str) -> anyhow::Result<u8> {
             let size = crossterm::terminal::size().ok();
             if size != last_size {
                 if let Some((cols, rows)) = size {
-                    let msg = serde_json::json!({"type": "resize", "cols": cols, "rows": rows}).to_string();
+                    let msg = serde_json::json!({"type": "resize", "cols": cols, "rows": rows})
+                        .to_string();
                     let _ = tx.send(Message::Text(msg.into())).await;
                 }
                 last_size = size;
             }
-            if tx.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
+            if tx
+                .send(Message::Binary(buf[..n].to_vec().into()))
+                .await
+                .is_err()
+            {
                 break;
             }
         }

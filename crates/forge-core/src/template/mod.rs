@@ -69,7 +69,7 @@ pub struct Limits {
     pub attacker_max_exploits: i64,
     pub timeout_minutes: u64,
     /// Processes per container; defaults to [`Limits::DEFAULT_PIDS`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
 }
 
@@ -98,7 +98,7 @@ pub struct Subnet {
     pub name: String,
     pub cidr: Ipv4Net,
     /// An address inside the subnet reserved for a router; only informative to the runtime.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
 }
 
@@ -141,7 +141,7 @@ pub enum NetworkAttachment {
     Name(String),
     Explicit {
         name: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<Ipv4Addr>,
     },
 }
@@ -169,7 +169,7 @@ pub struct Criterion {
     #[serde(default = "crate::model::default_weight")]
     pub weight: f64,
     /// Shown to the learner when a check fails.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
     pub evidence: Vec<Evidence>,
 }
@@ -211,19 +211,19 @@ pub struct Evidence {
     #[serde(rename = "type")]
     pub kind: EvidenceType,
     /// Container to collect from; defaults to the learner container.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// `command`: shell command run with `sh -c`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     /// `file`: absolute path read without running a shell.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// `network`: `host:port` (TCP connect) or `host` (ICMP echo) probed from the container.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Per-evidence timeout in seconds (default 10).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
     #[serde(default)]
     pub expect: Expect,

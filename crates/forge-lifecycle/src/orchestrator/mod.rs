@@ -1,0 +1,590 @@
+//! forge_orchestrator (:8083): the scenario state machine (design.md §5).
+//!
+//! Consumes `spawn.request`: training gate → `creating` → lab launch through the runtime →
+//! `running` → `scenario.created`, with a timer for `timeout_minutes` that publishes
+//! `scenario.execute`. Consumes `scenario.scored`: tears the lab down → `completed` or
+//! `timeout`. A lab the runtime cannot keep whole, a launch failure or a gate deny end as
+//! `failed` with the reason. Every transition is audited and counted.
+//!
+//! A message is acked only after the state change it causes is durable; a redelivered message
+//! finds the scenario past `pending` and changes nothing, so it never builds a second lab.
+//! On start, [`Orchestrator::recover`] makes store and host agree again after a crash.
+
+mod api;
+mod recover;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use forge_bus::{Bus, BusExt, subjects};
+use forge_catalog::Catalog;
+use forge_core::audit::{AuditEvent, AuditSink, Outcome};
+use forge_core::template::{ScenarioTemplate, policy_input};
+use forge_core::{ScenarioId, ScenarioStatus};
+use forge_policy::{DecisionContext, PolicyEngine, PolicyError, PolicyName};
+use forge_runtime::{LabEvent, LabSpec, Runtime};
+use forge_store::{ScenarioRecord, Store, StoreError};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::messages::{
+    EndReason, ExecuteRequested, SCENARIO_SCORED, ScenarioCreated, ScenarioScored,
+};
+use forge_services::spawn::SpawnRequested;
+
+pub use api::{router, serve};
+pub use recover::RecoverReport;
+
+/// The service name `/health` reports.
+pub const SERVICE_NAME: &str = "forge_orchestrator";
+/// The spec's port.
+pub const DEFAULT_PORT: u16 = 8083;
+const ACTOR: &str = "forge_orchestrator";
+
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    /// A launch that takes longer fails the scenario.
+    pub launch_timeout: Duration,
+    /// Labs built at the same time; more wait their turn (the engine is the bottleneck).
+    pub max_parallel_launches: usize,
+    /// How long after expiry an evaluation may take before the lab is ended without a score.
+    pub evaluation_grace: Duration,
+    /// Extra labels on every lab container (a test run's id, for cleanup).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for OrchestratorConfig {
+    fn default() -> Self {
+        Self {
+            launch_timeout: Duration::from_secs(180),
+            max_parallel_launches: 8,
+            evaluation_grace: Duration::from_secs(120),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// What the orchestrator is built from.
+pub struct OrchestratorDeps {
+    pub config: OrchestratorConfig,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub catalog: Arc<Catalog>,
+    pub policy: Arc<dyn PolicyEngine>,
+    pub runtime: Arc<dyn Runtime>,
+    pub audit: Arc<dyn AuditSink>,
+    pub verifier: Arc<forge_auth::Verifier>,
+}
+
+/// The orchestrator; cheap to clone.
+#[derive(Clone)]
+pub struct Orchestrator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    deps: OrchestratorDeps,
+    launches: Semaphore,
+    timers: Mutex<HashMap<ScenarioId, tokio::task::AbortHandle>>,
+}
+
+/// Outcome of [`Orchestrator::admit`].
+pub(crate) enum Admission {
+    Admitted(Box<ScenarioRecord>, Arc<ScenarioTemplate>),
+    /// The scenario failed admission; the reasons.
+    Denied(Vec<String>),
+    /// Not pending (already handled) or unknown.
+    Skipped,
+}
+
+/// Why handling a message failed in a way that deserves a redelivery.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("policy engine unavailable: {0}")]
+    PolicyUnavailable(String),
+    #[error("bus: {0}")]
+    Bus(#[from] forge_bus::BusError),
+}
+
+impl Orchestrator {
+    pub fn new(deps: OrchestratorDeps) -> Self {
+        let launches = Semaphore::new(deps.config.max_parallel_launches.max(1));
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                launches,
+                timers: Mutex::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn deps(&self) -> &OrchestratorDeps {
+        &self.inner.deps
+    }
+
+    /// Runs the consumers until `shutdown` turns true: `spawn.request`, `scenario.scored`, and
+    /// the runtime supervisor's lab events when given.
+    pub fn run(
+        &self,
+        shutdown: watch::Receiver<bool>,
+        lab_events: Option<mpsc::UnboundedReceiver<LabEvent>>,
+    ) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tasks = vec![
+                tokio::spawn(this.clone().consume_spawn_requests(shutdown.clone())),
+                tokio::spawn(this.clone().consume_scored(shutdown.clone())),
+            ];
+            if let Some(rx) = lab_events {
+                tasks.push(tokio::spawn(
+                    this.clone().consume_lab_events(rx, shutdown.clone()),
+                ));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            this.cancel_all_timers();
+        })
+    }
+
+    async fn consume_spawn_requests(self, mut shutdown: watch::Receiver<bool>) {
+        let bus = self.deps().bus.clone();
+        let mut sub = match bus.subscribe(subjects::SPAWN_REQUEST, "orchestrator").await {
+            Ok(s) => s,
+            Err(e) => return tracing::error!(error = %e, "cannot subscribe to spawn.request"),
+        };
+        loop {
+            let msg = tokio::select! {
+                m = sub.next() => m,
+                _ = shutdown.changed() => return,
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %e, "spawn.request subscription ended");
+                    return;
+                }
+            };
+            let this = self.clone();
+            // Each request runs on its own task so one slow launch never holds up the queue.
+            tokio::spawn(async move {
+                let req: SpawnRequested = match msg.json() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, msg_id = %msg.msg_id, "dropping malformed spawn.request");
+                        let _ = msg.ack().await;
+                        return;
+                    }
+                };
+                match this.handle_spawn(&req.scenario_id).await {
+                    Ok(()) => {
+                        let _ = msg.ack().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, scenario_id = %req.scenario_id, "spawn.request will be redelivered");
+                        let _ = msg.nak_with_delay(Duration::from_secs(2)).await;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Takes a `pending` scenario to `running` (or `failed`). Safe to call again for the same
+    /// scenario: anything past `pending` is left alone.
+    pub async fn handle_spawn(&self, id: &ScenarioId) -> Result<(), OrchestratorError> {
+        match self.admit(id).await? {
+            Admission::Admitted(rec, template) => self.build(*rec, template).await,
+            Admission::Denied(_) | Admission::Skipped => Ok(()),
+        }
+    }
+
+    /// Training gate and `pending → creating`.
+    pub(crate) async fn admit(&self, id: &ScenarioId) -> Result<Admission, OrchestratorError> {
+        let d = self.deps();
+        let Some(rec) = d.store.get_any(id).await? else {
+            tracing::warn!(scenario_id = %id, "spawn.request for an unknown scenario");
+            return Ok(Admission::Skipped);
+        };
+        if rec.status != ScenarioStatus::Pending {
+            return Ok(Admission::Skipped);
+        }
+        let Some(entry) = d.catalog.get(&rec.template) else {
+            let why = format!("template `{}` is not in the catalog", rec.template);
+            self.fail(&rec, &[ScenarioStatus::Pending], &why).await?;
+            return Ok(Admission::Denied(vec![why]));
+        };
+        let template = entry.template.clone();
+        let ctx = DecisionContext {
+            actor: Some(ACTOR.to_owned()),
+            resource_id: Some(id.to_string()),
+        };
+        let input = policy_input(&template);
+        let decision = match d
+            .policy
+            .decide_with(PolicyName::TrainingGate, &input, &ctx)
+            .await
+        {
+            Ok(dec) => dec,
+            Err(e @ PolicyError::Unavailable { .. }) => {
+                return Err(OrchestratorError::PolicyUnavailable(e.to_string()));
+            }
+            Err(e) => {
+                let why = format!("training gate could not decide: {e}");
+                self.fail(&rec, &[ScenarioStatus::Pending], &why).await?;
+                return Ok(Admission::Denied(vec![why]));
+            }
+        };
+        if !decision.allow {
+            let why = format!("training gate denied: {}", decision.deny_reasons.join("; "));
+            self.fail(&rec, &[ScenarioStatus::Pending], &why).await?;
+            return Ok(Admission::Denied(decision.deny_reasons));
+        }
+        let pending = [ScenarioStatus::Pending];
+        let rec = match d
+            .store
+            .transition(id, &pending, ScenarioStatus::Creating, None)
+            .await
+        {
+            Ok(r) => r,
+            Err(StoreError::InvalidTransition { .. }) => return Ok(Admission::Skipped),
+            Err(e) => return Err(e.into()),
+        };
+        self.audit_transition(&rec, ScenarioStatus::Creating, None);
+        self.refresh_gauges().await;
+        Ok(Admission::Admitted(Box::new(rec), template))
+    }
+
+    /// Launches the lab of an admitted (`creating`) scenario and moves it to `running`.
+    pub(crate) async fn build(
+        &self,
+        rec: ScenarioRecord,
+        template: Arc<ScenarioTemplate>,
+    ) -> Result<(), OrchestratorError> {
+        let d = self.deps();
+        let id = &rec.scenario_id;
+        let _permit = self.inner.launches.acquire().await;
+        let mut spec = LabSpec::new(id.clone(), rec.tenant_id.clone(), (*template).clone());
+        for (k, v) in &d.config.labels {
+            spec = spec.with_label(k, v);
+        }
+        let launched = tokio::time::timeout(d.config.launch_timeout, d.runtime.launch(spec)).await;
+        let handle = match launched {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                let _ = d.runtime.teardown(id).await;
+                return self
+                    .fail(
+                        &rec,
+                        &[ScenarioStatus::Creating],
+                        &format!("lab launch failed: {e}"),
+                    )
+                    .await;
+            }
+            Err(_) => {
+                let _ = d.runtime.teardown(id).await;
+                let why = format!(
+                    "lab launch took longer than {}s",
+                    d.config.launch_timeout.as_secs()
+                );
+                return self.fail(&rec, &[ScenarioStatus::Creating], &why).await;
+            }
+        };
+        let containers: Vec<String> = handle.containers.keys().cloned().collect();
+        d.store
+            .set_runtime_info(id, &handle.network_id, &containers)
+            .await?;
+        let rec = match d
+            .store
+            .transition(
+                id,
+                &[ScenarioStatus::Creating],
+                ScenarioStatus::Running,
+                None,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(StoreError::InvalidTransition { .. }) => {
+                // Ended while we were building (DELETE): the lab must not outlive it.
+                let _ = d.runtime.teardown(id).await;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.audit_transition(&rec, ScenarioStatus::Running, None);
+        metrics::histogram!("forge_lab_launch_seconds", "track" => rec.track.as_str())
+            .record(handle.timings.total.as_secs_f64());
+        let created = ScenarioCreated {
+            scenario_id: id.clone(),
+            tenant_id: rec.tenant_id.clone(),
+            track: rec.track,
+            template: rec.template.clone(),
+            network_id: handle.network_id.clone(),
+            containers,
+            expires_at: rec.expires_at,
+        };
+        d.bus
+            .publish_json(
+                subjects::SCENARIO_CREATED,
+                &format!("created:{id}"),
+                &created,
+            )
+            .await?;
+        self.arm_timer(&rec);
+        self.refresh_gauges().await;
+        Ok(())
+    }
+
+    /// Marks the scenario failed (from one of `from`) with `why`, and makes sure no lab remains.
+    async fn fail(
+        &self,
+        rec: &ScenarioRecord,
+        from: &[ScenarioStatus],
+        why: &str,
+    ) -> Result<(), OrchestratorError> {
+        let d = self.deps();
+        match d
+            .store
+            .transition(&rec.scenario_id, from, ScenarioStatus::Failed, Some(why))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(scenario_id = %rec.scenario_id, reason = why, "scenario failed");
+                self.audit_transition(rec, ScenarioStatus::Failed, Some(why));
+            }
+            Err(StoreError::InvalidTransition { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.cancel_timer(&rec.scenario_id);
+        if let Err(e) = d.runtime.teardown(&rec.scenario_id).await {
+            tracing::warn!(scenario_id = %rec.scenario_id, error = %e, "teardown after failure");
+        }
+        self.refresh_gauges().await;
+        Ok(())
+    }
+
+    /// Ends a running lab: teardown, then the final status. Used for scored scenarios and for
+    /// timeouts whose evaluation never arrived.
+    pub async fn finish(
+        &self,
+        id: &ScenarioId,
+        to: ScenarioStatus,
+        error: Option<&str>,
+    ) -> Result<(), OrchestratorError> {
+        let d = self.deps();
+        self.cancel_timer(id);
+        if let Err(e) = d.runtime.teardown(id).await {
+            tracing::warn!(scenario_id = %id, error = %e, "teardown");
+        }
+        match d
+            .store
+            .transition(id, &[ScenarioStatus::Running], to, error)
+            .await
+        {
+            Ok(rec) => self.audit_transition(&rec, to, error),
+            Err(StoreError::InvalidTransition { .. }) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.refresh_gauges().await;
+        Ok(())
+    }
+
+    /// Ends a lab early at its user's request: `failed` with who ended it.
+    pub async fn end_early(
+        &self,
+        rec: &ScenarioRecord,
+        by: &str,
+    ) -> Result<ScenarioRecord, OrchestratorError> {
+        let why = format!("ended early by {by}");
+        let from = [
+            ScenarioStatus::Pending,
+            ScenarioStatus::Creating,
+            ScenarioStatus::Running,
+        ];
+        self.fail(rec, &from, &why).await?;
+        Ok(self
+            .deps()
+            .store
+            .get_any(&rec.scenario_id)
+            .await?
+            .unwrap_or_else(|| rec.clone()))
+    }
+
+    async fn consume_scored(self, mut shutdown: watch::Receiver<bool>) {
+        let bus = self.deps().bus.clone();
+        let mut sub = match bus.subscribe(SCENARIO_SCORED, "orchestrator").await {
+            Ok(s) => s,
+            Err(e) => return tracing::error!(error = %e, "cannot subscribe to scenario.scored"),
+        };
+        loop {
+            let msg = tokio::select! {
+                m = sub.next() => m,
+                _ = shutdown.changed() => return,
+            };
+            let Ok(msg) = msg else { return };
+            let scored: ScenarioScored = match msg.json() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping malformed scenario.scored");
+                    let _ = msg.ack().await;
+                    continue;
+                }
+            };
+            let to = match scored.reason {
+                EndReason::Submit => ScenarioStatus::Completed,
+                EndReason::Timeout => ScenarioStatus::Timeout,
+            };
+            match self.finish(&scored.scenario_id, to, None).await {
+                Ok(()) => {
+                    let _ = msg.ack().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "scenario.scored will be redelivered");
+                    let _ = msg.nak_with_delay(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn consume_lab_events(
+        self,
+        mut rx: mpsc::UnboundedReceiver<LabEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let ev = tokio::select! {
+                e = rx.recv() => e,
+                _ = shutdown.changed() => return,
+            };
+            let Some(ev) = ev else { return };
+            match ev {
+                LabEvent::Restarted {
+                    scenario_id,
+                    container,
+                    attempt,
+                } => {
+                    tracing::info!(%scenario_id, %container, attempt, "lab container restarted and re-plumbed");
+                }
+                LabEvent::Failed {
+                    scenario_id,
+                    container,
+                    reason,
+                } => {
+                    let Ok(id) = scenario_id.parse::<ScenarioId>() else {
+                        continue;
+                    };
+                    let Ok(Some(rec)) = self.deps().store.get_any(&id).await else {
+                        continue;
+                    };
+                    let why = format!("container {container} could not be kept running: {reason}");
+                    let from = [ScenarioStatus::Creating, ScenarioStatus::Running];
+                    if let Err(e) = self.fail(&rec, &from, &why).await {
+                        tracing::warn!(error = %e, %scenario_id, "failing a broken lab");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes `scenario.execute` (reason timeout) at expiry, and ends the lab without a
+    /// score if no evaluation finished within the grace period after it.
+    pub(crate) fn arm_timer(&self, rec: &ScenarioRecord) {
+        let this = self.clone();
+        let id = rec.scenario_id.clone();
+        let expires_at = rec.expires_at;
+        let grace = self.deps().config.evaluation_grace;
+        let task = tokio::spawn(async move {
+            let wait = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::time::sleep(wait).await;
+            let exec = ExecuteRequested {
+                scenario_id: id.clone(),
+                reason: EndReason::Timeout,
+                requested_by: ACTOR.to_owned(),
+                requested_at: Utc::now(),
+            };
+            let d = this.deps();
+            if let Err(e) = d
+                .bus
+                .publish_json(
+                    subjects::SCENARIO_EXECUTE,
+                    &ExecuteRequested::msg_id(&id),
+                    &exec,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, scenario_id = %id, "cannot publish timeout evaluation");
+            }
+            tokio::time::sleep(grace).await;
+            if let Ok(Some(r)) = d.store.get_any(&id).await
+                && r.status == ScenarioStatus::Running
+            {
+                let why = "timed out and no evaluation finished within the grace period";
+                let _ = this.finish(&id, ScenarioStatus::Timeout, Some(why)).await;
+            }
+        });
+        let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = timers.insert(rec.scenario_id.clone(), task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    fn cancel_timer(&self, id: &ScenarioId) {
+        let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = timers.remove(id) {
+            t.abort();
+        }
+    }
+
+    fn cancel_all_timers(&self) {
+        let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, t) in timers.drain() {
+            t.abort();
+        }
+    }
+
+    fn audit_transition(&self, rec: &ScenarioRecord, to: ScenarioStatus, error: Option<&str>) {
+        metrics::counter!("forge_scenario_transitions_total", "track" => rec.track.as_str(), "to" => to.as_str())
+            .increment(1);
+        let outcome = if to == ScenarioStatus::Failed {
+            Outcome::Error
+        } else {
+            Outcome::Success
+        };
+        let mut ev = AuditEvent::new(
+            Utc::now(),
+            format!("scenario.{to}"),
+            ACTOR,
+            rec.scenario_id.as_str(),
+            "update",
+            outcome,
+        )
+        .with_detail("tenant_id", rec.tenant_id.clone())
+        .with_detail("track", rec.track.as_str())
+        .with_detail("template", rec.template.clone())
+        .with_detail("status", to.as_str());
+        if let Some(e) = error {
+            ev = ev.with_detail("error", e);
+        }
+        self.deps().audit.record(ev);
+    }
+
+    /// Sets `forge_active_scenarios{track}` from the store (the truth, also after a restart).
+    pub(crate) async fn refresh_gauges(&self) {
+        let active = [
+            ScenarioStatus::Pending,
+            ScenarioStatus::Creating,
+            ScenarioStatus::Running,
+        ];
+        let Ok(recs) = self.deps().store.list_by_status(&active).await else {
+            return;
+        };
+        for track in forge_core::Track::ALL {
+            let n = recs.iter().filter(|r| r.track == track).count();
+            metrics::gauge!("forge_active_scenarios", "track" => track.as_str()).set(n as f64);
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! forge_scoreboard (:8086): scores, bundles and signs evaluations, and serves them.
+//!
+//! Consumes `scenario.completed`: weighted score → `score.json`, deterministic
+//! `evidence.tar.zst`, `manifest.json`, `verdict.sig` (forge-evidence) → written once into the
+//! evidence store (`<bucket>/<scenario_id>/…`) → `scenario.scored` for the orchestrator. A
+//! redelivered message finds the same bundle already published and only re-announces it.
+//! `GET /v1/scores/{id}` and the file downloads are tenant-scoped; a cross-tenant attempt is a
+//! 404 and an audit event.
+
+mod api;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use forge_bus::{Bus, BusExt};
+use forge_core::audit::{AuditEvent, AuditSink, Outcome};
+use forge_core::{RunId, ScoreResult};
+use forge_evidence::bundle::{ArtifactInput, Bundle, BundleInput, BundleMeta};
+use forge_evidence::{EvidenceStore, Keyring, ObjectKey, publish_bundle};
+use forge_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::messages::{SCENARIO_SCORED, ScenarioCompleted, ScenarioScored};
+
+pub use api::{ScoreView, router, serve};
+
+pub const SERVICE_NAME: &str = "forge_scoreboard";
+pub const DEFAULT_PORT: u16 = 8086;
+const ACTOR: &str = "forge_scoreboard";
+
+pub struct ScoreboardDeps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub evidence: Arc<dyn EvidenceStore>,
+    /// The `verdict` keyring.
+    pub keyring: Arc<Mutex<Keyring>>,
+    pub audit: Arc<dyn AuditSink>,
+    pub verifier: Arc<forge_auth::Verifier>,
+}
+
+#[derive(Clone)]
+pub struct Scoreboard {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    deps: ScoreboardDeps,
+    /// (track, criterion) → (passed, seen), behind `forge_criteria_pass_rate`.
+    pass_counts: Mutex<HashMap<(String, String), (u64, u64)>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreboardError {
+    #[error("invalid scenario.completed: {0}")]
+    Invalid(String),
+    #[error("signing key: {0}")]
+    Key(#[from] forge_evidence::KeyError),
+    #[error("bundle: {0}")]
+    Bundle(#[from] forge_evidence::BundleError),
+    #[error("evidence store: {0}")]
+    Evidence(#[from] forge_evidence::StoreError),
+    #[error("bus: {0}")]
+    Bus(#[from] forge_bus::BusError),
+}
+
+impl Scoreboard {
+    pub fn new(deps: ScoreboardDeps) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                pass_counts: Mutex::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn deps(&self) -> &ScoreboardDeps {
+        &self.inner.deps
+    }
+
+    /// Consumes `scenario.completed` until `shutdown` turns true.
+    pub fn run(&self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let bus = this.deps().bus.clone();
+            let mut sub = match bus
+                .subscribe(forge_bus::subjects::SCENARIO_COMPLETED, "scoreboard")
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    return tracing::error!(error = %e, "cannot subscribe to scenario.completed");
+                }
+            };
+            loop {
+                let msg = tokio::select! {
+                    m = sub.next() => m,
+                    _ = shutdown.changed() => return,
+                };
+                let Ok(msg) = msg else { return };
+                let completed: ScenarioCompleted = match msg.json() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dropping malformed scenario.completed");
+                        let _ = msg.ack().await;
+                        continue;
+                    }
+                };
+                match this.publish(completed).await {
+                    Ok(_) => {
+                        let _ = msg.ack().await;
+                    }
+                    Err(ScoreboardError::Invalid(why)) => {
+                        tracing::warn!(reason = %why, "dropping invalid scenario.completed");
+                        let _ = msg.ack().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scenario.completed will be redelivered");
+                        let _ = msg.nak_with_delay(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Scores, bundles, signs and publishes one evaluation; announces `scenario.scored`.
+    pub async fn publish(&self, c: ScenarioCompleted) -> Result<ScoreResult, ScoreboardError> {
+        let d = self.deps();
+        let run_id: RunId = c
+            .run_id
+            .parse()
+            .map_err(|e| ScoreboardError::Invalid(format!("{e}")))?;
+        let key = ObjectKey::bundle_file(&c.scenario_id, "score.json")?;
+        // Already published (a redelivery, or a second evaluation racing the first): the first
+        // bundle stands, write-once; only re-announce it.
+        if d.evidence.exists(&key).await? {
+            let bytes = d.evidence.get(&key).await?;
+            let score: ScoreResult = serde_json::from_slice(&bytes)
+                .map_err(|e| ScoreboardError::Invalid(format!("stored score.json: {e}")))?;
+            self.announce(&c, &score).await?;
+            return Ok(score);
+        }
+        let mut artifacts = Vec::with_capacity(c.artifacts.len());
+        for a in &c.artifacts {
+            let content = a.content().map_err(|e| {
+                ScoreboardError::Invalid(format!("artifact {}: {e}", a.artifact.name))
+            })?;
+            artifacts.push(ArtifactInput::new(
+                a.artifact.kind,
+                a.artifact.name.clone(),
+                content,
+            ));
+        }
+        let input = BundleInput {
+            meta: BundleMeta {
+                scenario_id: c.scenario_id.clone(),
+                run_id,
+                track: c.track,
+                collected_at: c.collected_at,
+                computed_at: Utc::now(),
+            },
+            criteria: c.criteria.clone(),
+            artifacts,
+        };
+        let signer = d
+            .keyring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .signer()?;
+        // Compression and signing are CPU work: keep them off the async workers.
+        let bundle = tokio::task::spawn_blocking(move || Bundle::build(input, &signer))
+            .await
+            .map_err(|e| ScoreboardError::Invalid(format!("bundle task: {e}")))??;
+        publish_bundle(d.evidence.as_ref(), &bundle).await?;
+        self.observe(&c, &bundle);
+        d.audit.record(
+            AuditEvent::new(
+                Utc::now(),
+                "score.published",
+                ACTOR,
+                c.scenario_id.as_str(),
+                "create",
+                Outcome::Success,
+            )
+            .with_detail("tenant_id", c.tenant_id.clone())
+            .with_detail("score", bundle.score.score)
+            .with_detail("key_id", bundle.manifest.key_id.clone()),
+        );
+        self.announce(&c, &bundle.score).await?;
+        Ok(bundle.score)
+    }
+
+    async fn announce(
+        &self,
+        c: &ScenarioCompleted,
+        score: &ScoreResult,
+    ) -> Result<(), ScoreboardError> {
+        let scored = ScenarioScored {
+            scenario_id: c.scenario_id.clone(),
+            tenant_id: c.tenant_id.clone(),
+            track: c.track,
+            template: c.template.clone(),
+            reason: c.reason,
+            score: score.score,
+            passed: score.passed,
+            total: score.total,
+        };
+        self.deps()
+            .bus
+            .publish_json(
+                SCENARIO_SCORED,
+                &ScenarioScored::msg_id(&c.scenario_id),
+                &scored,
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn observe(&self, c: &ScenarioCompleted, b: &Bundle) {
+        let track = c.track.as_str();
+        let bucket = score_bucket(b.score.score);
+        metrics::counter!("forge_score_distribution", "track" => track, "bucket" => bucket)
+            .increment(1);
+        metrics::histogram!("forge_evidence_size_bytes", "track" => track)
+            .record(b.evidence.len() as f64);
+        let mut counts = self
+            .inner
+            .pass_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for r in &b.score.criteria {
+            let e = counts
+                .entry((track.to_owned(), r.criterion_id.clone()))
+                .or_default();
+            e.0 += u64::from(r.passed);
+            e.1 += 1;
+            metrics::gauge!("forge_criteria_pass_rate", "track" => track.to_owned(), "criterion_id" => r.criterion_id.clone())
+                .set(e.0 as f64 / e.1 as f64);
+        }
+    }
+}
+
+/// Tenths, `1.0` on its own: `0.0-0.1`, …, `0.9-1.0`, `1.0`.
+pub fn score_bucket(score: f64) -> &'static str {
+    const B: [&str; 11] = [
+        "0.0-0.1", "0.1-0.2", "0.2-0.3", "0.3-0.4", "0.4-0.5", "0.5-0.6", "0.6-0.7", "0.7-0.8",
+        "0.8-0.9", "0.9-1.0", "1.0",
+    ];
+    let i = if score >= 1.0 {
+        10
+    } else {
+        (score.max(0.0) * 10.0).floor() as usize
+    };
+    B[i.min(10)]
+}

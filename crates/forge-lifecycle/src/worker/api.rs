@@ -1,0 +1,356 @@
+//! The worker agent's HTTP API: check, submit, exec (the learner's commands, for clients that
+//! have no terminal) and the terminal WebSocket. Only the scenario's owner, or an instructor of
+//! its tenant, may use them; another tenant's scenario is a 404.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRef, Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use chrono::{SecondsFormat, Utc};
+use forge_auth::{Caller, Verifier};
+use forge_bus::{BusExt, subjects};
+use forge_core::audit::{AuditEvent, Outcome};
+use forge_core::{ScenarioId, ScenarioStatus};
+use forge_runtime::ExecRequest;
+use forge_store::ScenarioRecord;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+
+use super::{SERVICE_NAME, Worker};
+use crate::messages::{EndReason, ExecuteRequested, INSTRUCTOR_ROLE, may_operate};
+use forge_services::http::{self, ApiError, ApiJson, Kind};
+
+impl FromRef<Worker> for Arc<Verifier> {
+    fn from_ref(w: &Worker) -> Self {
+        w.deps().verifier.clone()
+    }
+}
+
+/// One criterion in a check report.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CheckedCriterion {
+    pub criterion_id: String,
+    pub description: String,
+    pub passed: bool,
+    pub message: Option<String>,
+    /// The template's hint, only for criteria that did not pass.
+    pub hint: Option<String>,
+    pub weight: f64,
+}
+
+/// Body of a check: what passes now, without ending the lab.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CheckReport {
+    pub scenario_id: String,
+    pub checked_at: String,
+    /// Weighted score the lab would get if submitted now.
+    pub score: f64,
+    pub passed: u32,
+    pub total: u32,
+    pub criteria: Vec<CheckedCriterion>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Submitted {
+    pub scenario_id: String,
+    pub status: String,
+}
+
+/// Body of `POST /v1/scenarios/{id}/exec`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    /// Shell command (`sh -c`).
+    pub command: String,
+    /// Instructors may name another container; learners run in the learner container.
+    pub container: Option<String>,
+    /// Seconds, 1-300 (default 30).
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "forge_worker_agent",
+        description = "Checks, submissions, learner commands and terminal"
+    ),
+    paths(check, submit, exec),
+    components(schemas(CheckReport, CheckedCriterion, Submitted, ExecBody, ExecOutput))
+)]
+struct ApiDoc;
+
+pub fn router(state: Worker) -> Router {
+    let routes = Router::new()
+        .route("/v1/scenarios/{id}/check", post(check))
+        .route("/v1/scenarios/{id}/submit", post(submit))
+        .route("/v1/scenarios/{id}/exec", post(exec))
+        .route(
+            "/v1/scenarios/{id}/terminal",
+            get(super::terminal::terminal),
+        )
+        .merge(http::common_routes(SERVICE_NAME, ApiDoc::openapi()))
+        .with_state(state);
+    http::finish(routes, http::DEFAULT_BODY_LIMIT).layer(tower_http::cors::CorsLayer::permissive())
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    state: Worker,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The caller's running scenario (404 for unknown, other tenant, or not the caller's).
+pub(crate) async fn running(
+    w: &Worker,
+    caller: &Caller,
+    id: &str,
+) -> Result<ScenarioRecord, ApiError> {
+    let not_found =
+        || ApiError::not_found("scenario_not_found", format!("scenario `{id}` not found"));
+    let sid: ScenarioId = id.parse().map_err(|_| not_found())?;
+    let rec = w
+        .deps()
+        .store
+        .get(&caller.tenant_id, &sid)
+        .await
+        .map_err(ApiError::internal)?;
+    let rec = match rec {
+        Some(r) if may_operate(caller, &r) => r,
+        Some(r) => {
+            audit_denied(w, caller, &r, "operate");
+            return Err(not_found());
+        }
+        None => return Err(not_found()),
+    };
+    if rec.status != ScenarioStatus::Running {
+        return Err(ApiError::new(
+            Kind::Conflict,
+            "scenario_not_running",
+            format!("scenario {id} is {}, not running", rec.status),
+        ));
+    }
+    Ok(rec)
+}
+
+fn audit_denied(w: &Worker, caller: &Caller, rec: &ScenarioRecord, action: &str) {
+    w.deps().audit.record(
+        AuditEvent::new(
+            Utc::now(),
+            "access.denied",
+            caller.sub.clone(),
+            rec.scenario_id.as_str(),
+            action,
+            Outcome::Denied,
+        )
+        .with_detail("tenant_id", caller.tenant_id.clone()),
+    );
+}
+
+#[utoipa::path(post, path = "/v1/scenarios/{id}/check",
+    responses((status = 200, body = CheckReport), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+async fn check(
+    State(w): State<Worker>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<CheckReport>, ApiError> {
+    let rec = running(&w, &caller, &id).await?;
+    let Some(_guard) = w.begin_check(&rec.scenario_id) else {
+        return Err(ApiError::new(
+            Kind::Conflict,
+            "check_in_progress",
+            "a check of this lab is already running",
+        ));
+    };
+    let evaluated = w.evaluate(&rec).await.map_err(ApiError::internal)?;
+    let template = w.template(&rec).map_err(ApiError::internal)?;
+    let results: Vec<_> = evaluated.iter().map(|e| e.result.clone()).collect();
+    let criteria = results
+        .iter()
+        .map(|r| {
+            let c = template
+                .spec
+                .success_criteria
+                .iter()
+                .find(|c| c.id == r.criterion_id);
+            CheckedCriterion {
+                criterion_id: r.criterion_id.clone(),
+                description: c.map(|c| c.description.clone()).unwrap_or_default(),
+                passed: r.passed,
+                message: r.message.clone(),
+                hint: if r.passed {
+                    None
+                } else {
+                    c.and_then(|c| c.hint.clone())
+                },
+                weight: r.weight,
+            }
+        })
+        .collect();
+    let passed = results.iter().filter(|r| r.passed).count() as u32;
+    metrics::counter!("forge_checks_total", "track" => rec.track.as_str()).increment(1);
+    w.deps().audit.record(
+        AuditEvent::new(
+            Utc::now(),
+            "scenario.check",
+            caller.sub.clone(),
+            rec.scenario_id.as_str(),
+            "execute",
+            Outcome::Success,
+        )
+        .with_detail("passed", passed)
+        .with_detail("total", results.len()),
+    );
+    Ok(axum::Json(CheckReport {
+        scenario_id: rec.scenario_id.to_string(),
+        checked_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        score: forge_core::scoring::weighted_value(&results),
+        passed,
+        total: results.len() as u32,
+        criteria,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/scenarios/{id}/submit",
+    responses((status = 202, body = Submitted), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+async fn submit(
+    State(w): State<Worker>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let rec = running(&w, &caller, &id).await?;
+    let req = ExecuteRequested {
+        scenario_id: rec.scenario_id.clone(),
+        reason: EndReason::Submit,
+        requested_by: caller.sub.clone(),
+        requested_at: Utc::now(),
+    };
+    let msg_id = ExecuteRequested::msg_id(&rec.scenario_id);
+    let ack = w
+        .deps()
+        .bus
+        .publish_json(subjects::SCENARIO_EXECUTE, &msg_id, &req)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                Kind::ServiceUnavailable,
+                "bus_unavailable",
+                format!("cannot queue the evaluation: {e}"),
+            )
+        })?;
+    if !ack.duplicate {
+        w.deps().audit.record(AuditEvent::new(
+            Utc::now(),
+            "scenario.submit",
+            caller.sub.clone(),
+            rec.scenario_id.as_str(),
+            "execute",
+            Outcome::Success,
+        ));
+    }
+    let body = Submitted {
+        scenario_id: rec.scenario_id.to_string(),
+        status: "evaluating".into(),
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(body)))
+}
+
+#[utoipa::path(post, path = "/v1/scenarios/{id}/exec", request_body = ExecBody,
+    responses((status = 200, body = ExecOutput), (status = 400), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+async fn exec(
+    State(w): State<Worker>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExecBody>,
+) -> Result<axum::Json<ExecOutput>, ApiError> {
+    let rec = running(&w, &caller, &id).await?;
+    let template = w.template(&rec).map_err(ApiError::internal)?;
+    let learner = template.learner_container().name.clone();
+    let container = match body.container {
+        Some(c) if c != learner => {
+            if !caller.has_role(INSTRUCTOR_ROLE) {
+                return Err(ApiError::forbidden(
+                    "learner_container_only",
+                    format!("learners run commands in `{learner}` only"),
+                ));
+            }
+            if template.container(&c).is_none() {
+                return Err(ApiError::bad_request(
+                    "unknown_container",
+                    format!("lab has no container `{c}`"),
+                ));
+            }
+            c
+        }
+        _ => learner,
+    };
+    if body.command.trim().is_empty() || body.command.len() > 4096 {
+        return Err(ApiError::bad_request(
+            "invalid_command",
+            "command must be 1-4096 characters",
+        ));
+    }
+    let timeout = body.timeout_seconds.unwrap_or(30);
+    if !(1..=300).contains(&timeout) {
+        return Err(ApiError::bad_request(
+            "invalid_timeout",
+            "timeout_seconds must be 1-300",
+        ));
+    }
+    let req = ExecRequest::shell(body.command.clone())
+        .timeout(Duration::from_secs(timeout))
+        .max_output(256 * 1024);
+    let out = w
+        .deps()
+        .runtime
+        .exec(&rec.scenario_id, &container, req)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                Kind::BadGateway,
+                "runtime_error",
+                format!("cannot run the command: {e}"),
+            )
+        })?;
+    w.deps().audit.record(
+        AuditEvent::new(
+            Utc::now(),
+            "scenario.exec",
+            caller.sub.clone(),
+            rec.scenario_id.as_str(),
+            "execute",
+            Outcome::Success,
+        )
+        .with_detail("container", container)
+        .with_detail("command", body.command)
+        .with_detail("exit_code", out.exit_code),
+    );
+    Ok(axum::Json(ExecOutput {
+        exit_code: out.exit_code,
+        stdout: out.stdout,
+        stderr: out.stderr,
+        timed_out: out.timed_out,
+        duration_ms: out.duration.as_millis() as u64,
+    }))
+}

@@ -1,0 +1,213 @@
+//! forge_worker_agent (:8084): checks, submissions, evidence collection and the learner's
+//! terminal (design.md §5).
+//!
+//! `POST /v1/scenarios/{id}/check` evaluates the criteria without ending the lab;
+//! `POST /v1/scenarios/{id}/submit` (and the orchestrator's timeout) publish
+//! `scenario.execute`, which this service consumes: it collects the evidence of every criterion
+//! (in parallel, per-command timeouts, through the runtime), hashes each artifact and publishes
+//! `scenario.completed` for the scoreboard. Template `setup` steps run inside the runtime's
+//! launch, before a lab is reported ready.
+
+mod api;
+mod terminal;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use forge_bus::{Bus, BusExt, subjects};
+use forge_catalog::Catalog;
+use forge_core::audit::AuditSink;
+use forge_core::template::ScenarioTemplate;
+use forge_core::{RunId, ScenarioId, ScenarioStatus};
+use forge_runtime::Runtime;
+use forge_runtime::template_test::{EvaluatedCriterion, evaluate_criteria};
+use forge_store::{ScenarioRecord, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::messages::{CollectedArtifact, ExecuteRequested, ScenarioCompleted};
+
+pub use api::{CheckReport, CheckedCriterion, router, serve};
+
+pub const SERVICE_NAME: &str = "forge_worker_agent";
+pub const DEFAULT_PORT: u16 = 8084;
+
+/// What the worker is built from.
+pub struct WorkerDeps {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub catalog: Arc<Catalog>,
+    pub runtime: Arc<dyn Runtime>,
+    pub audit: Arc<dyn AuditSink>,
+    pub verifier: Arc<forge_auth::Verifier>,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    deps: WorkerDeps,
+    /// Scenarios with a check under way: one at a time per lab keeps a learner from turning
+    /// the check button into a load generator.
+    checking: Mutex<HashSet<ScenarioId>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("store: {0}")]
+    Store(#[from] forge_store::StoreError),
+    #[error("bus: {0}")]
+    Bus(#[from] forge_bus::BusError),
+    #[error("template `{0}` is not in the catalog")]
+    UnknownTemplate(String),
+}
+
+impl Worker {
+    pub fn new(deps: WorkerDeps) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                checking: Mutex::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn deps(&self) -> &WorkerDeps {
+        &self.inner.deps
+    }
+
+    fn template(&self, rec: &ScenarioRecord) -> Result<Arc<ScenarioTemplate>, WorkerError> {
+        self.deps()
+            .catalog
+            .get(&rec.template)
+            .map(|e| e.template.clone())
+            .ok_or_else(|| WorkerError::UnknownTemplate(rec.template.clone()))
+    }
+
+    /// Collects and evaluates every criterion of the scenario's lab.
+    pub async fn evaluate(
+        &self,
+        rec: &ScenarioRecord,
+    ) -> Result<Vec<EvaluatedCriterion>, WorkerError> {
+        let t = self.template(rec)?;
+        let started = Instant::now();
+        let out = evaluate_criteria(self.deps().runtime.as_ref(), &rec.scenario_id, &t).await;
+        metrics::histogram!("forge_evidence_collection_seconds", "track" => rec.track.as_str())
+            .record(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    /// Claims the per-lab check slot; `None` when a check is already running.
+    pub(crate) fn begin_check(&self, id: &ScenarioId) -> Option<CheckGuard> {
+        let mut set = self
+            .inner
+            .checking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        set.insert(id.clone()).then(|| CheckGuard {
+            worker: self.clone(),
+            id: id.clone(),
+        })
+    }
+
+    /// Consumes `scenario.execute` until `shutdown` turns true.
+    pub fn run(&self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let bus = this.deps().bus.clone();
+            let mut sub = match bus.subscribe(subjects::SCENARIO_EXECUTE, "worker").await {
+                Ok(s) => s,
+                Err(e) => {
+                    return tracing::error!(error = %e, "cannot subscribe to scenario.execute");
+                }
+            };
+            loop {
+                let msg = tokio::select! {
+                    m = sub.next() => m,
+                    _ = shutdown.changed() => return,
+                };
+                let Ok(msg) = msg else { return };
+                let this = this.clone();
+                tokio::spawn(async move {
+                    let req: ExecuteRequested = match msg.json() {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "dropping malformed scenario.execute");
+                            let _ = msg.ack().await;
+                            return;
+                        }
+                    };
+                    match this.handle_execute(&req).await {
+                        Ok(()) => {
+                            let _ = msg.ack().await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, scenario_id = %req.scenario_id, "scenario.execute will be redelivered");
+                            let _ = msg.nak_with_delay(Duration::from_secs(2)).await;
+                        }
+                    }
+                });
+            }
+        })
+    }
+
+    /// Collects the final evidence and publishes `scenario.completed`.
+    pub async fn handle_execute(&self, req: &ExecuteRequested) -> Result<(), WorkerError> {
+        let d = self.deps();
+        let Some(rec) = d.store.get_any(&req.scenario_id).await? else {
+            return Ok(());
+        };
+        if rec.status != ScenarioStatus::Running {
+            return Ok(());
+        }
+        let evaluated = self.evaluate(&rec).await?;
+        let mut criteria = Vec::with_capacity(evaluated.len());
+        let mut artifacts = Vec::new();
+        for e in evaluated {
+            criteria.push(e.result);
+            artifacts.extend(
+                e.artifacts
+                    .iter()
+                    .map(|(a, bytes)| CollectedArtifact::new(a.clone(), bytes)),
+            );
+        }
+        let completed = ScenarioCompleted {
+            scenario_id: rec.scenario_id.clone(),
+            run_id: RunId::generate().to_string(),
+            tenant_id: rec.tenant_id.clone(),
+            track: rec.track,
+            template: rec.template.clone(),
+            reason: req.reason,
+            collected_at: Utc::now(),
+            criteria,
+            artifacts,
+        };
+        let msg_id = ScenarioCompleted::msg_id(&rec.scenario_id);
+        d.bus
+            .publish_json(subjects::SCENARIO_COMPLETED, &msg_id, &completed)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Releases the check slot when dropped.
+pub(crate) struct CheckGuard {
+    worker: Worker,
+    id: ScenarioId,
+}
+
+impl Drop for CheckGuard {
+    fn drop(&mut self) {
+        let mut set = self
+            .worker
+            .inner
+            .checking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.id);
+    }
+}

@@ -1,0 +1,188 @@
+//! Front-door benchmark (design.md §8): `POST /v1/spawn` (auth, rate limit, idempotency,
+//! gate, SQLite insert + ledger row, bus publish, audit; lab launch left out — nothing consumes
+//! the bus) against `GET /health`, in the same run, over real HTTP on loopback, K concurrent
+//! clients, a fixed number of requests each. Prints requests/s, p50/p99 and the ratio.
+//!
+//! `cargo bench -p forge-services --bench front_door`
+//! Knobs: `FRONT_DOOR_CLIENTS` (default 32), `FRONT_DOOR_REQUESTS` (total per phase, default
+//! 20000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use forge_auth::{AuthConfig, LocalIssuer, Verifier};
+use forge_bus::MemoryBus;
+use forge_catalog::Catalog;
+use forge_core::audit::NullAuditSink;
+use forge_services::spawn::{self, SpawnConfig, SpawnDeps, SpawnState, StaticGate};
+use forge_services::tenants::TenantDirectory;
+use forge_store::SqliteStore;
+
+const TENANTS: &str = r#"
+[plans.bench]
+entitled_tracks = ["netplus", "ccna", "cissp"]
+max_active_scenarios = 100000000
+rate = { requests_per_second = 1000000000.0, burst = 1000000000 }
+prices.netplus = { default = 100 }
+prices.ccna = { default = 100 }
+prices.cissp = { default = 100 }
+[tenants.bench]
+plan = "bench"
+"#;
+
+struct Stats {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn phase<F, Fut>(clients: usize, total: usize, make: F) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let make = Arc::new(make);
+    let per = total / clients;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            let mut errors = 0;
+            for i in 0..per {
+                let t = Instant::now();
+                if !make(c * per + i).await {
+                    errors += 1;
+                }
+                lat.push(t.elapsed());
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await.unwrap();
+        all.extend(lat);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Stats {
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        errors,
+    }
+}
+
+fn print(name: &str, s: &Stats) {
+    println!(
+        "{name:<16} {:>10.0} req/s   p50 {:>8.2} ms   p99 {:>8.2} ms   errors {}",
+        s.rps,
+        s.p50.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() * 1e3,
+        s.errors
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    forge_auth::install_crypto_provider();
+    let clients = env_usize("FRONT_DOOR_CLIENTS", 32);
+    let total = env_usize("FRONT_DOOR_REQUESTS", 20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open_in_dir(dir.path()).await.unwrap());
+    let auth = AuthConfig::local(dir.path()).unwrap();
+    let token = LocalIssuer::load_or_create(dir.path(), "forge-local", "forge")
+        .unwrap()
+        .mint(
+            "bench",
+            &["forge.spawn".into()],
+            "bench",
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = SpawnState::new(SpawnDeps {
+        config: SpawnConfig::default(),
+        verifier: Arc::new(Verifier::new(&auth)),
+        store: store.clone(),
+        bus: Arc::new(MemoryBus::default()),
+        gate: Arc::new(StaticGate::like_policy()),
+        audit: Arc::new(NullAuditSink),
+        catalog: Arc::new(Catalog::bundled().unwrap()),
+        tenants: Arc::new(TenantDirectory::from_toml(TENANTS, "bench").unwrap()),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(spawn::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .unwrap();
+    let spawn_url = format!("http://{addr}/v1/spawn");
+    let health_url = format!("http://{addr}/health");
+
+    let spawn_req = {
+        let (client, url, token) = (client.clone(), spawn_url.clone(), token.clone());
+        move |prefix: &'static str| {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            move |i: usize| {
+                let req = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(format!(
+                        r#"{{"track":"netplus","request_id":"{prefix}-{i}"}}"#
+                    ));
+                async move { req.send().await.map(|r| r.status() == 201).unwrap_or(false) }
+            }
+        }
+    };
+    let health_req = {
+        let (client, url) = (client.clone(), health_url.clone());
+        move |_i: usize| {
+            let req = client.get(&url);
+            async move { req.send().await.map(|r| r.status() == 200).unwrap_or(false) }
+        }
+    };
+
+    println!(
+        "front door: {clients} concurrent clients, {total} requests per phase, loopback HTTP/1.1"
+    );
+    // Warm-up: connections, SQLite cache, allocator.
+    phase(clients, 2_000.min(total), spawn_req("warm")).await;
+    phase(clients, 2_000.min(total), health_req.clone()).await;
+
+    let health = phase(clients, total, health_req).await;
+    let spawns = phase(clients, total, spawn_req("run")).await;
+    print("GET /health", &health);
+    print("POST /v1/spawn", &spawns);
+    println!(
+        "ratio spawn/health: {:.2} (throughput), p99 x{:.1}",
+        spawns.rps / health.rps,
+        spawns.p99.as_secs_f64() / health.p99.as_secs_f64()
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -1,0 +1,15 @@
+//! The HTTP services of FrostGate Forge, one module per spec service, on shared plumbing:
+//!
+//! - [`http`]: the one error type and envelope, JSON extraction, `/health`, `/metrics`,
+//!   `/openapi.json`, body limits;
+//! - [`spawn`]: forge_spawn_service (:8082), the front door;
+//! - [`tenants`], [`ratelimit`], [`billing`]: what the front door enforces and records.
+//!
+//! Every service takes its backends (store, bus, policy gate, audit sink) as trait objects, so
+//! `forge up` (SQLite, in-process bus) and distributed mode run the same code.
+
+pub mod billing;
+pub mod http;
+pub mod ratelimit;
+pub mod spawn;
+pub mod tenants;

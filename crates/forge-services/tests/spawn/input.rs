@@ -1,0 +1,234 @@
+//! Bad input gets a clear 4xx naming what is wrong, never a 500 (design.md §6).
+
+use serde_json::json;
+
+use crate::support::{Harness, Options};
+
+#[tokio::test]
+async fn garbage_bodies_wrong_types_and_oversize_are_4xx_with_clear_messages() {
+    let h = Harness::start(Options::default()).await;
+    let t = h.spawner("demo");
+    let url = format!("{}/v1/spawn", h.base);
+    let raw = |ct: Option<&str>, body: Vec<u8>| {
+        let mut r = h
+            .client
+            .post(&url)
+            .bearer_auth(&t)
+            .header("x-request-id", "in-1")
+            .body(body);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r
+    };
+    let big = format!(
+        r#"{{"track":"netplus","metadata":{{"pad":"{}"}}}}"#,
+        "x".repeat(200 * 1024)
+    );
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str, &str)> = vec![
+        (
+            "garbage",
+            raw(Some("application/json"), b"{{{ not json".to_vec()),
+            400,
+            "invalid_json",
+            "not valid json",
+        ),
+        (
+            "truncated",
+            raw(Some("application/json"), br#"{"track": "netplus""#.to_vec()),
+            400,
+            "invalid_json",
+            "not valid json",
+        ),
+        (
+            "empty",
+            raw(Some("application/json"), Vec::new()),
+            400,
+            "invalid_json",
+            "empty",
+        ),
+        (
+            "binary",
+            raw(Some("application/json"), vec![0xff, 0xfe, 0x00, 0x01]),
+            400,
+            "invalid_json",
+            "not valid json",
+        ),
+        (
+            "array",
+            raw(Some("application/json"), b"[1,2]".to_vec()),
+            400,
+            "invalid_request",
+            "json object",
+        ),
+        (
+            "text/plain",
+            raw(Some("text/plain"), br#"{"track":"netplus"}"#.to_vec()),
+            415,
+            "unsupported_media_type",
+            "text/plain",
+        ),
+        (
+            "form",
+            raw(
+                Some("application/x-www-form-urlencoded"),
+                b"track=netplus".to_vec(),
+            ),
+            415,
+            "unsupported_media_type",
+            "application/json",
+        ),
+        (
+            "no content-type",
+            raw(None, br#"{"track":"netplus"}"#.to_vec()),
+            415,
+            "unsupported_media_type",
+            "missing",
+        ),
+        (
+            "oversized",
+            raw(Some("application/json"), big.into_bytes()),
+            413,
+            "payload_too_large",
+            "larger",
+        ),
+        (
+            "unknown field",
+            raw(
+                Some("application/json"),
+                br#"{"track":"netplus","colour":"red"}"#.to_vec(),
+            ),
+            400,
+            "invalid_request",
+            "unknown field `colour`",
+        ),
+        (
+            "tenant in body",
+            raw(
+                Some("application/json"),
+                br#"{"track":"netplus","tenant_id":"globex"}"#.to_vec(),
+            ),
+            400,
+            "tenant_in_body",
+            "bearer token",
+        ),
+        (
+            "track wrong type",
+            raw(Some("application/json"), br#"{"track":7}"#.to_vec()),
+            400,
+            "invalid_request",
+            "track",
+        ),
+        (
+            "no track",
+            raw(Some("application/json"), b"{}".to_vec()),
+            400,
+            "invalid_request",
+            "missing field `track`",
+        ),
+        (
+            "metadata not object",
+            raw(
+                Some("application/json"),
+                br#"{"track":"netplus","metadata":[1]}"#.to_vec(),
+            ),
+            400,
+            "invalid_request",
+            "map",
+        ),
+        (
+            "unsupported track",
+            raw(Some("application/json"), br#"{"track":"ceh"}"#.to_vec()),
+            400,
+            "unsupported_track",
+            "netplus, ccna, cissp",
+        ),
+        (
+            "unknown template",
+            raw(
+                Some("application/json"),
+                br#"{"track":"netplus","template":"nope"}"#.to_vec(),
+            ),
+            400,
+            "unknown_template",
+            "`nope`",
+        ),
+        (
+            "template of another track",
+            raw(
+                Some("application/json"),
+                br#"{"track":"netplus","template":"cissp-segmentation-lab"}"#.to_vec(),
+            ),
+            400,
+            "template_track_mismatch",
+            "belongs to track cissp",
+        ),
+    ];
+    for (name, req, status, code, needle) in cases {
+        let r = h.send(req).await;
+        assert_eq!(
+            (r.status.as_u16(), r.code()),
+            (status, code.to_owned()),
+            "{name}: {}",
+            r.text
+        );
+        assert!(
+            r.message().to_lowercase().contains(&needle.to_lowercase()),
+            "{name}: message `{}` should mention `{needle}`",
+            r.message()
+        );
+    }
+    let unsupported = h
+        .send(raw(
+            Some("application/json"),
+            br#"{"track":"ceh"}"#.to_vec(),
+        ))
+        .await;
+    assert_eq!(
+        unsupported.json()["error"]["details"]["supported_tracks"],
+        json!(["netplus", "ccna", "cissp"])
+    );
+    let unknown = h
+        .send(raw(
+            Some("application/json"),
+            br#"{"track":"ccna","template":"x"}"#.to_vec(),
+        ))
+        .await;
+    assert_eq!(
+        unknown.json()["error"]["details"]["templates"],
+        json!(["ccna-interfaces-lab", "ccna-static-routing-lab"])
+    );
+
+    // Routing errors are JSON too.
+    let r = h.send(h.client.get(format!("{}/v1/nothing", h.base))).await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "not_found".into()));
+    let r = h.send(h.client.get(&url).bearer_auth(&t)).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (405, "method_not_allowed".into())
+    );
+
+    // Nothing of the above created anything.
+    assert_eq!(h.bus.stored("spawn.request"), 0);
+    // The service is still fine.
+    let ok = h
+        .spawn(&t, &json!({"track": "netplus", "request_id": "fine"}), &[])
+        .await;
+    assert_eq!(ok.status, 201);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_unauthenticated_garbage_body_is_401_not_400() {
+    let h = Harness::start(Options::default()).await;
+    let r = h
+        .send(
+            h.client
+                .post(format!("{}/v1/spawn", h.base))
+                .header("content-type", "text/plain")
+                .body("garbage"),
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (401, "missing_token".into()));
+    h.stop().await;
+}

@@ -1,0 +1,180 @@
+//! Durable state of FrostGate Forge behind one trait, [`Store`]: scenarios and their state
+//! machine, idempotency keys, the billing ledger and the outbox.
+//!
+//! One implementation today, [`SqliteStore`] (a file in the data dir, for `forge up`); the
+//! PostgreSQL one for distributed mode implements the same trait and must pass the same
+//! conformance suite (`tests/store.rs`).
+//!
+//! Invariants the implementations uphold (design.md §6):
+//! - one `(tenant_id, request_id)` yields one scenario and at most one ledger row, however
+//!   concurrently it is inserted;
+//! - a scenario's status only moves along [`ScenarioStatus::can_move_to`], checked atomically
+//!   against the current status (compare-and-set), never read-then-write;
+//! - tenant-facing reads are scoped by tenant: [`Store::get`] never returns another tenant's
+//!   scenario.
+
+mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use forge_core::{ScenarioId, ScenarioStatus};
+
+pub use model::{
+    BILLING_TOPIC, Began, Billing, Charge, IdempotencyBegin, Inserted, LedgerQuery, NewScenario,
+    OutboxItem, ScenarioRecord,
+};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("scenario {0} not found")]
+    NotFound(String),
+    #[error("scenario {id} is {current}; it cannot move to {to}")]
+    Conflict {
+        id: String,
+        current: ScenarioStatus,
+        to: ScenarioStatus,
+    },
+    #[error("no status in {from:?} may move to {to}")]
+    InvalidTransition {
+        from: Vec<ScenarioStatus>,
+        to: ScenarioStatus,
+    },
+    #[error(
+        "request_id `{request_id}` of tenant {tenant_id} was already used for scenario {existing} \
+         with another track or template"
+    )]
+    RequestIdReused {
+        tenant_id: String,
+        request_id: String,
+        existing: String,
+    },
+    #[error("tenant {tenant_id} has {active} active scenarios; at most {max} are allowed")]
+    QuotaExceeded {
+        tenant_id: String,
+        active: u64,
+        max: u64,
+    },
+    #[error("cannot open the database at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    #[error("database error: {0}")]
+    Backend(String),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The state store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- scenarios ----
+
+    /// Inserts a `pending` scenario and, atomically with it, its billing records. When the
+    /// tenant already has a scenario for this `request_id` with the same track and template,
+    /// nothing is written and that scenario is returned with `created: false` (so a retry after
+    /// a crash converges); with another track or template it is [`StoreError::RequestIdReused`].
+    async fn insert_pending(
+        &self,
+        new: &NewScenario,
+        billing: Billing<'_>,
+    ) -> Result<Inserted, StoreError>;
+
+    /// [`Store::insert_pending`], refused with [`StoreError::QuotaExceeded`] when the tenant
+    /// already has `max_active` active scenarios — decided atomically with the insert, so
+    /// concurrent spawns cannot overshoot a plan's quota together.
+    async fn insert_pending_limited(
+        &self,
+        new: &NewScenario,
+        billing: Billing<'_>,
+        max_active: u64,
+    ) -> Result<Inserted, StoreError>;
+
+    /// A scenario of `tenant_id`; another tenant's scenario is `None`.
+    async fn get(
+        &self,
+        tenant_id: &str,
+        id: &ScenarioId,
+    ) -> Result<Option<ScenarioRecord>, StoreError>;
+
+    /// Any tenant's scenario, for platform-internal consumers (orchestrator, reconciler).
+    async fn get_any(&self, id: &ScenarioId) -> Result<Option<ScenarioRecord>, StoreError>;
+
+    /// Moves `id` to `to` if its current status is one of `from` and the state machine allows
+    /// it, in one atomic step; sets `started_at` on `running` and `ended_at` on a final status.
+    /// `error` replaces the stored error when given.
+    async fn transition(
+        &self,
+        id: &ScenarioId,
+        from: &[ScenarioStatus],
+        to: ScenarioStatus,
+        error: Option<&str>,
+    ) -> Result<ScenarioRecord, StoreError>;
+
+    /// Scenarios in any of `statuses`, oldest first.
+    async fn list_by_status(
+        &self,
+        statuses: &[ScenarioStatus],
+    ) -> Result<Vec<ScenarioRecord>, StoreError>;
+
+    /// Scenarios of `tenant_id` that are pending, creating or running (O(1): a counter kept in
+    /// step by `insert_pending` and `transition`).
+    async fn count_active(&self, tenant_id: &str) -> Result<u64, StoreError>;
+
+    /// Records where the lab lives: the fabric namespace and the container names.
+    async fn set_runtime_info(
+        &self,
+        id: &ScenarioId,
+        network_id: &str,
+        containers: &[String],
+    ) -> Result<(), StoreError>;
+
+    // ---- idempotency keys (IETF Idempotency-Key draft) ----
+
+    /// Claims `(tenant_id, key)` for a request with `request_hash`, atomically: exactly one of
+    /// any number of concurrent callers gets [`Began::New`]. An expired key, or an in-flight key
+    /// whose lease ran out (its owner died), is claimed afresh.
+    async fn begin(&self, req: &IdempotencyBegin<'_>) -> Result<Began, StoreError>;
+
+    /// Stores the final response of a claimed key; replays return it until the key expires.
+    async fn complete(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// Releases an in-flight key without a stored response (the request may be retried anew).
+    async fn abandon(&self, tenant_id: &str, key: &str) -> Result<(), StoreError>;
+
+    /// Deletes expired keys; returns how many.
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    // ---- billing ----
+
+    /// Ledger rows matching `query`, oldest first.
+    async fn ledger(&self, query: &LedgerQuery) -> Result<Vec<Charge>, StoreError>;
+
+    /// Undelivered outbox items due at `now`, oldest first.
+    async fn due_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Marks an outbox item delivered; it is never handed out again.
+    async fn mark_delivered(&self, event_id: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Records a failed delivery attempt and when to try again.
+    async fn mark_attempt_failed(
+        &self,
+        event_id: &str,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Outbox items not yet delivered.
+    async fn outbox_backlog(&self) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,150 @@
+//! Records the store reads and writes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use forge_core::{ScenarioId, ScenarioState, ScenarioStatus, Track};
+use serde::{Deserialize, Serialize};
+
+/// A scenario as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioRecord {
+    pub scenario_id: ScenarioId,
+    pub tenant_id: String,
+    /// The `sub` claim of whoever spawned it.
+    pub owner_sub: String,
+    pub track: Track,
+    pub template: String,
+    pub request_id: String,
+    pub status: ScenarioStatus,
+    pub error: Option<String>,
+    /// The lab's fabric namespace, once the orchestrator made it.
+    pub network_id: Option<String>,
+    pub containers: Vec<String>,
+    pub access_url: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl ScenarioRecord {
+    /// The spec's ScenarioState view.
+    pub fn state(&self) -> ScenarioState {
+        ScenarioState {
+            scenario_id: self.scenario_id.clone(),
+            status: self.status,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            network_id: self.network_id.clone().unwrap_or_default(),
+            containers: self.containers.clone(),
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// What [`crate::Store::insert_pending`] needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewScenario {
+    pub scenario_id: ScenarioId,
+    pub tenant_id: String,
+    pub owner_sub: String,
+    pub track: Track,
+    pub template: String,
+    pub request_id: String,
+    pub access_url: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Result of [`crate::Store::insert_pending`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inserted {
+    pub record: ScenarioRecord,
+    /// `false`: the tenant's request_id already had this scenario; nothing was written.
+    pub created: bool,
+}
+
+/// One charged spawn: a row of the billing ledger, and the body of the gateway event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    /// Stable per `(tenant_id, request_id)`; the gateway's Idempotency-Key.
+    pub event_id: String,
+    pub tenant_id: String,
+    pub request_id: String,
+    pub scenario_id: ScenarioId,
+    pub track: Track,
+    pub template: String,
+    pub tier: String,
+    pub plan: String,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a new scenario is billed.
+#[derive(Debug, Clone, Copy)]
+pub enum Billing<'a> {
+    /// Not billed (platform-internal scenarios).
+    None,
+    /// A ledger row (`BILLING_MODE=stub`).
+    Ledger(&'a Charge),
+    /// A ledger row plus an outbox item for the billing gateway (`BILLING_MODE=gateway`).
+    LedgerAndOutbox(&'a Charge),
+}
+
+/// Which ledger rows to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerQuery {
+    pub tenant_id: Option<String>,
+    /// Inclusive.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// An event waiting for (or done with) delivery to an external system.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub event_id: String,
+    /// What kind of event: `billing.charge`.
+    pub topic: String,
+    pub payload: serde_json::Value,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Topic of billing events in the outbox.
+pub const BILLING_TOPIC: &str = "billing.charge";
+
+/// Arguments of [`crate::Store::begin`].
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyBegin<'a> {
+    pub tenant_id: &'a str,
+    pub key: &'a str,
+    /// Fingerprint of the request body; another body under the same key is a mismatch.
+    pub request_hash: &'a str,
+    pub now: DateTime<Utc>,
+    /// How long the claimer may take before another request may take the key over.
+    pub lease: Duration,
+    /// How long the key and its stored response are kept.
+    pub retention: Duration,
+}
+
+/// Outcome of [`crate::Store::begin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Began {
+    /// This caller owns the key: do the work, then `complete` or `abandon`.
+    New,
+    /// Another request with this key and body is being processed.
+    InFlight,
+    /// Already done: replay this response.
+    Done { status: u16, body: Vec<u8> },
+    /// The key was used with another request body.
+    Mismatch,
+}

@@ -1,0 +1,280 @@
+//! Idempotency keys, billing ledger and outbox on SQLite.
+
+use chrono::{DateTime, Utc};
+use forge_core::Track;
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::{Connection, Row, Sqlite, Transaction};
+
+use super::{from_ms, ms};
+use crate::{Began, Charge, LedgerQuery, OutboxItem, StoreError};
+
+/// One stored key, as far as [`begin`] needs it.
+struct KeyRow {
+    request_hash: String,
+    done: bool,
+    status: Option<i64>,
+    body: Option<Vec<u8>>,
+    locked_until: i64,
+    expires_at: i64,
+}
+
+impl KeyRow {
+    fn from_row(r: &SqliteRow) -> Result<Self, StoreError> {
+        let state: String = r.try_get("state")?;
+        Ok(Self {
+            request_hash: r.try_get("request_hash")?,
+            done: state == "done",
+            status: r.try_get("status_code")?,
+            body: r.try_get("response_body")?,
+            locked_until: r.try_get("locked_until")?,
+            expires_at: r.try_get("expires_at")?,
+        })
+    }
+
+    /// What this row means for a request with `hash` at `now`; `None`: the caller may claim it.
+    fn classify(&self, hash: &str, now: i64) -> Result<Option<Began>, StoreError> {
+        if self.expires_at <= now {
+            return Ok(None);
+        }
+        if self.request_hash != hash {
+            return Ok(Some(Began::Mismatch));
+        }
+        if self.done {
+            let status = self
+                .status
+                .and_then(|s| u16::try_from(s).ok())
+                .ok_or_else(|| StoreError::Corrupt("done idempotency key without status".into()))?;
+            return Ok(Some(Began::Done {
+                status,
+                body: self.body.clone().unwrap_or_default(),
+            }));
+        }
+        if self.locked_until > now {
+            return Ok(Some(Began::InFlight));
+        }
+        // In flight past its lease: the owner died; the same request may take it over.
+        Ok(None)
+    }
+}
+
+const SELECT_KEY: &str = "SELECT request_hash, state, status_code, response_body, locked_until, \
+                          expires_at FROM idempotency_keys WHERE tenant_id = ? AND key = ?";
+
+const INSERT_KEY_IF_ABSENT: &str = "INSERT INTO idempotency_keys (tenant_id, key, request_hash, \
+     state, created_at, locked_until, expires_at) VALUES (?, ?, ?, 'in_flight', ?, ?, ?) \
+     ON CONFLICT (tenant_id, key) DO NOTHING";
+
+/// Claims a key, all on the writer connection (one job, so no other write interleaves).
+pub(super) async fn begin(
+    conn: &mut SqliteConnection,
+    tenant_id: String,
+    key: String,
+    hash: String,
+    now: i64,
+    lease_until: i64,
+    expires_at: i64,
+) -> Result<Began, StoreError> {
+    // Fast path for the common case, a new key: one statement; the primary key makes exactly
+    // one of any number of concurrent claimers win.
+    let inserted = sqlx::query(INSERT_KEY_IF_ABSENT)
+        .bind(&tenant_id)
+        .bind(&key)
+        .bind(&hash)
+        .bind(now)
+        .bind(lease_until)
+        .bind(expires_at)
+        .execute(&mut *conn)
+        .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Began::New);
+    }
+    let row = sqlx::query(SELECT_KEY)
+        .bind(&tenant_id)
+        .bind(&key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(row) = &row
+        && let Some(b) = KeyRow::from_row(row)?.classify(&hash, now)?
+    {
+        return Ok(b);
+    }
+    // Expired, or in flight past its lease (its owner died): claim it afresh.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ?")
+        .bind(&tenant_id)
+        .bind(&key)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(INSERT_KEY_IF_ABSENT)
+        .bind(&tenant_id)
+        .bind(&key)
+        .bind(&hash)
+        .bind(now)
+        .bind(lease_until)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Began::New)
+}
+
+/// Answers what `begin` would from a reader, without claiming: `None` means "claim it".
+pub(super) async fn peek(
+    reader: &SqlitePool,
+    tenant_id: &str,
+    key: &str,
+    hash: &str,
+    now: i64,
+) -> Result<Option<Began>, StoreError> {
+    let row = sqlx::query(SELECT_KEY)
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(reader)
+        .await?;
+    match row {
+        Some(row) => KeyRow::from_row(&row)?.classify(hash, now),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn complete(
+    conn: &mut SqliteConnection,
+    tenant_id: String,
+    key: String,
+    status: u16,
+    body: Vec<u8>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET state = 'done', status_code = ?, response_body = ? \
+         WHERE tenant_id = ? AND key = ? AND state = 'in_flight'",
+    )
+    .bind(i64::from(status))
+    .bind(body)
+    .bind(tenant_id)
+    .bind(key)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn insert_charge(
+    tx: &mut Transaction<'_, Sqlite>,
+    c: &Charge,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO billing_ledger (event_id, tenant_id, request_id, scenario_id, track, \
+         template, tier, plan, amount_cents, currency, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&c.event_id)
+    .bind(&c.tenant_id)
+    .bind(&c.request_id)
+    .bind(c.scenario_id.as_str())
+    .bind(c.track.as_str())
+    .bind(&c.template)
+    .bind(&c.tier)
+    .bind(&c.plan)
+    .bind(c.amount_cents)
+    .bind(&c.currency)
+    .bind(ms(c.created_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The gateway event carries the charge itself, so an event can always be traced to its row.
+pub(super) async fn insert_outbox(
+    tx: &mut Transaction<'_, Sqlite>,
+    c: &Charge,
+    topic: &str,
+) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(c).expect("charge serializes");
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, payload, attempts, next_attempt_at, created_at) \
+         VALUES (?, ?, ?, 0, ?, ?)",
+    )
+    .bind(&c.event_id)
+    .bind(topic)
+    .bind(payload)
+    .bind(ms(c.created_at))
+    .bind(ms(c.created_at))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn charge_from_row(r: &SqliteRow) -> Result<Charge, StoreError> {
+    let corrupt = |e: String| StoreError::Corrupt(e);
+    let id: String = r.try_get("scenario_id")?;
+    let track: String = r.try_get("track")?;
+    Ok(Charge {
+        event_id: r.try_get("event_id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        request_id: r.try_get("request_id")?,
+        scenario_id: id.parse().map_err(|e| corrupt(format!("{e}")))?,
+        track: track.parse::<Track>().map_err(|e| corrupt(e.to_string()))?,
+        template: r.try_get("template")?,
+        tier: r.try_get("tier")?,
+        plan: r.try_get("plan")?,
+        amount_cents: r.try_get("amount_cents")?,
+        currency: r.try_get("currency")?,
+        created_at: from_ms(r.try_get("created_at")?)?,
+    })
+}
+
+pub(super) async fn ledger(
+    reader: &SqlitePool,
+    q: &LedgerQuery,
+) -> Result<Vec<Charge>, StoreError> {
+    let from = q.from.map(ms);
+    let to = q.to.map(ms);
+    let rows = sqlx::query(
+        "SELECT event_id, tenant_id, request_id, scenario_id, track, template, tier, plan, \
+         amount_cents, currency, created_at FROM billing_ledger \
+         WHERE (? IS NULL OR tenant_id = ?) AND (? IS NULL OR created_at >= ?) \
+         AND (? IS NULL OR created_at < ?) ORDER BY created_at, event_id",
+    )
+    .bind(q.tenant_id.as_deref())
+    .bind(q.tenant_id.as_deref())
+    .bind(from)
+    .bind(from)
+    .bind(to)
+    .bind(to)
+    .fetch_all(reader)
+    .await?;
+    rows.iter().map(charge_from_row).collect()
+}
+
+pub(super) async fn due_outbox(
+    reader: &SqlitePool,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<OutboxItem>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT event_id, topic, payload, attempts, next_attempt_at, last_error, created_at, \
+         delivered_at FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ? \
+         ORDER BY next_attempt_at, created_at LIMIT ?",
+    )
+    .bind(ms(now))
+    .bind(i64::from(limit))
+    .fetch_all(reader)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let payload: String = r.try_get("payload")?;
+            let attempts: i64 = r.try_get("attempts")?;
+            let delivered: Option<i64> = r.try_get("delivered_at")?;
+            Ok(OutboxItem {
+                event_id: r.try_get("event_id")?,
+                topic: r.try_get("topic")?,
+                payload: serde_json::from_str(&payload)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                next_attempt_at: from_ms(r.try_get("next_attempt_at")?)?,
+                last_error: r.try_get("last_error")?,
+                created_at: from_ms(r.try_get("created_at")?)?,
+                delivered_at: delivered.map(from_ms).transpose()?,
+            })
+        })
+        .collect()
+}

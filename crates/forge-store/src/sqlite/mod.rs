@@ -1,0 +1,394 @@
+//! [`Store`] on SQLite: one file in the data dir, WAL journal, foreign keys on, embedded
+//! migrations.
+//!
+//! Writes run on one connection owned by a writer thread ([`writer`]): each logical write is a
+//! whole transaction sent there as one job. Reads go through a small pool of their own and never
+//! wait for the writer (WAL). Multi-statement writes use `BEGIN IMMEDIATE`, so a transaction
+//! never has to upgrade a read lock.
+
+mod keys;
+mod scenarios;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use forge_core::{ScenarioId, ScenarioStatus};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::{
+    Began, Billing, Charge, IdempotencyBegin, Inserted, LedgerQuery, NewScenario, OutboxItem,
+    ScenarioRecord, Store, StoreError,
+};
+use scenarios::{scenario_cols, scenario_from_row, statuses_json};
+use writer::Writer;
+
+/// Name of the database file inside the data dir.
+pub const FILE_NAME: &str = "forge.db";
+
+/// The SQLite store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: Writer,
+    reader: SqlitePool,
+    path: PathBuf,
+}
+
+/// [`Billing`] with an owned charge, to send to the writer thread.
+pub(crate) enum OwnedBilling {
+    None,
+    Ledger(Charge),
+    LedgerAndOutbox(Charge),
+}
+
+impl From<Billing<'_>> for OwnedBilling {
+    fn from(b: Billing<'_>) -> Self {
+        match b {
+            Billing::None => Self::None,
+            Billing::Ledger(c) => Self::Ledger(c.clone()),
+            Billing::LedgerAndOutbox(c) => Self::LedgerAndOutbox(c.clone()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(v: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(v)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {v} is out of range")))
+}
+
+fn dur_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) `<data_dir>/forge.db`.
+    pub async fn open_in_dir(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::open(&data_dir.join(FILE_NAME)).await
+    }
+
+    /// Opens (creating it if needed) the database file at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the
+            // last transactions, and never corrupts the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let open_err = |e: sqlx::Error| StoreError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        {
+            let migrator = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.clone())
+                .await
+                .map_err(open_err)?;
+            sqlx::migrate!("./migrations")
+                .run(&migrator)
+                .await
+                .map_err(|e| StoreError::Migrate(e.to_string()))?;
+            migrator.close().await;
+        }
+        let writer = Writer::start(opts.clone()).await?;
+        // No ping before each acquire (sqlx's default): a local file does not drop like a
+        // network connection, and the ping is a full round trip to the connection's thread.
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .map_err(open_err)?;
+        Ok(Self {
+            writer,
+            reader,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finishes queued writes and closes every connection.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    async fn insert(
+        &self,
+        new: &NewScenario,
+        billing: Billing<'_>,
+        max_active: Option<u64>,
+    ) -> Result<Inserted, StoreError> {
+        let (new, billing) = (new.clone(), OwnedBilling::from(billing));
+        self.writer
+            .run(move |c| Box::pin(scenarios::insert(c, new, billing, max_active)))
+            .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_pending(
+        &self,
+        new: &NewScenario,
+        billing: Billing<'_>,
+    ) -> Result<Inserted, StoreError> {
+        self.insert(new, billing, None).await
+    }
+
+    async fn insert_pending_limited(
+        &self,
+        new: &NewScenario,
+        billing: Billing<'_>,
+        max_active: u64,
+    ) -> Result<Inserted, StoreError> {
+        self.insert(new, billing, Some(max_active)).await
+    }
+
+    async fn get(
+        &self,
+        tenant_id: &str,
+        id: &ScenarioId,
+    ) -> Result<Option<ScenarioRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            scenario_cols!(),
+            " FROM scenarios WHERE scenario_id = ? AND tenant_id = ?"
+        ))
+        .bind(id.as_str())
+        .bind(tenant_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(scenario_from_row).transpose()
+    }
+
+    async fn get_any(&self, id: &ScenarioId) -> Result<Option<ScenarioRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            scenario_cols!(),
+            " FROM scenarios WHERE scenario_id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(scenario_from_row).transpose()
+    }
+
+    async fn transition(
+        &self,
+        id: &ScenarioId,
+        from: &[ScenarioStatus],
+        to: ScenarioStatus,
+        error: Option<&str>,
+    ) -> Result<ScenarioRecord, StoreError> {
+        let allowed: Vec<ScenarioStatus> =
+            from.iter().copied().filter(|s| s.can_move_to(to)).collect();
+        if allowed.is_empty() {
+            return Err(StoreError::InvalidTransition {
+                from: from.to_vec(),
+                to,
+            });
+        }
+        let (id, error) = (id.clone(), error.map(str::to_owned));
+        self.writer
+            .run(move |c| Box::pin(scenarios::transition(c, id, allowed, to, error)))
+            .await
+    }
+
+    async fn list_by_status(
+        &self,
+        statuses: &[ScenarioStatus],
+    ) -> Result<Vec<ScenarioRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            scenario_cols!(),
+            " FROM scenarios WHERE status IN (SELECT value FROM json_each(?)) \
+             ORDER BY created_at, rowid"
+        ))
+        .bind(statuses_json(statuses))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(scenario_from_row).collect()
+    }
+
+    async fn count_active(&self, tenant_id: &str) -> Result<u64, StoreError> {
+        let n: Option<i64> =
+            sqlx::query_scalar("SELECT active FROM tenant_usage WHERE tenant_id = ?")
+                .bind(tenant_id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+    }
+
+    async fn set_runtime_info(
+        &self,
+        id: &ScenarioId,
+        network_id: &str,
+        containers: &[String],
+    ) -> Result<(), StoreError> {
+        let (id, net, cs) = (id.clone(), network_id.to_owned(), containers.to_vec());
+        self.writer
+            .run(move |c| Box::pin(scenarios::set_runtime_info(c, id, net, cs)))
+            .await
+    }
+
+    async fn begin(&self, req: &IdempotencyBegin<'_>) -> Result<Began, StoreError> {
+        let now = ms(req.now);
+        // Replays and in-flight duplicates are answered by a reader, away from the writer.
+        if let Some(b) =
+            keys::peek(&self.reader, req.tenant_id, req.key, req.request_hash, now).await?
+        {
+            return Ok(b);
+        }
+        let (t, k, h) = (
+            req.tenant_id.to_owned(),
+            req.key.to_owned(),
+            req.request_hash.to_owned(),
+        );
+        let lease = now.saturating_add(dur_ms(req.lease));
+        let expires = now.saturating_add(dur_ms(req.retention));
+        self.writer
+            .run(move |c| Box::pin(keys::begin(c, t, k, h, now, lease, expires)))
+            .await
+    }
+
+    async fn complete(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let (t, k, b) = (tenant_id.to_owned(), key.to_owned(), body.to_vec());
+        self.writer
+            .run(move |c| Box::pin(keys::complete(c, t, k, status, b)))
+            .await
+    }
+
+    async fn abandon(&self, tenant_id: &str, key: &str) -> Result<(), StoreError> {
+        let (t, k) = (tenant_id.to_owned(), key.to_owned());
+        self.writer
+            .run(move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "DELETE FROM idempotency_keys \
+                         WHERE tenant_id = ? AND key = ? AND state = 'in_flight'",
+                    )
+                    .bind(t)
+                    .bind(k)
+                    .execute(&mut *c)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let now = ms(now);
+        self.writer
+            .run(move |c| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "DELETE FROM idempotency_keys WHERE expires_at <= ? \
+                         AND (state = 'done' OR locked_until <= ?)",
+                    )
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
+                    Ok(done.rows_affected())
+                })
+            })
+            .await
+    }
+
+    async fn ledger(&self, query: &LedgerQuery) -> Result<Vec<Charge>, StoreError> {
+        keys::ledger(&self.reader, query).await
+    }
+
+    async fn due_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        keys::due_outbox(&self.reader, now, limit).await
+    }
+
+    async fn mark_delivered(&self, event_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let (id, now) = (event_id.to_owned(), ms(now));
+        self.writer
+            .run(move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE outbox SET delivered_at = ?, last_error = NULL \
+                         WHERE event_id = ? AND delivered_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn mark_attempt_failed(
+        &self,
+        event_id: &str,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let (id, next, err) = (event_id.to_owned(), ms(next_attempt_at), error.to_owned());
+        self.writer
+            .run(move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, \
+                         last_error = ? WHERE event_id = ? AND delivered_at IS NULL",
+                    )
+                    .bind(next)
+                    .bind(err)
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

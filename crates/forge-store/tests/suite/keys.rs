@@ -1,0 +1,214 @@
+//! Conformance checks for idempotency keys, the billing ledger and the outbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Duration as ChronoDuration;
+use forge_store::{Began, Billing, LedgerQuery, Store};
+
+use super::{begin_at, charge_for, concurrently, new_scenario, t0};
+
+pub async fn idempotency_key_states(s: Arc<dyn Store>) {
+    let now = t0();
+    assert_eq!(
+        s.begin(&begin_at("acme", "k", "h1", now)).await.unwrap(),
+        Began::New
+    );
+    assert_eq!(
+        s.begin(&begin_at("acme", "k", "h1", now)).await.unwrap(),
+        Began::InFlight
+    );
+    assert_eq!(
+        s.begin(&begin_at("acme", "k", "h2", now)).await.unwrap(),
+        Began::Mismatch,
+        "another body under an in-flight key"
+    );
+    // Keys are scoped by tenant.
+    assert_eq!(
+        s.begin(&begin_at("globex", "k", "h2", now)).await.unwrap(),
+        Began::New
+    );
+
+    s.complete("acme", "k", 201, br#"{"ok":true}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.begin(&begin_at("acme", "k", "h1", now)).await.unwrap(),
+        Began::Done {
+            status: 201,
+            body: br#"{"ok":true}"#.to_vec()
+        }
+    );
+    assert_eq!(
+        s.begin(&begin_at("acme", "k", "h2", now)).await.unwrap(),
+        Began::Mismatch
+    );
+    // Completing or abandoning a done key changes nothing.
+    s.abandon("acme", "k").await.unwrap();
+    s.complete("acme", "k", 500, b"x").await.unwrap();
+    assert!(matches!(
+        s.begin(&begin_at("acme", "k", "h1", now)).await.unwrap(),
+        Began::Done { status: 201, .. }
+    ));
+
+    // Abandoned in-flight keys may be claimed again, even with another body.
+    assert_eq!(
+        s.begin(&begin_at("acme", "a", "h1", now)).await.unwrap(),
+        Began::New
+    );
+    s.abandon("acme", "a").await.unwrap();
+    assert_eq!(
+        s.begin(&begin_at("acme", "a", "h9", now)).await.unwrap(),
+        Began::New
+    );
+}
+
+pub async fn idempotency_concurrent_begin_has_one_winner(s: Arc<dyn Store>) {
+    let now = t0();
+    let results = concurrently(50, |_| {
+        let s = s.clone();
+        async move { s.begin(&begin_at("acme", "hot", "h", now)).await.unwrap() }
+    })
+    .await;
+    let new = results.iter().filter(|b| **b == Began::New).count();
+    let inflight = results.iter().filter(|b| **b == Began::InFlight).count();
+    assert_eq!((new, inflight), (1, 49), "{results:?}");
+}
+
+pub async fn idempotency_expiry_lease_and_purge(s: Arc<dyn Store>) {
+    let now = t0();
+    let mut b = begin_at("acme", "old", "h1", now);
+    b.retention = Duration::from_secs(3600);
+    assert_eq!(s.begin(&b).await.unwrap(), Began::New);
+    s.complete("acme", "old", 201, b"{}").await.unwrap();
+    // Past retention the key is new again, whatever the body.
+    let later = now + ChronoDuration::hours(2);
+    assert_eq!(
+        s.begin(&begin_at("acme", "old", "other", later))
+            .await
+            .unwrap(),
+        Began::New
+    );
+
+    // An in-flight key past its lease (owner died) is taken over by the same request only.
+    let mut held = begin_at("acme", "stale", "h1", now);
+    held.lease = Duration::from_secs(10);
+    assert_eq!(s.begin(&held).await.unwrap(), Began::New);
+    let after_lease = now + ChronoDuration::seconds(11);
+    assert_eq!(
+        s.begin(&begin_at("acme", "stale", "h2", after_lease))
+            .await
+            .unwrap(),
+        Began::Mismatch
+    );
+    assert_eq!(
+        s.begin(&begin_at("acme", "stale", "h1", after_lease))
+            .await
+            .unwrap(),
+        Began::New
+    );
+
+    // Purge drops only what expired.
+    let mut short = begin_at("acme", "short", "h", now);
+    short.retention = Duration::from_secs(60);
+    short.lease = Duration::from_secs(1);
+    s.begin(&short).await.unwrap();
+    s.complete("acme", "short", 201, b"{}").await.unwrap();
+    let purged = s
+        .purge_expired(now + ChronoDuration::minutes(5))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert!(matches!(
+        s.begin(&begin_at(
+            "acme",
+            "stale",
+            "h1",
+            now + ChronoDuration::minutes(5)
+        ))
+        .await
+        .unwrap(),
+        Began::InFlight | Began::New
+    ));
+}
+
+pub async fn ledger_queries(s: Arc<dyn Store>) {
+    let jan = t0();
+    let feb = jan + ChronoDuration::days(31);
+    for (tenant, req, at, cents) in [
+        ("acme", "a1", jan, 100),
+        ("acme", "a2", feb, 200),
+        ("globex", "g1", jan, 300),
+    ] {
+        let n = new_scenario(tenant, req);
+        let c = charge_for(&n, at, cents);
+        s.insert_pending(&n, Billing::Ledger(&c)).await.unwrap();
+    }
+    let all = s.ledger(&LedgerQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].created_at <= w[1].created_at));
+    let acme = s
+        .ledger(&LedgerQuery {
+            tenant_id: Some("acme".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(acme.iter().map(|c| c.amount_cents).sum::<i64>(), 300);
+    let january = s
+        .ledger(&LedgerQuery {
+            tenant_id: None,
+            from: Some(jan),
+            to: Some(jan + ChronoDuration::days(1)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(january.len(), 2);
+    assert_eq!(january[0].created_at, jan, "times round-trip exactly");
+    // Ledger-only billing writes no outbox item.
+    assert_eq!(s.outbox_backlog().await.unwrap(), 0);
+}
+
+pub async fn outbox_delivery_bookkeeping(s: Arc<dyn Store>) {
+    let now = t0();
+    let n = new_scenario("acme", "o1");
+    let c = charge_for(&n, now, 150);
+    s.insert_pending(&n, Billing::LedgerAndOutbox(&c))
+        .await
+        .unwrap();
+    let due = s.due_outbox(now, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let item = &due[0];
+    assert_eq!(item.event_id, c.event_id);
+    assert_eq!(item.topic, forge_store::BILLING_TOPIC);
+    assert_eq!(item.attempts, 0);
+    let payload: forge_store::Charge = serde_json::from_value(item.payload.clone()).unwrap();
+    assert_eq!(payload, c, "the outbox carries the charge itself");
+
+    let retry_at = now + ChronoDuration::seconds(30);
+    s.mark_attempt_failed(&c.event_id, retry_at, "connection refused")
+        .await
+        .unwrap();
+    assert!(
+        s.due_outbox(now, 10).await.unwrap().is_empty(),
+        "backing off"
+    );
+    let due = s.due_outbox(retry_at, 10).await.unwrap();
+    assert_eq!(due[0].attempts, 1);
+    assert_eq!(due[0].last_error.as_deref(), Some("connection refused"));
+    assert_eq!(s.outbox_backlog().await.unwrap(), 1);
+
+    s.mark_delivered(&c.event_id, retry_at).await.unwrap();
+    assert!(
+        s.due_outbox(retry_at + ChronoDuration::days(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.outbox_backlog().await.unwrap(), 0);
+    // A late failure report for a delivered item changes nothing.
+    s.mark_attempt_failed(&c.event_id, now, "late")
+        .await
+        .unwrap();
+    assert_eq!(s.outbox_backlog().await.unwrap(), 0);
+}
