@@ -32,7 +32,7 @@ pub struct UpArgs {
     #[arg(long, env = "OPA_URL")]
     opa_url: Option<String>,
     /// Tenants and plans (default: the bundled example with tenant `demo`)
-    #[arg(long, env = "TENANTS_FILE")]
+    #[arg(long, env = "FORGE_TENANTS_FILE")]
     tenants: Option<PathBuf>,
     /// Start, print the banner, and stop again (a smoke test of the wiring)
     #[arg(long)]
