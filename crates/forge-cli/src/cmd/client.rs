@@ -104,31 +104,69 @@ impl Endpoint {
     }
 }
 
-async fn call(
-    client: &reqwest::Client,
-    req: reqwest::RequestBuilder,
-) -> anyhow::Result<(u16, Value)> {
-    let _ = client;
-    let resp = req
-        .send()
-        .await
-        .context("cannot reach the platform; is `forge up` running?")?;
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    Ok((status, body))
+/// Requests with the caller's token; a status other than the expected one becomes an error
+/// carrying the API's own message.
+struct Api<'a> {
+    http: reqwest::Client,
+    auth: String,
+    ep: &'a Endpoint,
 }
 
-fn fail(status: u16, body: &Value) -> anyhow::Error {
-    let msg = body
-        .pointer("/error/message")
-        .and_then(Value::as_str)
-        .unwrap_or("unexpected response");
-    let details = body
-        .pointer("/error/details")
-        .filter(|d| !d.is_null())
-        .map(|d| format!(" ({d})"))
-        .unwrap_or_default();
-    anyhow::anyhow!("{status}: {msg}{details}")
+impl Api<'_> {
+    async fn send(&self, req: reqwest::RequestBuilder, ok: u16) -> anyhow::Result<Value> {
+        let resp = req
+            .header("authorization", &self.auth)
+            .send()
+            .await
+            .context("cannot reach the platform; is `forge up` running?")?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status == ok || (ok == 201 && status == 200) {
+            return Ok(body);
+        }
+        let msg = body
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("unexpected response");
+        let details = body
+            .pointer("/error/details")
+            .filter(|d| !d.is_null())
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        Err(anyhow::anyhow!("{status}: {msg}{details}"))
+    }
+
+    async fn get(&self, port: u16, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.ep.url(port, path)), 200).await
+    }
+
+    async fn post(
+        &self,
+        port: u16,
+        path: &str,
+        body: Option<&Value>,
+        ok: u16,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.http.post(self.ep.url(port, path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.send(req, ok).await
+    }
+}
+
+fn print_criteria(criteria: &Value, text_field: &str) {
+    for c in criteria.as_array().into_iter().flatten() {
+        let mark = if c["passed"] == true { "PASS" } else { "fail" };
+        let id = c["criterion_id"].as_str().unwrap_or("");
+        println!(
+            "  {mark}  {id:<24} {}",
+            c[text_field].as_str().unwrap_or("")
+        );
+        if let Some(h) = c["hint"].as_str() {
+            println!("        hint: {h}");
+        }
+    }
 }
 
 pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
@@ -136,7 +174,11 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
-    let auth = format!("Bearer {token}");
+    let api = Api {
+        http,
+        auth: format!("Bearer {token}"),
+        ep: &ep,
+    };
     match cmd {
         ClientCommand::Spawn {
             track,
@@ -151,19 +193,8 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
                 body["template"] = json!(t);
             }
             let started = Instant::now();
-            let req = http
-                .post(ep.url(8082, "/v1/spawn"))
-                .header("authorization", &auth)
-                .json(&body);
-            let (status, resp) = call(&http, req).await?;
-            if status != 201 && status != 200 {
-                return Err(fail(status, &resp));
-            }
+            let resp = api.post(8082, "/v1/spawn", Some(&body), 201).await?;
             let id = resp["scenario_id"].as_str().unwrap_or_default().to_owned();
-            if json && no_wait {
-                println!("{}", serde_json::to_string_pretty(&resp)?);
-                return Ok(0);
-            }
             if !json {
                 println!("scenario {id} accepted");
                 println!(
@@ -176,9 +207,12 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
                 );
             }
             if no_wait {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&resp)?);
+                }
                 return Ok(0);
             }
-            let state = wait_running(&http, &ep, &auth, &id, started, !json).await?;
+            let state = wait_running(&api, &id, started, !json).await?;
             if json {
                 println!(
                     "{}",
@@ -188,130 +222,82 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
             Ok(if state["status"] == "running" { 0 } else { 1 })
         }
         ClientCommand::Status { id, json } => {
-            let (status, s) = call(
-                &http,
-                http.get(ep.url(8083, &format!("/v1/scenarios/{id}")))
-                    .header("authorization", &auth),
-            )
-            .await?;
-            if status != 200 {
-                return Err(fail(status, &s));
-            }
+            let s = api.get(8083, &format!("/v1/scenarios/{id}")).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                for k in [
-                    "scenario_id",
-                    "status",
-                    "template",
-                    "track",
-                    "network_id",
-                    "created_at",
-                    "started_at",
-                    "expires_at",
-                    "ended_at",
-                    "error",
-                ] {
-                    if let Some(v) = s.get(k).filter(|v| !v.is_null()) {
-                        println!(
-                            "{k:<12} {}",
-                            v.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| v.to_string())
-                        );
-                    }
-                }
-                if let Some(c) = s["containers"].as_array() {
-                    let names: Vec<_> = c.iter().filter_map(Value::as_str).collect();
-                    println!("{:<12} {}", "containers", names.join(", "));
+                return Ok(0);
+            }
+            let fields = [
+                "scenario_id",
+                "status",
+                "template",
+                "track",
+                "network_id",
+                "created_at",
+                "started_at",
+                "expires_at",
+                "ended_at",
+                "error",
+            ];
+            for k in fields {
+                if let Some(v) = s.get(k).filter(|v| !v.is_null()) {
+                    println!(
+                        "{k:<12} {}",
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string())
+                    );
                 }
             }
+            let names: Vec<&str> = s["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!("{:<12} {}", "containers", names.join(", "));
             Ok(0)
         }
         ClientCommand::Score { id, json } => {
-            let (status, s) = call(
-                &http,
-                http.get(ep.url(8086, &format!("/v1/scores/{id}")))
-                    .header("authorization", &auth),
-            )
-            .await?;
-            if status != 200 {
-                return Err(fail(status, &s));
-            }
+            let s = api.get(8086, &format!("/v1/scores/{id}")).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                println!(
-                    "score    {:.2} ({} of {} criteria)",
-                    s["score"]["value"].as_f64().unwrap_or(0.0),
-                    s["score"]["passed"],
-                    s["score"]["total"]
-                );
-                for c in s["criteria"].as_array().into_iter().flatten() {
-                    let mark = if c["passed"] == true { "PASS" } else { "fail" };
-                    println!(
-                        "  {mark}  {:<24} {}",
-                        c["criterion_id"].as_str().unwrap_or(""),
-                        c["message"].as_str().unwrap_or("")
-                    );
-                }
-                println!("evidence {}", s["evidence_url"].as_str().unwrap_or(""));
-                println!("verdict  {}", s["verdict_url"].as_str().unwrap_or(""));
+                return Ok(0);
             }
+            let score = &s["score"];
+            let value = score["value"].as_f64().unwrap_or(0.0);
+            println!(
+                "score    {value:.2} ({} of {} criteria)",
+                score["passed"], score["total"]
+            );
+            print_criteria(&s["criteria"], "message");
+            println!("evidence {}", s["evidence_url"].as_str().unwrap_or(""));
+            println!("verdict  {}", s["verdict_url"].as_str().unwrap_or(""));
             Ok(0)
         }
         ClientCommand::Check { id } => {
-            let (status, r) = call(
-                &http,
-                http.post(ep.url(8084, &format!("/v1/scenarios/{id}/check")))
-                    .header("authorization", &auth),
-            )
-            .await?;
-            if status != 200 {
-                return Err(fail(status, &r));
-            }
+            let r = api
+                .post(8084, &format!("/v1/scenarios/{id}/check"), None, 200)
+                .await?;
+            let score = r["score"].as_f64().unwrap_or(0.0);
             println!(
-                "{} of {} objectives met (score {:.2})",
-                r["passed"],
-                r["total"],
-                r["score"].as_f64().unwrap_or(0.0)
+                "{} of {} objectives met (score {score:.2})",
+                r["passed"], r["total"]
             );
-            for c in r["criteria"].as_array().into_iter().flatten() {
-                let mark = if c["passed"] == true { "PASS" } else { "fail" };
-                println!(
-                    "  {mark}  {:<24} {}",
-                    c["criterion_id"].as_str().unwrap_or(""),
-                    c["description"].as_str().unwrap_or("")
-                );
-                if let Some(h) = c["hint"].as_str() {
-                    println!("        hint: {h}");
-                }
-            }
+            print_criteria(&r["criteria"], "description");
             Ok(if r["passed"] == r["total"] { 0 } else { 1 })
         }
         ClientCommand::Submit { id } => {
-            let (status, r) = call(
-                &http,
-                http.post(ep.url(8084, &format!("/v1/scenarios/{id}/submit")))
-                    .header("authorization", &auth),
-            )
-            .await?;
-            if status != 202 {
-                return Err(fail(status, &r));
-            }
+            api.post(8084, &format!("/v1/scenarios/{id}/submit"), None, 202)
+                .await?;
             println!("submitted {id}; `forge score {id}` once it is scored");
             Ok(0)
         }
         ClientCommand::Exec { id, command } => {
             let body = json!({ "command": command.join(" ") });
-            let req = http
-                .post(ep.url(8084, &format!("/v1/scenarios/{id}/exec")))
-                .header("authorization", &auth)
-                .json(&body);
-            let (status, r) = call(&http, req).await?;
-            if status != 200 {
-                return Err(fail(status, &r));
-            }
+            let r = api
+                .post(8084, &format!("/v1/scenarios/{id}/exec"), Some(&body), 200)
+                .await?;
             print!("{}", r["stdout"].as_str().unwrap_or(""));
             eprint!("{}", r["stderr"].as_str().unwrap_or(""));
             Ok(u8::try_from(r["exit_code"].as_i64().unwrap_or(1).clamp(0, 255)).unwrap_or(1))
@@ -322,9 +308,7 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
 
 /// Polls the scenario until it leaves `pending`/`creating`, showing progress.
 async fn wait_running(
-    http: &reqwest::Client,
-    ep: &Endpoint,
-    auth: &str,
+    api: &Api<'_>,
     id: &str,
     started: Instant,
     show: bool,
@@ -335,15 +319,7 @@ async fn wait_running(
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut i = 0usize;
     loop {
-        let (code, s) = call(
-            http,
-            http.get(ep.url(8083, &format!("/v1/scenarios/{id}")))
-                .header("authorization", auth),
-        )
-        .await?;
-        if code != 200 {
-            return Err(fail(code, &s));
-        }
+        let s = api.get(8083, &format!("/v1/scenarios/{id}")).await?;
         let status = s["status"].as_str().unwrap_or("").to_owned();
         let secs = started.elapsed().as_secs_f64();
         if show && status != last {
