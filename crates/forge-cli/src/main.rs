@@ -74,6 +74,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A CLI piped into `head` should end quietly, as Unix tools do, not panic on EPIPE.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
