@@ -313,5 +313,16 @@ name = "Tenant B"
     common::assert_no_lab(&id);
 
     platform.shutdown().await;
+    // The attempts on A's score are on record, under B's identity.
+    let log = std::fs::read_to_string(dir.path().join("data").join("audit").join("audit.jsonl"))
+        .expect("audit log");
+    let denied = log
+        .lines()
+        .filter(|l| l.contains("access.denied") && l.contains(&id) && l.contains("\"bob\""))
+        .count();
+    assert!(
+        denied >= 5,
+        "expected B's score reads audited as access.denied, found {denied}"
+    );
     cleanup.sweep();
 }
