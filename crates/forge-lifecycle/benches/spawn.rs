@@ -19,145 +19,19 @@ use serde_json::{Value, json};
 
 const LABEL: &str = "forge.test_run";
 const CONCURRENT: usize = 10;
-const IMAGES: [&str; 3] = ["forge/learner:1", "forge/router:1", "forge/web:1"];
+use forge_runtime::cli_baseline::{CliLab, cleanup as cli_cleanup, ms, summary};
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
+/// Per container: the netplus template's 256 MiB / 1 core across three, the default PID cap.
+const CLI: CliLab<'static> = CliLab {
+    octet: 250,
+    memory: "85m",
+    cpus: "0.33",
+    pids: "128",
+};
 
-fn ms(d: Duration) -> String {
-    format!("{:8.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn summary(name: &str, mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    let (p50, p95) = (pct(&v, 0.5), pct(&v, 0.95));
-    println!("{name:<40} p50 {}   p95 {}", ms(p50), ms(p95));
-    (p50, p95)
-}
-
-fn argv(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-fn docker(args: &[&str]) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker cli");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The same lab with the docker CLI (slot `i` picks its private subnets from 10.250.0.0/16);
-/// returns the time until all three containers run, then removes it.
+/// The same lab with the docker CLI; the time until all three containers run (then removed).
 fn cli_lab(run: &str, i: usize) -> Duration {
-    let (a, b) = (
-        format!("10.250.{}.0/24", 2 * i),
-        format!("10.250.{}.0/24", 2 * i + 1),
-    );
-    let ip = |net: &str, host: u8| net.replace(".0/24", &format!(".{host}"));
-    let (na, nb) = (
-        format!("forgespawnbench_{run}_{i}_a"),
-        format!("forgespawnbench_{run}_{i}_b"),
-    );
-    let label = format!("forge.bench={run}");
-    let names: Vec<String> = ["learner", "router", "web"]
-        .iter()
-        .map(|n| format!("forgespawnbench_{run}_{i}_{n}"))
-        .collect();
-    let hard = || {
-        vec![
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges:true",
-            "--read-only",
-            "--tmpfs",
-            "/tmp:size=64m",
-            "--memory",
-            "85m",
-            "--cpus",
-            "0.33",
-            "--pids-limit",
-            "128",
-            "--restart",
-            "no",
-        ]
-    };
-    let t0 = Instant::now();
-    // The router needs .1 on both subnets, so the bridges take .254.
-    let (gw_a, gw_b) = (ip(&a, 254), ip(&b, 254));
-    for (net, gw, name) in [(&a, &gw_a, &na), (&b, &gw_b, &nb)] {
-        docker(&[
-            "network",
-            "create",
-            "--internal",
-            "--subnet",
-            net,
-            "--gateway",
-            gw,
-            "--label",
-            &label,
-            name,
-        ]);
-    }
-    let (ip_l, ip_ra, ip_rb, ip_w) = (ip(&a, 10), ip(&a, 1), ip(&b, 1), ip(&b, 10));
-    let run_args = |idx: usize, net: &str, addr: &str| {
-        let mut v: Vec<String> = [
-            "run",
-            "-d",
-            "--name",
-            &names[idx],
-            "--label",
-            &label,
-            "--network",
-            net,
-            "--ip",
-            addr,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(hard().into_iter().map(str::to_owned));
-        v
-    };
-    let mut learner = run_args(0, &na, &ip_l);
-    learner.extend(["--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", IMAGES[0]].map(String::from));
-    let mut router = run_args(1, &na, &ip_ra);
-    router.extend(
-        [
-            "--cap-add",
-            "NET_ADMIN",
-            "--sysctl",
-            "net.ipv4.ip_forward=1",
-            IMAGES[1],
-        ]
-        .map(String::from),
-    );
-    let mut web = run_args(2, &nb, &ip_w);
-    web.extend(
-        [
-            "--sysctl",
-            "net.ipv4.ip_unprivileged_port_start=0",
-            IMAGES[2],
-        ]
-        .map(String::from),
-    );
-    docker(&argv(&learner));
-    docker(&argv(&router));
-    docker(&["network", "connect", "--ip", &ip_rb, &nb, &names[1]]);
-    docker(&argv(&web));
-    let ready = t0.elapsed();
-    let mut rm = vec!["rm", "-f"];
-    rm.extend(names.iter().map(String::as_str));
-    docker(&rm);
-    docker(&["network", "rm", &na, &nb]);
-    ready
+    CLI.run(run, i).0
 }
 
 /// Removes everything of the run on drop: CLI containers and networks by label, platform labs
@@ -166,23 +40,7 @@ struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let filter = format!("label=forge.bench={}", self.0);
-        for kind in [["ps", "-aq"], ["network", "ls"]] {
-            let mut args: Vec<&str> = kind.to_vec();
-            args.extend(["--filter", &filter, "-q"]);
-            let out = Command::new("docker")
-                .args(&args)
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-            for id in out.unwrap_or_default().split_whitespace() {
-                let rm = if kind[0] == "ps" {
-                    vec!["rm", "-f", id]
-                } else {
-                    vec!["network", "rm", id]
-                };
-                let _ = Command::new("docker").args(&rm).output();
-            }
-        }
+        cli_cleanup(&self.0);
         let run = self.0.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()

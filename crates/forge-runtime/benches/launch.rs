@@ -6,189 +6,23 @@
 //! `cargo bench -p forge-runtime --bench launch` (root; `FORGE_BENCH_N` sets N, default 10).
 //! Prints launch→ready p50/p95, teardown p50/p95, the ratio, and the runtime's phase breakdown.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use forge_core::ScenarioId;
 use forge_runtime::{DockerRuntime, LabSpec, LaunchTimings, Runtime};
 
-const IMAGES: [&str; 3] = ["forge/learner:1", "forge/router:1", "forge/web:1"];
+use forge_runtime::cli_baseline::{CliLab, IMAGES, cleanup as cli_cleanup, ms, summary};
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
+/// Per container: the template's 384 MiB / 1.5 cores across three, and the default PID cap.
+const CLI: CliLab<'static> = CliLab {
+    octet: 213,
+    memory: "128m",
+    cpus: "0.5",
+    pids: "64",
+};
 
-fn ms(d: Duration) -> String {
-    format!("{:7.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn summary(name: &str, mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    let (p50, p95) = (pct(&v, 0.5), pct(&v, 0.95));
-    println!("{name:<28} p50 {}   p95 {}", ms(p50), ms(p95));
-    (p50, p95)
-}
-
-fn docker(args: &[&str]) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker cli");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The same lab with the docker CLI; returns (ready, teardown) durations.
 fn cli_lab(run: &str, i: usize) -> (Duration, Duration) {
-    let (a, b) = (
-        format!("10.213.{}.0/24", 2 * i),
-        format!("10.213.{}.0/24", 2 * i + 1),
-    );
-    let ip = |net: &str, host: u8| net.replace(".0/24", &format!(".{host}"));
-    let (na, nb) = (
-        format!("forgebench_{run}_{i}_a"),
-        format!("forgebench_{run}_{i}_b"),
-    );
-    let label = format!("forge.bench={run}");
-    let names: Vec<String> = ["learner", "router", "web"]
-        .iter()
-        .map(|n| format!("forgebench_{run}_{i}_{n}"))
-        .collect();
-    let hard = |mem: &'static str| {
-        vec![
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges:true",
-            "--read-only",
-            "--tmpfs",
-            "/tmp:size=64m",
-            "--memory",
-            mem,
-            "--cpus",
-            "0.5",
-            "--pids-limit",
-            "64",
-            "--restart",
-            "no",
-        ]
-    };
-    let t0 = Instant::now();
-    // Docker takes .1 as the bridge's own address unless told otherwise; the lab needs .1 for
-    // the router, so the bridge gets .254.
-    let (gw_a, gw_b) = (ip(&a, 254), ip(&b, 254));
-    docker(&[
-        "network",
-        "create",
-        "--internal",
-        "--subnet",
-        &a,
-        "--gateway",
-        &gw_a,
-        "--label",
-        &label,
-        &na,
-    ]);
-    docker(&[
-        "network",
-        "create",
-        "--internal",
-        "--subnet",
-        &b,
-        "--gateway",
-        &gw_b,
-        "--label",
-        &label,
-        &nb,
-    ]);
-    let (ip_l, ip_ra, ip_rb, ip_w) = (ip(&a, 10), ip(&a, 1), ip(&b, 1), ip(&b, 10));
-    let mut learner = vec![
-        "run",
-        "-d",
-        "--name",
-        &names[0],
-        "--label",
-        &label,
-        "--network",
-        &na,
-        "--ip",
-        &ip_l,
-    ];
-    learner.extend(hard("128m"));
-    learner.extend(["--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", IMAGES[0]]);
-    docker(&learner);
-    let mut router = vec![
-        "run",
-        "-d",
-        "--name",
-        &names[1],
-        "--label",
-        &label,
-        "--network",
-        &na,
-        "--ip",
-        &ip_ra,
-    ];
-    router.extend(hard("128m"));
-    router.extend([
-        "--cap-add",
-        "NET_ADMIN",
-        "--sysctl",
-        "net.ipv4.ip_forward=1",
-        IMAGES[1],
-    ]);
-    docker(&router);
-    docker(&["network", "connect", "--ip", &ip_rb, &nb, &names[1]]);
-    let mut web = vec![
-        "run",
-        "-d",
-        "--name",
-        &names[2],
-        "--label",
-        &label,
-        "--network",
-        &nb,
-        "--ip",
-        &ip_w,
-    ];
-    web.extend(hard("128m"));
-    web.extend([
-        "--sysctl",
-        "net.ipv4.ip_unprivileged_port_start=0",
-        IMAGES[2],
-    ]);
-    docker(&web);
-    let ready = t0.elapsed();
-    let t1 = Instant::now();
-    let mut rm = vec!["rm", "-f"];
-    rm.extend(names.iter().map(String::as_str));
-    docker(&rm);
-    docker(&["network", "rm", &na, &nb]);
-    (ready, t1.elapsed())
-}
-
-fn cli_cleanup(run: &str) {
-    let filter = format!("label=forge.bench={run}");
-    for kind in [["ps", "-aq"], ["network", "ls"]] {
-        let mut args: Vec<&str> = kind.to_vec();
-        args.extend(["--filter", &filter, "-q"]);
-        let out = Command::new("docker")
-            .args(&args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-        for id in out.unwrap_or_default().split_whitespace() {
-            let rm = if kind[0] == "ps" {
-                vec!["rm", "-f", id]
-            } else {
-                vec!["network", "rm", id]
-            };
-            let _ = Command::new("docker").args(&rm).output();
-        }
-    }
+    CLI.run(run, i)
 }
 
 /// Removes whatever the bench created, also when it panics: CLI containers and networks by

@@ -43,6 +43,8 @@
 //! pools ever changes namespace, and no `ip` process runs on the hot path.
 
 pub mod cli;
+#[doc(hidden)]
+pub mod cli_baseline;
 pub mod collect;
 mod docker;
 mod error;
