@@ -30,29 +30,24 @@ pub(crate) fn b64_decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
 /// Replaces `path` atomically: write a sibling temp file, fsync it, rename over `path`, fsync the
 /// directory. Readers see the old or the new content, never a torn file.
 pub(crate) fn atomic_replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    via_temp(path, bytes, mode, |tmp, path| fs::rename(tmp, path))
 }
 
 /// Creates `path` with `bytes` only if it does not exist yet, atomically: the content is written
 /// to a temp file first and then hard-linked into place, because link(2) fails with `EEXIST`
 /// where rename(2) would silently overwrite.
 pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    via_temp(path, bytes, mode, |tmp, path| fs::hard_link(tmp, path))
+}
+
+/// Writes `bytes` to a fsynced sibling temp file, `place`s it at `path`, fsyncs the directory,
+/// and removes the temp name whatever happened (after a rename it is already gone).
+fn via_temp(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    place: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
     let result = (|| {
@@ -63,7 +58,7 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> 
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::hard_link(&tmp, path)?;
+        place(&tmp, path)?;
         sync_dir(dir)
     })();
     let _ = fs::remove_file(&tmp);
