@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/forge-target}"
 bash scripts/bootstrap.sh
 
-cargo build --workspace --all-targets
-cargo test --workspace --no-fail-fast
+# --all-features: the Docker-backed end-to-end binary of forge-lifecycle (feature `docker`) and
+# the runtime's fake (feature `fake`, for its conformance run) are built and run here; a plain
+# `cargo test -p forge-lifecycle` runs only the fast suite, without root or Docker.
+cargo build --workspace --all-targets --all-features
+cargo test --workspace --all-features --no-fail-fast
 forge="$CARGO_TARGET_DIR/debug/forge"
 "$forge" template validate templates/*.yaml
 if "$forge" policy --help >/dev/null 2>&1; then

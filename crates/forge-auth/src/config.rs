@@ -1,14 +1,7 @@
-//! How a deployment verifies tokens, from the environment or built in code.
-//!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `FORGE_JWT_ISSUER` | `forge-local` | required `iss` |
-//! | `FORGE_JWT_AUDIENCE` | `forge` | required `aud` (one of) |
-//! | `FORGE_JWKS_URL` | — | JWKS of the identity provider (RS256/EdDSA) |
-//! | `FORGE_JWKS_FILE` | — | the same, from a file |
-//! | `FORGE_JWKS_TTL_SECS` | `300` | how long fetched keys are trusted before a refetch |
-//! | `FORGE_JWKS_REFRESH_MIN_SECS` | `30` | at most one refetch per this many seconds on an unknown `kid` |
-//! | `FORGE_AUTH_LOCAL_HS256` | `true` without a JWKS, else `false` | accept tokens signed with the data dir's HS256 secret |
+//! How a deployment verifies tokens: [`AuthSettings`] are its choices (issuer, audience, JWKS,
+//! whether local HS256 tokens count), [`AuthConfig`] those choices with the keys loaded. Nothing
+//! here reads the environment; the `forge` binary builds the settings from its flags and
+//! variables (README.md, Configuration).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,74 +73,56 @@ impl std::fmt::Debug for AuthConfig {
 impl AuthConfig {
     /// Local mode: HS256 with the data dir's secret (created on first use), default iss/aud.
     pub fn local(data_dir: &Path) -> Result<Self, AuthSetupError> {
-        Ok(Self {
+        AuthSettings::default().resolve(data_dir)
+    }
+}
+
+/// A deployment's choices, before any key is loaded; [`AuthSettings::resolve`] loads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud` (one of).
+    pub audience: String,
+    /// The identity provider's keys (RS256/EdDSA tokens).
+    pub jwks: Option<JwksConfig>,
+    /// Accept tokens signed with the data dir's HS256 secret; `None` accepts them only when no
+    /// JWKS is configured.
+    pub local_hs256: Option<bool>,
+}
+
+impl Default for AuthSettings {
+    /// Local mode: default issuer and audience, no JWKS, the data dir's HS256 secret.
+    fn default() -> Self {
+        Self {
             issuer: DEFAULT_ISSUER.to_owned(),
             audience: DEFAULT_AUDIENCE.to_owned(),
-            leeway: DEFAULT_LEEWAY,
-            hs256_secret: Some(load_or_create_hs256_secret(data_dir)?),
             jwks: None,
-        })
+            local_hs256: None,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Whether local HS256 tokens are accepted: as asked, else only without a JWKS.
+    pub fn accepts_local_tokens(&self) -> bool {
+        self.local_hs256.unwrap_or(self.jwks.is_none())
     }
 
-    /// From the process environment (see the module docs).
-    pub fn from_env(data_dir: &Path) -> Result<Self, AuthSetupError> {
-        Self::from_lookup(data_dir, |k| std::env::var(k).ok())
-    }
-
-    /// From any variable lookup (tests pass a map).
-    pub fn from_lookup(
-        data_dir: &Path,
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, AuthSetupError> {
-        let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
-        let secs = |k: &str, default: u64| -> Result<Duration, AuthSetupError> {
-            match var(k) {
-                None => Ok(Duration::from_secs(default)),
-                Some(v) => v.trim().parse().map(Duration::from_secs).map_err(|_| {
-                    AuthSetupError::Config(format!(
-                        "{k} must be a whole number of seconds, got `{v}`"
-                    ))
-                }),
-            }
+    /// The verifier configuration: loads (creating it on first use) the HS256 secret in
+    /// `data_dir` when local tokens are accepted.
+    pub fn resolve(self, data_dir: &Path) -> Result<AuthConfig, AuthSetupError> {
+        let hs256_secret = if self.accepts_local_tokens() {
+            Some(load_or_create_hs256_secret(data_dir)?)
+        } else {
+            None
         };
-        let source = match (var("FORGE_JWKS_URL"), var("FORGE_JWKS_FILE")) {
-            (Some(_), Some(_)) => {
-                return Err(AuthSetupError::Config(
-                    "set FORGE_JWKS_URL or FORGE_JWKS_FILE, not both".into(),
-                ));
-            }
-            (Some(url), None) => Some(JwksSource::Url(url)),
-            (None, Some(file)) => Some(JwksSource::File(file.into())),
-            (None, None) => None,
-        };
-        let jwks = match source {
-            None => None,
-            Some(source) => Some(JwksConfig {
-                ttl: secs("FORGE_JWKS_TTL_SECS", 300)?,
-                min_refresh_interval: secs("FORGE_JWKS_REFRESH_MIN_SECS", 30)?,
-                ..JwksConfig::new(source)
-            }),
-        };
-        let local = match var("FORGE_AUTH_LOCAL_HS256").as_deref() {
-            None => jwks.is_none(),
-            Some("true" | "1" | "yes" | "on") => true,
-            Some("false" | "0" | "no" | "off") => false,
-            Some(other) => {
-                return Err(AuthSetupError::Config(format!(
-                    "FORGE_AUTH_LOCAL_HS256 must be true or false, got `{other}`"
-                )));
-            }
-        };
-        Ok(Self {
-            issuer: var("FORGE_JWT_ISSUER").unwrap_or_else(|| DEFAULT_ISSUER.to_owned()),
-            audience: var("FORGE_JWT_AUDIENCE").unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
+        Ok(AuthConfig {
+            issuer: self.issuer,
+            audience: self.audience,
             leeway: DEFAULT_LEEWAY,
-            hs256_secret: if local {
-                Some(load_or_create_hs256_secret(data_dir)?)
-            } else {
-                None
-            },
-            jwks,
+            hs256_secret,
+            jwks: self.jwks,
         })
     }
 }

@@ -1,9 +1,9 @@
-//! Why a request is not authenticated (401) or not authorised (403), and the JSON error
-//! envelope every Forge service answers with.
+//! Why a request is not authenticated (401) or not authorised (403), answered through
+//! [`forge_http::ApiError`] like every other error of a Forge API.
 
-use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use forge_http::{ApiError, Kind};
 
 /// A request's credentials were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,12 +49,17 @@ pub enum AuthError {
 impl AuthError {
     /// 401 for anything wrong with the token, 403 for a valid token that may not do this,
     /// 502 when the identity provider's keys cannot be fetched.
-    pub fn status(&self) -> StatusCode {
+    pub fn kind(&self) -> Kind {
         match self {
-            Self::MissingTenant | Self::MissingRole(_) => StatusCode::FORBIDDEN,
-            Self::KeysUnavailable(_) => StatusCode::BAD_GATEWAY,
-            _ => StatusCode::UNAUTHORIZED,
+            Self::MissingTenant | Self::MissingRole(_) => Kind::Forbidden,
+            Self::KeysUnavailable(_) => Kind::BadGateway,
+            _ => Kind::Unauthorized,
         }
+    }
+
+    /// The status of [`AuthError::kind`].
+    pub fn status(&self) -> StatusCode {
+        self.kind().status()
     }
 
     /// Stable machine-readable code for the error envelope.
@@ -80,28 +85,14 @@ impl AuthError {
     }
 }
 
-/// The one JSON error envelope of every Forge HTTP API:
-/// `{"error": {"code": "...", "message": "...", "details": {...}}}`.
-pub fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    details: serde_json::Value,
-) -> Response {
-    let body = serde_json::json!({
-        "error": { "code": code, "message": message, "details": details }
-    });
-    (status, Json(body)).into_response()
-}
-
-impl IntoResponse for AuthError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = self.to_string();
-        let mut resp = error_response(status, self.code(), &message, serde_json::json!({}));
-        if status == StatusCode::UNAUTHORIZED {
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let kind = e.kind();
+        let message = e.to_string();
+        let mut api = ApiError::new(kind, e.code(), message.as_str());
+        if kind == Kind::Unauthorized {
             // RFC 6750 §3: tell the client which scheme and why, without echoing the token.
-            let error = if matches!(self, Self::MissingToken) {
+            let challenge = if matches!(e, AuthError::MissingToken) {
                 "Bearer realm=\"forge\"".to_owned()
             } else {
                 format!(
@@ -109,11 +100,17 @@ impl IntoResponse for AuthError {
                     message.replace(['"', '\\'], "'")
                 )
             };
-            if let Ok(v) = HeaderValue::from_str(&error) {
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                api = api.with_header(header::WWW_AUTHENTICATE, v);
             }
         }
-        resp
+        api
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
     }
 }
 
@@ -126,4 +123,66 @@ pub enum AuthSetupError {
     Config(String),
     #[error("cannot sign token: {0}")]
     Sign(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    async fn answer(e: AuthError) -> (StatusCode, Option<String>, Value) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let challenge = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, challenge, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn rejections_are_envelopes_with_a_bearer_challenge_on_401() {
+        let (status, challenge, body) = answer(AuthError::MissingToken).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(challenge.as_deref(), Some("Bearer realm=\"forge\""));
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": "missing_token",
+                "message": "an `Authorization: Bearer <token>` header is required",
+                "details": {},
+            }})
+        );
+
+        let (status, challenge, body) =
+            answer(AuthError::MalformedToken("bad \"part\"".into())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            challenge.as_deref(),
+            Some(
+                "Bearer realm=\"forge\", error=\"invalid_token\", error_description=\"token is \
+                 not a well-formed JWT: bad 'part'\""
+            )
+        );
+        assert_eq!(body["error"]["code"], "malformed_token");
+
+        let (status, challenge, body) = answer(AuthError::MissingRole("forge.spawn".into())).await;
+        assert_eq!((status, challenge), (StatusCode::FORBIDDEN, None));
+        assert_eq!(body["error"]["code"], "missing_role");
+
+        let (status, challenge, _) = answer(AuthError::KeysUnavailable("down".into())).await;
+        assert_eq!((status, challenge), (StatusCode::BAD_GATEWAY, None));
+    }
+
+    #[test]
+    fn api_error_keeps_status_code_and_message() {
+        let e = ApiError::from(AuthError::Expired);
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(e.code(), "token_expired");
+        assert_eq!(e.message(), "token has expired");
+        assert!(e.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
 }

@@ -1,10 +1,12 @@
 //! Bearer-token authentication of FrostGate Forge (spec: Tenant Boundaries and Claims).
 //!
 //! - **Local** deployments sign HS256 tokens with a secret generated into the data dir
-//!   (`<data_dir>/auth/hs256.secret`, mode 0600); `forge token mint` issues them
-//!   ([`LocalIssuer`], [`cli`]).
+//!   (`<data_dir>/auth/hs256.secret`, mode 0600); [`LocalIssuer`] issues them (`forge token
+//!   mint`).
 //! - **Production** deployments verify RS256/EdDSA tokens of their identity provider against a
 //!   JWKS document (file or URL), cached and looked up by `kid` ([`JwksConfig`]).
+//!
+//! [`AuthSettings`] are a deployment's choices; the library never reads the environment.
 //!
 //! Every token must carry `exp`, `iss`, `aud`, `sub`; `exp`/`nbf` are checked with a small
 //! leeway. `alg: none`, any algorithm the deployment has no key family for (HS256 when only a
@@ -13,10 +15,9 @@
 //! required role is 403 ([`AuthError::status`]).
 //!
 //! Services take a [`Caller`] in their handlers (an axum extractor reading an
-//! `Arc<Verifier>` from the router state through `FromRef`).
+//! `Arc<Verifier>` from a request extension the router adds).
 
 mod claims;
-pub mod cli;
 mod config;
 mod error;
 mod extract;
@@ -25,22 +26,31 @@ mod mint;
 mod secret;
 mod verifier;
 
-use std::path::PathBuf;
-
 pub use claims::{Caller, Claims};
 pub use config::{
-    AuthConfig, DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY, JwksConfig, JwksSource,
+    AuthConfig, AuthSettings, DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY, JwksConfig,
+    JwksSource,
 };
-pub use error::{AuthError, AuthSetupError, error_response};
+pub use error::{AuthError, AuthSetupError};
 pub use mint::{LocalIssuer, parse_ttl};
 pub use secret::{SECRET_FILE, load_or_create_hs256_secret, secret_path};
 pub use verifier::Verifier;
 
-/// Role names the services require (spec: Tenant Boundaries and Claims).
+/// The one table of role names (spec: Tenant Boundaries and Claims, plus ours). Every role
+/// is scoped to the token's tenant.
 pub mod roles {
+    /// May spawn labs (`POST /v1/spawn`).
     pub const SPAWN: &str = "forge.spawn";
+    /// The platform itself and operators' automation: create scenarios directly, and act on
+    /// any lab of the tenant.
     pub const ORCHESTRATOR: &str = "forge.orchestrator";
+    /// May read every score of the tenant (a learner reads their own without it).
     pub const SCORE_READ: &str = "forge.score.read";
+    /// A tenant's instructors: check, submit, exec, open terminals and run playbooks in any lab
+    /// of the tenant.
+    pub const INSTRUCTOR: &str = "forge.instructor";
+    /// Operators who read telemetry and fairness statistics.
+    pub const OBSERVER: &str = "forge.observer";
 }
 
 /// Installs aws-lc-rs as rustls' process-wide crypto provider, once; later calls (and a
@@ -52,13 +62,4 @@ pub fn install_crypto_provider() {
         // Err only means another provider is already installed, which is what we want anyway.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     });
-}
-
-/// `$FORGE_DATA_DIR` is read by clap; this is the fallback: `$HOME/.local/share/forge`, or
-/// `.forge-data` in the working directory when there is no home (same as forge-evidence).
-pub fn default_data_dir() -> PathBuf {
-    match std::env::var_os("HOME") {
-        Some(home) if !home.is_empty() => PathBuf::from(home).join(".local/share/forge"),
-        _ => PathBuf::from(".forge-data"),
-    }
 }

@@ -1,14 +1,14 @@
-//! Token verification matrix, JWKS caching/refresh, the local secret and `forge token mint`.
-//! The same matrix over real HTTP lives in forge-services' tests.
+//! Token verification matrix, JWKS caching/refresh, the local secret, the local issuer and the
+//! settings that choose between them. The same matrix over real HTTP lives in forge-services'
+//! tests; `forge token mint` itself is tested in forge-cli's.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use forge_auth::cli::{TokenCommand, mint_token};
 use forge_auth::{
-    AuthConfig, AuthError, JwksConfig, JwksSource, LocalIssuer, Verifier, secret_path,
+    AuthConfig, AuthError, AuthSettings, JwksConfig, JwksSource, LocalIssuer, Verifier, secret_path,
 };
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -390,18 +390,18 @@ fn secret_is_created_private_once_and_shared() {
 }
 
 #[tokio::test]
-async fn token_mint_cli_issues_tokens_the_local_verifier_accepts() {
+async fn local_issuer_tokens_pass_the_local_verifier_only() {
     let dir = tempfile::tempdir().unwrap();
-    let cmd = TokenCommand::Mint {
-        tenant: "demo".into(),
-        roles: vec!["forge.spawn".into(), " forge.score.read".into()],
-        sub: None,
-        ttl: forge_auth::parse_ttl("30m").unwrap(),
-        data_dir: dir.path().to_owned(),
-        issuer: "forge-local".into(),
-        audience: "forge".into(),
-    };
-    let token = mint_token(&cmd).unwrap();
+    let roles = ["forge.spawn".to_owned(), "forge.score.read".to_owned()];
+    let token = LocalIssuer::load_or_create(dir.path(), "forge-local", "forge")
+        .unwrap()
+        .mint(
+            "demo",
+            &roles,
+            "demo-cli",
+            forge_auth::parse_ttl("30m").unwrap(),
+        )
+        .unwrap();
     assert_eq!(token.split('.').count(), 3);
     let v = Verifier::new(&AuthConfig::local(dir.path()).unwrap());
     let caller = v
@@ -428,49 +428,54 @@ async fn token_mint_cli_issues_tokens_the_local_verifier_accepts() {
         v.verify(&foreign).await.unwrap_err(),
         AuthError::InvalidSignature
     );
+    let empty_tenant = LocalIssuer::load_or_create(dir.path(), "forge-local", "forge")
+        .unwrap()
+        .mint(" ", &roles, "x", Duration::from_secs(60));
+    assert!(empty_tenant.unwrap_err().to_string().contains("tenant"));
 }
 
 #[test]
-fn config_from_environment() {
+fn settings_choose_the_key_families() {
     let dir = tempfile::tempdir().unwrap();
-    let env = |pairs: &'static [(&'static str, &'static str)]| {
-        move |k: &str| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    };
-    let local = AuthConfig::from_lookup(dir.path(), env(&[])).unwrap();
+    let local = AuthSettings::default().resolve(dir.path()).unwrap();
     assert!(local.hs256_secret.is_some() && local.jwks.is_none());
     assert_eq!(
         (local.issuer.as_str(), local.audience.as_str()),
         ("forge-local", "forge")
     );
-    let prod = AuthConfig::from_lookup(
-        dir.path(),
-        env(&[
-            ("FORGE_JWKS_URL", "https://idp.example/jwks"),
-            ("FORGE_JWT_ISSUER", "https://idp.example/"),
-        ]),
-    )
-    .unwrap();
+    assert_eq!(local, AuthConfig::local(dir.path()).unwrap());
+
+    let jwks = JwksConfig::new(JwksSource::Url("https://idp.example/jwks".into()));
+    let prod = AuthSettings {
+        issuer: "https://idp.example/".into(),
+        jwks: Some(jwks.clone()),
+        ..AuthSettings::default()
+    };
+    assert!(!prod.accepts_local_tokens());
+    let prod = prod.resolve(dir.path()).unwrap();
     assert!(
         prod.hs256_secret.is_none(),
         "JWKS mode refuses local tokens unless asked"
     );
     assert_eq!(prod.issuer, "https://idp.example/");
-    let both = AuthConfig::from_lookup(
-        dir.path(),
-        env(&[("FORGE_JWKS_URL", "u"), ("FORGE_JWKS_FILE", "f")]),
-    );
-    assert!(both.unwrap_err().to_string().contains("not both"));
-    let bad = AuthConfig::from_lookup(dir.path(), env(&[("FORGE_AUTH_LOCAL_HS256", "maybe")]));
-    assert!(
-        bad.unwrap_err()
-            .to_string()
-            .contains("FORGE_AUTH_LOCAL_HS256")
-    );
+    assert_eq!(prod.jwks, Some(jwks.clone()));
+
+    let both = AuthSettings {
+        jwks: Some(jwks),
+        local_hs256: Some(true),
+        ..AuthSettings::default()
+    }
+    .resolve(dir.path())
+    .unwrap();
+    assert!(both.hs256_secret.is_some() && both.jwks.is_some());
+    let neither = AuthSettings {
+        local_hs256: Some(false),
+        ..AuthSettings::default()
+    }
+    .resolve(dir.path())
+    .unwrap();
+    assert!(neither.hs256_secret.is_none() && neither.jwks.is_none());
+
     assert!(!format!("{local:?}").contains(&hex_of(local.hs256_secret.as_deref().unwrap())));
 }
 

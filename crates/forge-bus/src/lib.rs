@@ -14,7 +14,9 @@
 //! The trait is shaped after async-nats' JetStream API (publish with a `Nats-Msg-Id` header,
 //! pull consumers, `AckKind::Ack`/`Nak`) so a NATS implementation is a thin adapter.
 
+pub mod consumer;
 pub mod memory;
+pub mod messages;
 
 use std::time::Duration;
 
@@ -22,18 +24,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use consumer::{ConsumerConfig, DeadLetter, Delivery, Outcome, consume};
 pub use memory::{MemoryBus, MemoryBusConfig};
-
-/// Spec subjects (Appendix: NATS Subjects).
-pub mod subjects {
-    pub const SPAWN_REQUEST: &str = "spawn.request";
-    pub const SCENARIO_CREATED: &str = "scenario.created";
-    pub const SCENARIO_EXECUTE: &str = "scenario.execute";
-    pub const SCENARIO_COMPLETED: &str = "scenario.completed";
-    pub const TELEMETRY_METRICS: &str = "telemetry.metrics";
-    pub const TELEMETRY_LOGS: &str = "telemetry.logs";
-    pub const AUDIT_EVENTS: &str = "audit.events";
-}
+pub use messages::subjects;
 
 /// The counter every implementation increments once per accepted (non-duplicate) publish.
 pub const MESSAGES_TOTAL: &str = "forge_nats_messages_total";
@@ -167,6 +160,11 @@ pub trait Bus: Send + Sync + 'static {
 /// JSON helpers for every [`Bus`].
 #[async_trait]
 pub trait BusExt: Bus {
+    /// Publishes a typed message on its subject under its message id.
+    async fn publish_msg<M: messages::BusMessage>(&self, msg: &M) -> Result<PublishAck, BusError> {
+        self.publish_json(M::SUBJECT, &msg.msg_id(), msg).await
+    }
+
     async fn publish_json<T: Serialize + Sync>(
         &self,
         subject: &str,

@@ -301,3 +301,6 @@ fn counts_messages_per_subject() {
         )]
     );
 }
+
+#[path = "bus/consumer.rs"]
+mod consumer;

@@ -1,7 +1,9 @@
-//! `forge`: the one binary of FrostGate Forge. Thin by design: it parses arguments, sets up
-//! logging, and hands off to the crates that do the work.
+//! `forge`: the one binary of FrostGate Forge. Thin by design: it parses arguments and the
+//! environment into the libraries' config types ([`config`]), sets up logging, and hands off
+//! to the crates that do the work.
 
 mod cmd;
+mod config;
 
 use std::process::ExitCode;
 
@@ -14,24 +16,24 @@ use clap::{Parser, Subcommand};
     about = "FrostGate Forge: governed, sandboxed cyber-training labs"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: config::GlobalArgs,
     #[command(subcommand)]
     command: Command,
-    #[command(flatten)]
-    endpoint: cmd::client::Endpoint,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Bring the whole platform up on this machine (embedded mode, spec ports)
-    Up(cmd::up::UpArgs),
+    /// Bring the whole platform up on this machine (embedded mode, default ports)
+    Up(Box<cmd::up::UpArgs>),
     #[command(flatten)]
     Client(cmd::client::ClientCommand),
     /// Issue local access tokens
     #[command(subcommand)]
-    Token(forge_auth::cli::TokenCommand),
+    Token(cmd::token::TokenCommand),
     /// Billing usage reports
     #[command(subcommand)]
-    Billing(forge_services::billing::cli::BillingCommand),
+    Billing(cmd::billing::BillingCommand),
     /// Run a standalone playbook against a running lab
     #[command(subcommand)]
     Playbook(cmd::playbook::PlaybookCommand),
@@ -40,37 +42,25 @@ enum Command {
     Template(cmd::template::TemplateCommand),
     /// Build and list the local lab images
     #[command(subcommand)]
-    Images(forge_runtime::cli::ImagesCommand),
+    Images(cmd::images::ImagesCommand),
     /// Operate on labs present on this host
     #[command(subcommand)]
     Scenarios(cmd::scenarios::ScenariosCommand),
     /// Manage the signing keys (verdict and audit)
-    Keys {
-        #[command(flatten)]
-        dir: forge_evidence::cli::DataDirArg,
-        #[command(subcommand)]
-        cmd: forge_evidence::cli::KeysCommand,
-    },
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
     /// Verify evidence bundles offline
-    Bundle {
-        #[command(flatten)]
-        dir: forge_evidence::cli::DataDirArg,
-        #[command(subcommand)]
-        cmd: forge_evidence::cli::BundleCommand,
-    },
+    #[command(subcommand)]
+    Bundle(cmd::bundle::BundleCommand),
     /// Evaluate and test the Rego policy gates
     #[command(subcommand)]
-    Policy(forge_policy::cli::PolicyCommand),
+    Policy(cmd::policy::PolicyCommand),
     /// Run one service of the platform on its own (distributed mode)
     #[command(subcommand)]
     Serve(cmd::serve::ServeCommand),
     /// Verify the tamper-evident audit log
-    Audit {
-        #[command(flatten)]
-        dir: forge_evidence::cli::DataDirArg,
-        #[command(subcommand)]
-        cmd: forge_evidence::cli::AuditCommand,
-    },
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -82,12 +72,16 @@ fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
-    let cli = Cli::parse();
+    let cli: Cli = config::parse();
+    let filter = match cli.global.log_filter() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -97,8 +91,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(dispatch(cli.command, cli.endpoint));
-    match result {
+    match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -107,35 +100,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn code(c: i32) -> u8 {
-    u8::try_from(c.clamp(0, 255)).unwrap_or(1)
-}
-
-async fn dispatch(command: Command, endpoint: cmd::client::Endpoint) -> anyhow::Result<u8> {
-    let mut out = std::io::stdout();
-    match command {
-        Command::Up(a) => cmd::up::run(a).await,
-        Command::Client(c) => cmd::client::run(endpoint, c).await,
-        Command::Token(c) => forge_auth::cli::run(c).map(code),
-        Command::Billing(c) => forge_services::billing::cli::run_to(c, &mut out)
-            .await
-            .map(code),
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let data_dir = cli.global.data_dir;
+    match cli.command {
+        Command::Up(a) => cmd::up::run(data_dir, *a).await,
+        Command::Client(c) => cmd::client::run(&data_dir, c).await,
+        Command::Token(c) => cmd::token::run(&data_dir, c),
+        Command::Billing(c) => cmd::billing::run(&data_dir, c).await,
         Command::Playbook(c) => cmd::playbook::run(c).await,
         Command::Template(c) => cmd::template::run(c).await,
-        Command::Images(c) => forge_runtime::cli::run_images(c).await.map(code),
+        Command::Images(c) => cmd::images::run(c).await,
         Command::Scenarios(c) => cmd::scenarios::run(c).await,
-        Command::Policy(c) => forge_policy::cli::run(c).map(code),
+        Command::Keys(c) => cmd::keys::run(&data_dir, c),
+        Command::Bundle(c) => cmd::bundle::run(&data_dir, c).await,
+        Command::Policy(c) => cmd::policy::run(c),
         Command::Serve(c) => cmd::serve::run(c).await,
-        Command::Keys { dir, cmd } => {
-            forge_evidence::cli::run_keys(&dir.data_dir, cmd, &mut out).map(code)
-        }
-        Command::Bundle { dir, cmd } => {
-            forge_evidence::cli::run_bundle(&dir.data_dir, cmd, &mut out)
-                .await
-                .map(code)
-        }
-        Command::Audit { dir, cmd } => {
-            forge_evidence::cli::run_audit(&dir.data_dir, cmd, &mut out).map(code)
-        }
+        Command::Audit(c) => cmd::audit::run(&data_dir, c),
     }
 }

@@ -136,7 +136,7 @@ pub struct ScenarioState {
     pub error: Option<String>,
 }
 
-/// Kinds of evidence artifact (design.md §7.6 maps DSL evidence types onto these).
+/// Kinds of evidence artifact (docs/design.md §7.6 maps DSL evidence types onto these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ArtifactType {
@@ -194,7 +194,7 @@ pub struct CriterionResult {
     pub evidence_refs: Vec<String>,
     #[serde(default)]
     pub message: Option<String>,
-    /// The criterion's weight (design.md §7.2); 1.0 when absent.
+    /// The criterion's weight (docs/design.md §7.2); 1.0 when absent.
     #[serde(default = "default_weight")]
     pub weight: f64,
 }
@@ -216,7 +216,7 @@ pub struct EvidenceBundle {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreResult {
     pub scenario_id: ScenarioId,
-    /// 0.0 to 1.0, weighted (design.md §7.2).
+    /// 0.0 to 1.0, weighted (docs/design.md §7.2).
     pub score: f64,
     pub passed: u32,
     pub total: u32,

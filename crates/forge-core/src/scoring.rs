@@ -1,4 +1,4 @@
-//! Weighted scoring (design.md §7.2): score = Σ weight(passed) / Σ weight(all).
+//! Weighted scoring (docs/design.md §7.2): score = Σ weight(passed) / Σ weight(all).
 //!
 //! With every weight 1.0 this is the spec's passed/total; no criteria scores 0.0.
 

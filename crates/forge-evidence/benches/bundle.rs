@@ -1,4 +1,4 @@
-//! Score + bundle + sign for 20 criteria with 1 MiB of evidence (design.md §8: ≤ 50 ms), and
+//! Score + bundle + sign for 20 criteria with 1 MiB of evidence (docs/design.md §8: ≤ 50 ms), and
 //! verify, each next to a baseline measured in the same run: SHA-256 of the same 1 MiB plus plain
 //! zstd (same level) of it, the irreducible work of hashing and compressing the evidence.
 //!
@@ -16,21 +16,15 @@ use forge_evidence::keyring::{KeySource, Signer};
 use forge_evidence::verify::{BundleFiles, verify_files};
 use sha2::{Digest, Sha256};
 
+// The tests' fixtures, for their deterministic noise; the rest of the module goes unused here.
+#[allow(dead_code)]
+#[path = "../tests/evidence/common.rs"]
+mod common;
+use common::noise;
+
 const CRITERIA: usize = 20;
 const TOTAL: usize = 1 << 20;
 const ITERS: usize = 60;
-
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// 20 artifacts totalling 1 MiB: text command outputs (very compressible) and file captures
 /// (half random, half structured), the mix a netplus lab produces.

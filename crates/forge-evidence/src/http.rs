@@ -1,5 +1,5 @@
 //! The audit verification endpoints (spec: Audit Trail, Verification endpoints), served by the
-//! observer hub (design.md §7.8):
+//! observer hub (docs/design.md §7.8):
 //!
 //! - `GET /audit/keys/current` → `{"key_id","algorithm":"ed25519","public_key_pem","created_at"}`
 //!   of the active audit key (never a revoked one);
@@ -8,8 +8,9 @@
 //! - `GET /audit/events/{event_id}/signature` → `{"event_id","key_id","signature"}`.
 //!
 //! The keyring index is re-read on every key request, so `forge keys rotate|revoke --purpose
-//! audit` in another process shows up at once. Errors are `{"error":{"code","message"}}` with 400
-//! for malformed input and 404 for unknown ids; only storage failures are 500.
+//! audit` in another process shows up at once. Errors are [`forge_http::ApiError`]s (the envelope
+//! `{"error":{"code","message","details"}}`) with 400 for malformed input and 404 for unknown ids;
+//! only storage failures are 500.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,9 +19,8 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use forge_http::ApiError;
 use serde_json::json;
 
 use crate::audit_log::AuditLog;
@@ -42,48 +42,13 @@ pub fn audit_router(state: AuditHttpState) -> Router {
         .with_state(Arc::new(state))
 }
 
-/// A JSON error response.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
+/// An unknown key is a 404; anything else is the keyring failing (a logged 500).
+fn key_error(e: KeyError) -> ApiError {
+    match e {
+        KeyError::UnknownKey(id) => {
+            ApiError::not_found("unknown_key", format!("no audit key `{id}`"))
         }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<KeyError> for ApiError {
-    fn from(e: KeyError) -> Self {
-        match e {
-            KeyError::UnknownKey(id) => Self::new(
-                StatusCode::NOT_FOUND,
-                "unknown_key",
-                format!("no audit key `{id}`"),
-            ),
-            other => {
-                tracing::error!(error = %other, "audit keyring unreadable");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "keyring_unavailable",
-                    "audit keyring is unavailable",
-                )
-            }
-        }
+        other => ApiError::internal(format!("audit keyring unreadable: {other}")),
     }
 }
 
@@ -95,28 +60,24 @@ fn path_param(
 ) -> Result<String, ApiError> {
     param
         .map(|Path(p)| p)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, code, e.body_text()))
+        .map_err(|e| ApiError::bad_request(code, e.body_text()))
 }
 
 fn keyring(state: &AuditHttpState) -> Result<Keyring, ApiError> {
-    Ok(Keyring::open(&state.data_dir, KeyPurpose::Audit)?)
+    Keyring::open(&state.data_dir, KeyPurpose::Audit).map_err(key_error)
 }
 
 async fn current_key(
     State(state): State<Arc<AuditHttpState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ring = keyring(&state)?;
-    let record = ring.active().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_active_key",
-            "there is no active audit key",
-        )
-    })?;
+    let record = ring
+        .active()
+        .ok_or_else(|| ApiError::not_found("no_active_key", "there is no active audit key"))?;
     Ok(Json(json!({
         "key_id": record.key_id,
         "algorithm": record.algorithm,
-        "public_key_pem": ring.public_key_pem(&record.key_id)?,
+        "public_key_pem": ring.public_key_pem(&record.key_id).map_err(key_error)?,
         "created_at": record.created_at,
     })))
 }
@@ -127,8 +88,7 @@ async fn key_by_id(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let key_id = path_param(key_id, "invalid_key_id")?;
     if !is_key_id(&key_id) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "invalid_key_id",
             format!("`{key_id}` is not a key id (`ed25519-` followed by 16 lowercase hex digits)"),
         ));
@@ -137,7 +97,7 @@ async fn key_by_id(
     let record: KeyRecord = ring
         .get(&key_id)
         .cloned()
-        .ok_or_else(|| KeyError::UnknownKey(key_id.clone()))?;
+        .ok_or_else(|| key_error(KeyError::UnknownKey(key_id.clone())))?;
     let valid_until = match record.status {
         KeyStatus::Retired => record.retired_at.map(|t| t + ring.retention()),
         KeyStatus::Active | KeyStatus::Revoked => None,
@@ -145,7 +105,7 @@ async fn key_by_id(
     Ok(Json(json!({
         "key_id": record.key_id,
         "algorithm": record.algorithm,
-        "public_key_pem": ring.public_key_pem(&key_id)?,
+        "public_key_pem": ring.public_key_pem(&key_id).map_err(key_error)?,
         "created_at": record.created_at,
         "status": record.status,
         "retired_at": record.retired_at,
@@ -161,18 +121,13 @@ async fn event_signature(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let event_id = path_param(event_id, "invalid_event_id")?;
     if event_id.is_empty() || event_id.len() > 256 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+        return Err(ApiError::bad_request(
             "invalid_event_id",
             "event id must be 1 to 256 bytes",
         ));
     }
     let sig = state.log.signature_of(&event_id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_event",
-            format!("no audit event `{event_id}`"),
-        )
+        ApiError::not_found("unknown_event", format!("no audit event `{event_id}`"))
     })?;
     Ok(Json(
         json!({"event_id": sig.event_id, "key_id": sig.key_id, "signature": sig.signature}),

@@ -37,7 +37,7 @@ pub const DEFAULT_RETENTION_DAYS: i64 = 365;
 pub const ROTATION_CADENCE_DAYS: i64 = 90;
 
 /// What a keyring's keys sign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyPurpose {
     Verdict,
@@ -50,6 +50,12 @@ impl KeyPurpose {
             Self::Verdict => "verdict",
             Self::Audit => "audit",
         }
+    }
+}
+
+impl std::fmt::Display for KeyPurpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -111,6 +117,8 @@ pub enum KeyError {
     NoActiveKey,
     #[error("{what}: {reason}")]
     BadPublicKey { what: String, reason: String },
+    #[error("no {purpose} keyring in {}", dir.display())]
+    NoKeyring { purpose: KeyPurpose, dir: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
@@ -480,7 +488,7 @@ fn remove_private(dir: &Path, key_id: &str) {
     }
 }
 
-/// Whether `data_dir` has a `purpose` keyring index (the CLI tells "no keyring" from "empty").
+/// Whether `data_dir` has a `purpose` keyring index ("no keyring" is not "an empty one").
 pub fn keyring_exists(data_dir: &Path, purpose: KeyPurpose) -> bool {
     File::open(Keyring::dir_for(data_dir, purpose).join("keyring.json")).is_ok()
 }

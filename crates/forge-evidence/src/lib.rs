@@ -5,17 +5,18 @@
 //!   signature over the exact manifest bytes.
 //! - [`keyring`]: Ed25519 keys per purpose (`verdict`, `audit`) on disk, with rotation, revocation,
 //!   a retention window for retired keys and an exportable public keyset.
-//! - [`verify`]: offline verification of a bundle from a directory, bytes or an HTTP(S) base URL.
+//! - [`verify`]: offline verification of a bundle from a directory, bytes or an HTTP(S) base URL
+//!   ([`BundleLocation`] tells which a command-line target is).
 //! - [`store`]: a write-once evidence store trait, its local-directory backend and the conformance
 //!   suite every backend must pass.
 //! - [`audit_log`]: the signed, hash-chained, append-only audit log behind
 //!   [`forge_core::audit::AuditSink`], and its verifier.
 //! - [`http`]: the `/audit/...` key and signature endpoints.
-//! - [`cli`]: `forge keys|bundle|audit` subcommands.
+//!
+//! The `forge keys|bundle|audit` commands (forge-cli) are thin over these.
 
 pub mod audit_log;
 pub mod bundle;
-pub mod cli;
 pub mod http;
 pub mod keyring;
 pub mod store;
@@ -33,4 +34,7 @@ pub use keyring::{KeyError, KeyPurpose, KeyRecord, KeySet, KeySource, KeyStatus,
 pub use store::{
     EvidenceStore, LocalStore, ObjectKey, PublishedBundle, StoreError, fetch_bundle, publish_bundle,
 };
-pub use verify::{BundleFiles, VerifiedBundle, VerifyError, verify_bundle, verify_bundle_url};
+pub use verify::{
+    BundleFiles, BundleLocation, NotABundle, VerifiedBundle, VerifyError, verify_bundle,
+    verify_bundle_url,
+};

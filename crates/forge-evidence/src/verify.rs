@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use forge_core::{Artifact, CriterionResult, ScoreResult};
@@ -139,6 +139,56 @@ pub async fn verify_bundle_url(
     keys: &KeySource,
 ) -> Result<VerifiedBundle, VerifyError> {
     verify_files(&BundleFiles::from_url(base).await?, keys, Utc::now())
+}
+
+/// Where a bundle is: a directory holding its four files, or the HTTP(S) base URL they are
+/// published under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleLocation {
+    Dir(PathBuf),
+    Url(String),
+}
+
+/// A target that names no bundle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}: not a bundle directory, a file of one, or an http(s) url")]
+pub struct NotABundle(pub String);
+
+impl BundleLocation {
+    /// Verifies the bundle here now.
+    pub async fn verify(&self, keys: &KeySource) -> Result<VerifiedBundle, VerifyError> {
+        match self {
+            Self::Dir(dir) => verify_bundle(dir, keys),
+            Self::Url(base) => verify_bundle_url(base, keys).await,
+        }
+    }
+}
+
+impl std::str::FromStr for BundleLocation {
+    type Err = NotABundle;
+
+    /// `http(s)://…` is a base URL; a directory is itself; one of a bundle's four files
+    /// (`manifest.json`, …) stands for the directory it is in.
+    fn from_str(target: &str) -> Result<Self, NotABundle> {
+        if target.starts_with("http://") || target.starts_with("https://") {
+            return Ok(Self::Url(target.to_owned()));
+        }
+        let path = Path::new(target);
+        if path.is_dir() {
+            return Ok(Self::Dir(path.to_owned()));
+        }
+        let names_a_bundle_file = path
+            .file_name()
+            .is_some_and(|n| BundleFiles::NAMES.iter().any(|f| n == *f));
+        if path.is_file() && names_a_bundle_file {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            return Ok(Self::Dir(dir));
+        }
+        Err(NotABundle(target.to_owned()))
+    }
 }
 
 fn require<'a>(files: &'a BundleFiles, name: &str) -> Result<&'a [u8], VerifyError> {

@@ -1,5 +1,6 @@
 //! Integration tests of forge-evidence: bundles, keys, verification (local and over HTTP), the
-//! evidence store conformance suite, the audit log and its HTTP routes, the CLI run functions.
+//! evidence store conformance suite, the audit log and its HTTP routes. The `forge keys|bundle|audit`
+//! commands are tested in forge-cli.
 
 #[path = "evidence/common.rs"]
 mod common;
@@ -8,8 +9,6 @@ mod common;
 mod audit;
 #[path = "evidence/bundle.rs"]
 mod bundle;
-#[path = "evidence/cli.rs"]
-mod cli;
 #[path = "evidence/http.rs"]
 mod http;
 #[path = "evidence/keys.rs"]

@@ -8,18 +8,16 @@
 //! Every lab is ended with `DELETE`; a drop guard removes whatever is left (labs by the run's
 //! label, CLI containers and networks by theirs), also on a panic.
 
-use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use forge_core::ScenarioId;
-use forge_lifecycle::platform::{Platform, PlatformConfig, Ports};
-use forge_runtime::{DockerRuntime, Runtime};
+use forge_http::Service;
+use forge_lifecycle::platform::{Backends, Platform, PlatformConfig, Ports};
+use forge_testkit::cli_baseline::{CliLab, cleanup as cli_cleanup, ms, summary};
+use forge_testkit::sweep;
 use serde_json::{Value, json};
 
 const LABEL: &str = "forge.test_run";
 const CONCURRENT: usize = 10;
-use forge_runtime::cli_baseline::{CliLab, cleanup as cli_cleanup, ms, summary};
 
 /// Per container: the netplus template's 256 MiB / 1 core across three, the default PID cap.
 const CLI: CliLab<'static> = CliLab {
@@ -35,44 +33,15 @@ fn cli_lab(run: &str, i: usize) -> Duration {
 }
 
 /// Removes everything of the run on drop: CLI containers and networks by label, platform labs
-/// by the run label through the runtime's teardown (containers and namespace).
+/// by the run label through the runtime's teardown (containers and namespace), then any
+/// container still carrying it.
 struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         cli_cleanup(&self.0);
-        let run = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(r) = DockerRuntime::connect().await
-                    && let Ok(labs) = r.list_labs().await
-                {
-                    let ids: BTreeSet<String> = labs
-                        .into_iter()
-                        .filter(|l| l.labels.get(LABEL) == Some(&run))
-                        .map(|l| l.scenario_id)
-                        .collect();
-                    for id in ids {
-                        if let Ok(sid) = id.parse::<ScenarioId>() {
-                            let _ = r.teardown(&sid).await;
-                        }
-                    }
-                }
-            });
-            let out = Command::new("docker")
-                .args(["ps", "-aq", "--filter", &format!("label={LABEL}={run}")])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for id in out.split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        })
-        .join();
+        sweep::teardown_labs(Some((LABEL, &self.0)), []);
+        sweep::remove_labelled_containers(&format!("{LABEL}={}", self.0));
     }
 }
 
@@ -143,14 +112,17 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     let mut cfg = PlatformConfig::new(dir.path().to_path_buf());
-    cfg.ports = Ports::EPHEMERAL;
+    cfg.ports = Ports::ephemeral();
     cfg.orchestrator.labels.insert(LABEL.into(), run.clone());
     cfg.supervisor.label_filters = vec![format!("{LABEL}={run}")];
-    let platform = Platform::start(cfg).await.expect("platform starts");
+    let backends = Backends::embedded(&cfg).await.expect("backends");
+    let platform = Platform::start(cfg, backends)
+        .await
+        .expect("platform starts");
     let api = Api {
         http: reqwest::Client::new(),
-        spawn: platform.url("spawn"),
-        orchestrator: platform.url("orchestrator"),
+        spawn: platform.url(Service::Spawn),
+        orchestrator: platform.url(Service::Orchestrator),
         token: platform
             .mint("demo", &["forge.spawn"], "bench")
             .expect("token"),

@@ -10,19 +10,17 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use chrono::SecondsFormat;
-use forge_auth::{Caller, Verifier};
 use forge_catalog::Catalog;
 use forge_core::ScenarioId;
-use forge_store::Store;
+use forge_http::ApiError;
 use serde::Serialize;
 
-use crate::messages::may_operate;
-use forge_services::http::ApiError;
+use crate::authz::{Authorized, CanView, ScenarioAccess};
 
 /// Where the page's scripts find the other services (as the learner's browser sees them).
 #[derive(Debug, Clone)]
@@ -35,15 +33,8 @@ pub struct AccessConfig {
 #[derive(Clone)]
 pub struct AccessState {
     pub config: AccessConfig,
-    pub store: Arc<dyn Store>,
+    pub access: ScenarioAccess,
     pub catalog: Arc<Catalog>,
-    pub verifier: Arc<Verifier>,
-}
-
-impl FromRef<AccessState> for Arc<Verifier> {
-    fn from_ref(s: &AccessState) -> Self {
-        s.verifier.clone()
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -71,10 +62,11 @@ struct Info {
 
 /// `/access/{id}` and `/access/{id}/info`; merge into the spawn service's router.
 pub fn router(state: AccessState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/access/{id}", get(page))
         .route("/access/{id}/info", get(info))
-        .with_state(state)
+        .with_state(state.clone());
+    state.access.install(routes)
 }
 
 async fn page(Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
@@ -97,21 +89,8 @@ async fn page(Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
 
 async fn info(
     State(s): State<AccessState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized { scenario: rec, .. }: Authorized<CanView>,
 ) -> Result<axum::Json<Info>, ApiError> {
-    let not_found =
-        || ApiError::not_found("scenario_not_found", format!("scenario `{id}` not found"));
-    let sid: ScenarioId = id.parse().map_err(|_| not_found())?;
-    let rec = match s
-        .store
-        .get(&caller.tenant_id, &sid)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        Some(r) if may_operate(&caller, &r) => r,
-        _ => return Err(not_found()),
-    };
     let entry = s.catalog.get(&rec.template);
     let (title, objectives_text, objectives, learner) = match entry {
         Some(e) => {

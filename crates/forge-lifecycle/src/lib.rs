@@ -1,4 +1,4 @@
-//! The scenario life cycle of FrostGate Forge (design.md §5), one module per spec service:
+//! The scenario life cycle of FrostGate Forge (docs/design.md §5), one module per spec service:
 //!
 //! - [`orchestrator`] (:8083): training gate, lab launch, state machine, timeouts, teardown,
 //!   recovery after a crash;
@@ -7,17 +7,86 @@
 //! - [`scoreboard`] (:8086): score, evidence bundle, signature, score API;
 //! - [`observer`] (:8085): telemetry hygiene, fairness metrics, audit key endpoints;
 //! - [`access`]: the learner's access page on the spawn service's port;
+//! - [`authz`]: the one check of who may do what to a scenario;
 //! - [`platform`]: all of them (plus the spawn service and the OPA endpoint) in one process,
-//!   which is `forge up`.
+//!   which is `forge up`, on backends the caller passes in.
 //!
-//! The services talk over the bus only ([`messages`]), so each can run in its own process in
-//! distributed mode; in embedded mode they share one in-process bus.
+//! The services talk over the bus only (`forge_bus::messages`), so each can run in its own
+//! process in distributed mode; in embedded mode they share one in-process bus.
 
 pub mod access;
-pub mod messages;
+pub mod authz;
 pub mod observer;
 pub mod orchestrator;
 pub mod platform;
 pub mod runner;
 pub mod scoreboard;
 pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use forge_bus::{Bus, ConsumerConfig, Outcome, consume};
+use forge_core::ScenarioId;
+use forge_http::Service;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::authz::ScenarioAccess;
+
+/// How long a message whose handling failed (store or bus unavailable, policy engine down)
+/// waits before it is delivered again, in every service.
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The outcome of handling one message about `id`: ack when done, otherwise a logged retry.
+pub(crate) fn settle<E: std::fmt::Display>(
+    done: Result<(), E>,
+    subject: &str,
+    id: &ScenarioId,
+) -> Outcome {
+    match done {
+        Ok(()) => Outcome::Ack,
+        Err(e) => {
+            tracing::warn!(error = %e, subject, scenario_id = %id, "message will be redelivered");
+            Outcome::Retry(RETRY_AFTER)
+        }
+    }
+}
+
+/// A lifecycle service's finished router: its `routes` (state applied) plus `/health`,
+/// `/metrics` and `/openapi.json`, the token verifier and the scenario access check as request
+/// extensions, then the body limit, JSON fallbacks and request ids.
+pub(crate) fn service_router(
+    service: Service,
+    openapi: utoipa::openapi::OpenApi,
+    routes: Router,
+    access: &ScenarioAccess,
+    body_limit: usize,
+) -> Router {
+    let routes = routes.merge(forge_http::common_routes(service, openapi));
+    forge_http::finish(access.install(routes), body_limit)
+}
+
+/// Runs the one consumer loop for a service until `shutdown`: every message on `config`'s
+/// durable, parsed as `T`, goes to `handle(service, message)`, whose outcome settles it.
+pub(crate) fn spawn_consumer<S, T, F, Fut>(
+    service: &S,
+    bus: Arc<dyn Bus>,
+    config: ConsumerConfig,
+    shutdown: watch::Receiver<bool>,
+    handle: F,
+) -> JoinHandle<()>
+where
+    S: Clone + Send + Sync + 'static,
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(S, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let service = service.clone();
+    tokio::spawn(consume(bus, config, shutdown, move |msg: T, _| {
+        handle(service.clone(), msg)
+    }))
+}

@@ -6,40 +6,42 @@
 //! spec's `playbook:` format) in a running lab and judges every step. Running commands in any
 //! container of a lab is an instructor's or the orchestrator's right, within their tenant.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::routing::post;
 use chrono::Utc;
-use forge_auth::{Caller, Verifier, roles};
+use forge_auth::Caller;
 use forge_core::audit::{AuditEvent, AuditSink, Outcome};
 use forge_core::playbook::{Observation, Playbook, PlaybookStep, StepOutcome, evaluate};
 use forge_core::{ScenarioId, ScenarioStatus};
+use forge_http::{ApiError, ApiJson, Kind, Service};
 use forge_runtime::{Runtime, collect};
-use forge_store::Store;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use utoipa::OpenApi;
 
-use crate::messages::INSTRUCTOR_ROLE;
-use forge_services::http::{self, ApiError, ApiJson, Kind};
+use crate::authz::{Action, ScenarioAccess};
 
-pub const SERVICE_NAME: &str = "forge_playbook_runner";
-pub const DEFAULT_PORT: u16 = 8087;
-
+/// The playbook runner; cheap to clone.
 #[derive(Clone)]
 pub struct Runner {
-    pub store: Arc<dyn Store>,
-    pub runtime: Arc<dyn Runtime>,
-    pub audit: Arc<dyn AuditSink>,
-    pub verifier: Arc<Verifier>,
+    runtime: Arc<dyn Runtime>,
+    audit: Arc<dyn AuditSink>,
+    access: ScenarioAccess,
 }
 
-impl FromRef<Runner> for Arc<Verifier> {
-    fn from_ref(r: &Runner) -> Self {
-        r.verifier.clone()
+impl Runner {
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        audit: Arc<dyn AuditSink>,
+        access: ScenarioAccess,
+    ) -> Self {
+        Self {
+            runtime,
+            audit,
+            access,
+        }
     }
 }
 
@@ -107,10 +109,6 @@ pub struct RunBody {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "forge_playbook_runner",
-        description = "Deterministic evaluation of success criteria and playbooks"
-    ),
     paths(evaluate_step, run),
     components(schemas(EvaluateBody, RunBody, PlaybookReport, StepReport))
 )]
@@ -120,19 +118,16 @@ pub fn router(state: Runner) -> Router {
     let routes = Router::new()
         .route("/v1/evaluate", post(evaluate_step))
         .route("/v1/playbooks/run", post(run))
-        .merge(http::common_routes(SERVICE_NAME, ApiDoc::openapi()))
-        .with_state(state);
-    http::finish(routes, 1024 * 1024)
-}
-
-pub async fn serve(
-    listener: TcpListener,
-    state: Runner,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_state(state.clone());
+    // Playbooks are larger than the other services' bodies (up to 100 steps).
+    let limit = 1024 * 1024;
+    crate::service_router(
+        Service::Runner,
+        ApiDoc::openapi(),
+        routes,
+        &state.access,
+        limit,
+    )
 }
 
 #[utoipa::path(post, path = "/v1/evaluate", request_body = EvaluateBody,
@@ -153,21 +148,11 @@ async fn run(
     caller: Caller,
     ApiJson(body): ApiJson<RunBody>,
 ) -> Result<axum::Json<PlaybookReport>, ApiError> {
-    if !(caller.has_role(INSTRUCTOR_ROLE) || caller.has_role(roles::ORCHESTRATOR)) {
-        return Err(ApiError::forbidden(
-            "missing_role",
-            "role forge.instructor or forge.orchestrator is required",
-        ));
-    }
     let id = body.scenario_id;
     let rec = r
-        .store
-        .get(&caller.tenant_id, &id)
-        .await
-        .map_err(ApiError::internal)?;
-    let rec = rec.ok_or_else(|| {
-        ApiError::not_found("scenario_not_found", format!("scenario `{id}` not found"))
-    })?;
+        .access
+        .authorize(&caller, id.as_str(), Action::RunPlaybook)
+        .await?;
     if rec.status != ScenarioStatus::Running {
         return Err(ApiError::new(
             Kind::Conflict,

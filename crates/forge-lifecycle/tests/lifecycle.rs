@@ -1,13 +1,19 @@
-//! End-to-end life-cycle tests over HTTP against a real `Platform::start` (everything `forge up`
-//! runs, on ephemeral ports) and the real Docker Engine (issue 7's acceptance list).
+//! The scenario life cycle without root or Docker: the whole platform (`Platform::start` with
+//! every service, real SQLite, the in-process bus, the signed audit log, embedded policies) on
+//! the fake runtime, driven over HTTP. State machine, ack-after-durable and redelivery, recovery
+//! after a restart, timeout-versus-submit races, and the access rules of every route.
 //!
-//! Every test labels its labs with its own run id (`forge.test_run`), narrows the supervisor to
-//! them, uses a tempdir data dir, and removes every container and namespace it created through
-//! a drop guard, also when an assertion fails.
+//! The Docker-backed end-to-end suite is the `docker` test binary (feature `docker`).
 
-#[path = "lifecycle/common.rs"]
-mod common;
-#[path = "lifecycle/crash.rs"]
-mod crash;
+#[path = "lifecycle/access.rs"]
+mod access;
+#[path = "support/api.rs"]
+mod api;
+#[path = "lifecycle/delivery.rs"]
+mod delivery;
 #[path = "lifecycle/flows.rs"]
 mod flows;
+#[path = "lifecycle/harness.rs"]
+mod harness;
+#[path = "lifecycle/recovery.rs"]
+mod recovery;

@@ -5,7 +5,7 @@
 //! cold (every decision evaluates) and cached (the default: a repeated input reuses its
 //! evaluation), cold figures for the other gates, two baselines measured in the same run (input
 //! canonical hash, and a full cold decision through a trivial `allow := true` policy) as ratios,
-//! and throughput with 1, 2 and 4 threads. Budget (design.md §8): training-gate p50 <= 20 µs.
+//! and throughput with 1, 2 and 4 threads. Budget (docs/design.md §8): training-gate p50 <= 20 µs.
 
 use std::hint::black_box;
 use std::sync::Arc;

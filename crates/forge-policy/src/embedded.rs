@@ -158,10 +158,7 @@ impl EmbeddedEngineBuilder {
         }
         modules.extend(operator);
 
-        let mut engine = regorus::Engine::new();
-        // OPA semantics: a builtin given bad arguments (a malformed CIDR in the input, say) is
-        // undefined rather than an error, so hostile input yields deny reasons, not failures.
-        engine.set_strict_builtin_errors(false);
+        let mut engine = loader::new_engine();
         if let Some(limit) = self.eval_timeout {
             engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
                 limit,
@@ -169,7 +166,7 @@ impl EmbeddedEngineBuilder {
             });
         }
         for m in &modules {
-            add_module(&mut engine, m)?;
+            loader::add_module(&mut engine, m)?;
         }
         for (name, doc) in data {
             if !doc.is_object() {
@@ -178,12 +175,7 @@ impl EmbeddedEngineBuilder {
                     message: "a data document must be a JSON object".into(),
                 });
             }
-            engine
-                .add_data(regorus::Value::from(doc))
-                .map_err(|e| PolicyError::Data {
-                    source_name: name,
-                    message: e.to_string(),
-                })?;
+            loader::add_data(&mut engine, name, doc)?;
         }
         let packages: BTreeSet<String> = modules.iter().map(|m| m.package.clone()).collect();
         let gates: Vec<PolicyName> = PolicyName::ALL
@@ -197,14 +189,12 @@ impl EmbeddedEngineBuilder {
                 package: format!("{INTERNAL_PREFIX}.{gate}"),
                 version: RegoVersion::V1,
             };
-            add_module(&mut engine, &helper)?;
+            loader::add_module(&mut engine, &helper)?;
         }
 
         // Prepare once (analysis, scheduling) so every clone starts ready, and evaluate each gate
         // on an empty input so conflicts and unknown functions surface now, not at first use.
-        engine
-            .eval_query("true".into(), false)
-            .map_err(|e| PolicyError::Compile(crate::error::tidy(&e.to_string())))?;
+        loader::prepare(&mut engine)?;
         for gate in &gates {
             engine.set_input(regorus::Value::new_object());
             engine
@@ -221,17 +211,6 @@ impl EmbeddedEngineBuilder {
             observer: self.observer,
         })
     }
-}
-
-fn add_module(engine: &mut regorus::Engine, m: &Module) -> Result<(), PolicyError> {
-    engine.set_rego_v0(m.version == RegoVersion::V0);
-    engine
-        .add_policy(m.name.clone(), m.text.clone())
-        .map(|_| ())
-        .map_err(|e| PolicyError::Parse {
-            file: m.name.clone(),
-            message: crate::error::tidy(&e.to_string()),
-        })
 }
 
 fn helper_module(gate: PolicyName) -> String {
@@ -420,10 +399,10 @@ impl EmbeddedEngine {
 
     /// Runs `f` on a pooled engine with `input` set. A panic inside regorus becomes an error
     /// and the engine that panicked is discarded.
-    fn eval<T>(
+    fn eval<T, E: std::fmt::Display>(
         &self,
         input: Option<regorus::Value>,
-        f: impl FnOnce(&mut regorus::Engine) -> anyhow::Result<T>,
+        f: impl FnOnce(&mut regorus::Engine) -> Result<T, E>,
     ) -> Result<T, String> {
         let mut engine = self
             .pool

@@ -14,7 +14,7 @@
 //! Every decision is a [`Decision`] with actionable `deny_reasons`, counted in
 //! `forge_opa_decisions_total{policy,result}` and audited as a `policy.decision` event.
 //! [`server`] serves an embedded engine over OPA's Data API; [`run_tests`] runs Rego unit tests
-//! like `opa test`; [`cli`] holds the `forge policy` subcommands.
+//! like `opa test` (`forge policy test`, in forge-cli).
 
 mod cache;
 mod decision;
@@ -26,7 +26,6 @@ mod names;
 mod remote;
 mod testing;
 
-pub mod cli;
 pub mod server;
 
 pub use decision::{Decision, DecisionContext, DecisionObserver, input_hash};

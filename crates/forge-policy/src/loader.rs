@@ -113,6 +113,50 @@ fn try_parse(src: &PolicySource, version: RegoVersion) -> Result<String, String>
         .map_err(|e| crate::error::tidy(&e.to_string()))
 }
 
+/// A regorus engine with OPA's builtin semantics: a builtin given bad arguments (a malformed
+/// CIDR in the input, say) is undefined rather than an error, so hostile input yields deny
+/// reasons, not failures. The embedded engine and the test runner both start from it.
+pub(crate) fn new_engine() -> regorus::Engine {
+    let mut engine = regorus::Engine::new();
+    engine.set_strict_builtin_errors(false);
+    engine
+}
+
+/// Adds `m` to `engine` in the dialect it was parsed as.
+pub(crate) fn add_module(engine: &mut regorus::Engine, m: &Module) -> Result<(), PolicyError> {
+    engine.set_rego_v0(m.version == RegoVersion::V0);
+    engine
+        .add_policy(m.name.clone(), m.text.clone())
+        .map(|_| ())
+        .map_err(|e| PolicyError::Parse {
+            file: m.name.clone(),
+            message: crate::error::tidy(&e.to_string()),
+        })
+}
+
+/// Merges the data document `doc`, read from `source_name`, into `engine`'s `data`.
+pub(crate) fn add_data(
+    engine: &mut regorus::Engine,
+    source_name: String,
+    doc: Value,
+) -> Result<(), PolicyError> {
+    engine
+        .add_data(regorus::Value::from(doc))
+        .map_err(|e| PolicyError::Data {
+            source_name,
+            message: e.to_string(),
+        })
+}
+
+/// Prepares `engine` (analysis, scheduling), so conflicts and unknown functions surface as a
+/// compile error now rather than at the first evaluation.
+pub(crate) fn prepare(engine: &mut regorus::Engine) -> Result<(), PolicyError> {
+    engine
+        .eval_query("true".into(), false)
+        .map(|_| ())
+        .map_err(|e| PolicyError::Compile(crate::error::tidy(&e.to_string())))
+}
+
 /// What a policy directory holds.
 #[derive(Debug, Default)]
 pub struct DirContents {

@@ -1,9 +1,11 @@
 //! `forge serve opa`: an embedded engine behind OPA's Data API, so other processes (a
 //! [`crate::RemoteEngine`]) and operators' tools (`curl`, scripts, dashboards) can query it.
 //!
-//! Routes: `POST|GET /v1/data[/{path}]` (`{"input": ...}` in the body; GET has no input),
-//! `GET /v1/policies`, `GET /health`. Answers are `{"result": <value>}`, or `{}` when the
-//! document is undefined; errors are OPA-shaped `{"code", "message"}`. Querying a gate's package
+//! Routes: `POST|GET /v1/data[/{path}]` (`{"input": ...}` in the body, whatever its content type;
+//! GET has no input), `GET /v1/policies`, and the routes every Forge service has (`GET /health`,
+//! `/metrics`, `/openapi.json`). Answers are `{"result": <value>}`, or `{}` when the document is
+//! undefined; errors, unknown routes and wrong methods included, are OPA-shaped
+//! `{"code", "message"}` with their status from [`forge_http::Kind`]. Querying a gate's package
 //! (or its `allow` / `deny_reasons` / extra rules) with an input is a decision: counted, audited,
 //! with its id in the `x-forge-decision-id` header (the body keeps OPA's exact shape). The
 //! package answer holds exactly the decision outputs (`allow`, `deny_reasons` and the gate's
@@ -15,27 +17,35 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use forge_http::{ApiError, Kind, Service};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::{EmbeddedEngine, PolicyError, PolicyName};
 
 /// Response header carrying the decision id of a gate decision.
 pub const DECISION_ID_HEADER: &str = "x-forge-decision-id";
 
-/// The OPA-compatible HTTP API over `engine`.
+/// Largest request body: inputs are templates and gate inputs, far below this.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The OPA-compatible HTTP API over `engine`, finished like every service's router but with
+/// OPA-shaped errors.
 pub fn router(engine: Arc<EmbeddedEngine>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/data", get(data_get_root).post(data_post_root))
         .route("/v1/data/", get(data_get_root).post(data_post_root))
         .route("/v1/data/{*path}", get(data_get).post(data_post))
         .route("/v1/policies", get(policies))
-        .route("/health", get(health))
-        .fallback(not_found)
-        .with_state(engine)
+        .merge(forge_http::common_routes(Service::Opa, openapi()))
+        .with_state(engine);
+    forge_http::finish_opa(routes, BODY_LIMIT)
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then drains in-flight requests.
@@ -44,106 +54,112 @@ pub async fn serve(
     engine: Arc<EmbeddedEngine>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine))
-        .with_graceful_shutdown(shutdown)
-        .await
+    forge_http::serve(listener, router(engine), shutdown).await
 }
 
 type Engine = State<Arc<EmbeddedEngine>>;
+type Body = Result<Bytes, BytesRejection>;
+type DataPath = Result<Path<String>, PathRejection>;
 
 async fn data_get_root(State(engine): Engine) -> Response {
-    answer(&engine, "", None)
+    answer(&engine, "", None).unwrap_or_else(ApiError::into_opa_response)
 }
 
-async fn data_post_root(State(engine): Engine, body: Bytes) -> Response {
-    match parse_input(&body) {
-        Ok(input) => answer(&engine, "", input),
-        Err(message) => bad_request(&message),
-    }
+async fn data_post_root(State(engine): Engine, body: Body) -> Response {
+    parse_input(body)
+        .and_then(|input| answer(&engine, "", input))
+        .unwrap_or_else(ApiError::into_opa_response)
 }
 
-async fn data_get(State(engine): Engine, Path(path): Path<String>) -> Response {
-    answer(&engine, &path, None)
+async fn data_get(State(engine): Engine, path: DataPath) -> Response {
+    data_path(path)
+        .and_then(|path| answer(&engine, &path, None))
+        .unwrap_or_else(ApiError::into_opa_response)
 }
 
-async fn data_post(State(engine): Engine, Path(path): Path<String>, body: Bytes) -> Response {
-    match parse_input(&body) {
-        Ok(input) => answer(&engine, &path, input),
-        Err(message) => bad_request(&message),
-    }
+async fn data_post(State(engine): Engine, path: DataPath, body: Body) -> Response {
+    data_path(path)
+        .and_then(|path| answer(&engine, &path, parse_input(body)?))
+        .unwrap_or_else(ApiError::into_opa_response)
 }
 
-async fn policies(State(engine): Engine) -> Response {
-    let result: Vec<Value> = engine
+async fn policies(State(engine): Engine) -> Json<Policies> {
+    let result = engine
         .modules()
         .iter()
-        .map(|m| json!({ "id": m.name, "raw": m.text, "package": m.package, "rego_version": m.version }))
+        .map(|m| PolicyModule {
+            id: m.name.clone(),
+            raw: m.text.clone(),
+            package: m.package.clone(),
+            rego_version: m.version,
+        })
         .collect();
-    Json(json!({ "result": result })).into_response()
+    Json(Policies { result })
 }
 
-async fn health() -> Response {
-    Json(json!({ "status": "ok", "service": "forge_opa" })).into_response()
+/// OPA's code for anything wrong with the request.
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(Kind::BadRequest, "invalid_parameter", message)
 }
 
-async fn not_found() -> Response {
-    opa_error(
-        StatusCode::NOT_FOUND,
-        "resource_not_found",
-        "no such endpoint (try /v1/data/<path>, /v1/policies, /health)",
-    )
+fn data_path(path: DataPath) -> Result<String, ApiError> {
+    path.map(|Path(p)| p)
+        .map_err(|e| bad_request(format!("invalid data path: {}", e.body_text())))
 }
 
-/// The body's `input`: `Ok(None)` for an empty body or one without `input`.
-/// Why a body is unusable, as the 400 message.
-fn parse_input(body: &[u8]) -> Result<Option<Value>, String> {
+/// The body's `input`: `Ok(None)` for an empty body or one without `input`; a 400 that says why
+/// a body is unusable.
+fn parse_input(body: Body) -> Result<Option<Value>, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                Kind::PayloadTooLarge,
+                "invalid_parameter",
+                format!("body is larger than {BODY_LIMIT} bytes"),
+            )
+        } else {
+            bad_request("body could not be read")
+        }
+    })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    match serde_json::from_slice::<Value>(body) {
+    match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(mut obj)) => Ok(obj.remove("input")),
-        Ok(other) => Err(format!(
+        Ok(other) => Err(bad_request(format!(
             "body must be a JSON object like {{\"input\": ...}}, got {}",
             crate::embedded::json_type(&other)
-        )),
-        Err(e) => Err(format!("body is not valid JSON: {e}")),
+        ))),
+        Err(e) => Err(bad_request(format!("body is not valid JSON: {e}"))),
     }
 }
 
-fn bad_request(message: &str) -> Response {
-    opa_error(StatusCode::BAD_REQUEST, "invalid_parameter", message)
-}
-
-fn answer(engine: &EmbeddedEngine, path: &str, input: Option<Value>) -> Response {
+fn answer(engine: &EmbeddedEngine, path: &str, input: Option<Value>) -> Result<Response, ApiError> {
     let path = path.trim_matches('/');
     if let Some(input) = &input
         && let Some((gate, rule)) = gate_query(engine, path)
     {
-        return match engine.decide(gate, input) {
-            Ok(d) => {
-                let mut doc = Map::new();
-                doc.insert("allow".into(), Value::Bool(d.allow));
-                doc.insert("deny_reasons".into(), json!(d.deny_reasons));
-                doc.extend(d.extra);
-                let result = match rule {
-                    None => Some(Value::Object(doc)),
-                    Some(rule) => doc.remove(rule),
-                };
-                let body = match result {
-                    Some(result) => json!({ "result": result }),
-                    None => json!({}),
-                };
-                // The body stays exactly OPA's shape; the id travels in a header.
-                ([(DECISION_ID_HEADER, d.decision_id)], Json(body)).into_response()
-            }
-            Err(e) => error_response(&e),
+        let d = engine.decide(gate, input).map_err(policy_error)?;
+        let mut doc = Map::new();
+        doc.insert("allow".into(), Value::Bool(d.allow));
+        doc.insert("deny_reasons".into(), json!(d.deny_reasons));
+        doc.extend(d.extra);
+        let result = match rule {
+            None => Some(Value::Object(doc)),
+            Some(rule) => doc.remove(rule),
         };
+        let body = match result {
+            Some(result) => json!({ "result": result }),
+            None => json!({}),
+        };
+        // The body stays exactly OPA's shape; the id travels in a header.
+        return Ok(([(DECISION_ID_HEADER, d.decision_id)], Json(body)).into_response());
     }
-    match engine.query(path, input.as_ref()) {
-        Ok(Some(result)) => Json(json!({ "result": result })).into_response(),
-        Ok(None) => Json(json!({})).into_response(),
-        Err(e) => error_response(&e),
-    }
+    let body = match engine.query(path, input.as_ref()).map_err(policy_error)? {
+        Some(result) => json!({ "result": result }),
+        None => json!({}),
+    };
+    Ok(Json(body).into_response())
 }
 
 /// Whether `path` is a loaded gate's package or one of its decision outputs.
@@ -163,18 +179,178 @@ fn gate_query<'p>(engine: &EmbeddedEngine, path: &'p str) -> Option<(PolicyName,
     })
 }
 
-fn error_response(e: &PolicyError) -> Response {
+/// The caller's fault is OPA's `invalid_parameter`; anything else is OPA's `internal_error`,
+/// which (as in OPA) names the cause.
+fn policy_error(e: PolicyError) -> ApiError {
     if e.is_client_error() {
-        bad_request(&e.to_string())
+        bad_request(e.to_string())
     } else {
-        opa_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            &e.to_string(),
-        )
+        tracing::error!(error = %e, "policy evaluation failed");
+        ApiError::new(Kind::Internal, "internal_error", e.to_string())
     }
 }
 
-fn opa_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "code": code, "message": message }))).into_response()
+/// Body of `GET /v1/policies`.
+#[derive(Debug, Serialize, ToSchema)]
+struct Policies {
+    result: Vec<PolicyModule>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct PolicyModule {
+    /// The module's file name, e.g. `policies/training_gate.rego`.
+    id: String,
+    /// The Rego source.
+    raw: String,
+    /// Dotted, without `data.`, e.g. `frostgate.forge.training`.
+    package: String,
+    /// `v0` or `v1`.
+    #[schema(value_type = String)]
+    rego_version: crate::loader::RegoVersion,
+}
+
+/// Body of `POST /v1/data/...` (documentation only: the handler reads any content type).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct DataRequest {
+    /// The input document; without it, the query is a plain read.
+    #[schema(value_type = Object)]
+    input: Option<Value>,
+}
+
+/// A Data API answer: `{"result": ...}`, or `{}` when the document is undefined (documentation
+/// only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct DataResponse {
+    #[schema(value_type = Object)]
+    result: Option<Value>,
+}
+
+/// OPA's error shape (documentation only: written by [`ApiError::into_opa_response`]).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct OpaError {
+    /// `invalid_parameter`, `internal_error`, `resource_not_found`, ...
+    code: String,
+    message: String,
+}
+
+/// Documentation of `POST /v1/data/{path}`.
+#[utoipa::path(
+    post,
+    path = "/v1/data/{path}",
+    tag = "data",
+    params(("path" = String, Path, description = "Slash-separated document path, e.g. `frostgate/forge/training/allow`")),
+    request_body(content = DataRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The document (`{}` when undefined); a gate query carries its decision id in `x-forge-decision-id`", body = DataResponse,
+         headers(("x-forge-decision-id" = String, description = "Decision id of a gate decision"))),
+        (status = 400, description = "Body is not a JSON object, or input is not an object", body = OpaError),
+        (status = 413, description = "Body too large", body = OpaError),
+        (status = 500, description = "Evaluation failed", body = OpaError),
+    )
+)]
+#[allow(dead_code)]
+fn data_post_doc() {}
+
+/// Documentation of `GET /v1/data/{path}`.
+#[utoipa::path(
+    get,
+    path = "/v1/data/{path}",
+    tag = "data",
+    params(("path" = String, Path, description = "Slash-separated document path")),
+    responses(
+        (status = 200, description = "The document without input (`{}` when undefined)", body = DataResponse),
+        (status = 500, description = "Evaluation failed", body = OpaError),
+    )
+)]
+#[allow(dead_code)]
+fn data_get_doc() {}
+
+/// Documentation of `POST /v1/data`.
+#[utoipa::path(
+    post,
+    path = "/v1/data",
+    tag = "data",
+    request_body(content = DataRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The whole data tree", body = DataResponse),
+        (status = 400, description = "Body is not a JSON object", body = OpaError),
+    )
+)]
+#[allow(dead_code)]
+fn data_root_post_doc() {}
+
+/// Documentation of `GET /v1/data`.
+#[utoipa::path(
+    get,
+    path = "/v1/data",
+    tag = "data",
+    responses((status = 200, description = "The whole data tree", body = DataResponse))
+)]
+#[allow(dead_code)]
+fn data_root_get_doc() {}
+
+/// Documentation of `GET /v1/policies`.
+#[utoipa::path(
+    get,
+    path = "/v1/policies",
+    tag = "policies",
+    responses((status = 200, description = "The loaded modules", body = Policies))
+)]
+#[allow(dead_code)]
+fn policies_doc() {}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        data_post_doc,
+        data_get_doc,
+        data_root_post_doc,
+        data_root_get_doc,
+        policies_doc
+    ),
+    components(schemas(DataRequest, DataResponse, OpaError, Policies, PolicyModule))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of `forge serve opa`, served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::extract::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn post(path: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let app = router(Arc::new(EmbeddedEngine::bundled().unwrap()));
+        let req = Request::post(path).body(Body::from(body)).unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_opa_shaped_413s() {
+        let mut body = br#"{"input": {"pad": ""#.to_vec();
+        body.resize(BODY_LIMIT + 1, b'x');
+        let (status, answer) = post("/v1/data/frostgate/forge/training", body).await;
+        assert_eq!(status, Kind::PayloadTooLarge.status());
+        assert_eq!(answer["code"], "invalid_parameter", "{answer}");
+        assert!(answer["message"].as_str().unwrap().contains("larger than"));
+    }
+
+    #[tokio::test]
+    async fn undecodable_paths_are_opa_shaped_400s() {
+        let (status, answer) = post("/v1/data/%FF%FE", b"{}".to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer["code"], "invalid_parameter", "{answer}");
+    }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::PolicyError;
-use crate::loader::{self, RegoVersion};
+use crate::loader;
 
 /// The result of one test rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -61,28 +61,14 @@ pub fn run_tests(dir: &Path) -> Result<TestReport, PolicyError> {
         .map(loader::parse_module)
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut engine = regorus::Engine::new();
-    engine.set_strict_builtin_errors(false);
+    let mut engine = loader::new_engine();
     for m in &modules {
-        engine.set_rego_v0(m.version == RegoVersion::V0);
-        engine
-            .add_policy(m.name.clone(), m.text.clone())
-            .map_err(|e| PolicyError::Parse {
-                file: m.name.clone(),
-                message: crate::error::tidy(&e.to_string()),
-            })?;
+        loader::add_module(&mut engine, m)?;
     }
     for (name, doc) in contents.data {
-        engine
-            .add_data(regorus::Value::from(doc))
-            .map_err(|e| PolicyError::Data {
-                source_name: name,
-                message: e.to_string(),
-            })?;
+        loader::add_data(&mut engine, name, doc)?;
     }
-    engine
-        .eval_query("true".into(), false)
-        .map_err(|e| PolicyError::Compile(crate::error::tidy(&e.to_string())))?;
+    loader::prepare(&mut engine)?;
 
     let mut report = TestReport::default();
     for m in &modules {

@@ -1,4 +1,4 @@
-//! Launch benchmark (design.md §8): the 3-container netplus lab brought up N times by the
+//! Launch benchmark (docs/design.md §8): the 3-container netplus lab brought up N times by the
 //! runtime (fabric namespace + parallel create/start + netlink plumbing + setup) and by the
 //! plain `docker` CLI (2 internal networks with per-run subnets, 3 `docker run -d` with the
 //! same hardening flags, `docker network connect` for the router), side by side in one run.
@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant};
 
 use forge_core::ScenarioId;
-use forge_runtime::{DockerRuntime, LabSpec, LaunchTimings, Runtime};
-
-use forge_runtime::cli_baseline::{CliLab, IMAGES, cleanup as cli_cleanup, ms, summary};
+use forge_runtime::{DockerRuntime, ImageCatalog, LabSpec, LaunchTimings, Runtime};
+use forge_testkit::cli_baseline::{CliLab, IMAGES, cleanup as cli_cleanup, ms, summary};
+use forge_testkit::sweep;
 
 /// Per container: the template's 384 MiB / 1.5 cores across three, and the default PID cap.
 const CLI: CliLab<'static> = CliLab {
@@ -32,20 +32,14 @@ struct Cleanup(String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         cli_cleanup(&self.0);
-        let run = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(r) = DockerRuntime::connect().await {
-                    let prefix = format!("scn-{run}");
-                    let _ = r.reconcile(&|id: &str| !id.starts_with(&prefix)).await;
-                }
-            });
-        })
-        .join();
+        // By id prefix, not label: reconcile also finds a namespace a failed launch left
+        // without containers (and so without labels).
+        let prefix = format!("scn-{}", self.0);
+        sweep::block_on_own_thread(move || async move {
+            if let Ok(r) = DockerRuntime::connect().await {
+                let _ = r.reconcile(&|id: &str| !id.starts_with(&prefix)).await;
+            }
+        });
     }
 }
 
@@ -65,7 +59,10 @@ async fn main() {
         .expect("fixture");
     let _cleanup = Cleanup(run.clone());
     let rt = DockerRuntime::connect().await.expect("docker");
-    rt.ensure_images(&IMAGES, false).await.expect("images");
+    let catalog = ImageCatalog::discover(None).expect("image catalog");
+    rt.ensure_images(&catalog, &IMAGES, false)
+        .await
+        .expect("images");
     println!("netplus 3-container lab, N = {n} (runtime and docker CLI interleaved), run {run}\n");
 
     let (mut rt_ready, mut rt_down, mut cli_ready, mut cli_down) = (vec![], vec![], vec![], vec![]);

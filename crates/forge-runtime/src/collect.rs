@@ -2,9 +2,10 @@
 //! seen ([`Observation`], judged by `forge_core::playbook::evaluate`) plus the artifact bytes
 //! to store in the evidence bundle.
 //!
-//! Mapping: command → `exec sh -c`; file → `read_file` (archive API, no shell); network →
-//! exec of `network_probe_command`; state → the container's inspect `State.Running`.
-//! Artifacts are JSON documents `{step, observation}` so each one explains itself.
+//! Mapping: command → `exec sh -c`; file → `read_file` (no shell); network → exec of
+//! `network_probe_command`; state → [`Runtime::snapshot`]: `running` is its state, and the
+//! whole (redacted) snapshot is the observation's `detail`. Artifacts are JSON documents
+//! `{step, observation}` so each one explains itself.
 
 use std::time::Duration;
 
@@ -93,17 +94,10 @@ async fn observe(
         }
         PlaybookStep::InspectState { container, .. } => {
             let snap = rt.snapshot(scenario, container).await?;
-            let state = snap
-                .get("State")
-                .cloned()
-                .unwrap_or(serde_json::Value::Null);
-            let running = state
-                .get("Running")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false);
             Ok(Observation::State {
-                running,
-                detail: state,
+                running: snap.state.is_running(),
+                detail: serde_json::to_value(&snap)
+                    .map_err(|e| RuntimeError::Invalid(format!("snapshot of {container}: {e}")))?,
             })
         }
     }

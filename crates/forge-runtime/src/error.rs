@@ -68,11 +68,15 @@ pub enum RuntimeError {
     },
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A failure of a backend without an engine of its own to blame (the fake runtime's
+    /// injected failures).
+    #[error("lab runtime: {0}")]
+    Backend(String),
 }
 
 impl RuntimeError {
     /// Wraps a Docker API error with the operation it broke.
-    pub fn docker(op: impl Into<String>, e: bollard::errors::Error) -> Self {
+    pub(crate) fn docker(op: impl Into<String>, e: bollard::errors::Error) -> Self {
         Self::Docker {
             op: op.into(),
             message: docker_message(&e),
@@ -80,7 +84,7 @@ impl RuntimeError {
     }
 
     /// Wraps a netlink error with where it happened.
-    pub fn netlink(namespace: &str, op: &str, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn netlink(namespace: &str, op: &str, e: impl std::fmt::Display) -> Self {
         Self::Netlink {
             namespace: namespace.to_owned(),
             op: op.to_owned(),

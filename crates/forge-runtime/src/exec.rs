@@ -1,21 +1,28 @@
-//! Running things in lab containers: commands with timeouts and capped output, redacted state
-//! snapshots, interactive TTYs. (Files: [`crate::files`].)
+//! Running things in Docker lab containers: commands with timeouts and capped output, redacted
+//! state snapshots, interactive TTYs. (Files: [`crate::files`].)
 //!
 //! Timeouts kill for real: Docker has no "kill exec" call, so on timeout the exec's process
 //! (Docker reports its host PID) and every descendant of it are sent SIGKILL from the host.
 //! Only processes this exec started are touched.
 
+use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
-use futures::StreamExt;
+use bollard::models::ContainerInspectResponse;
+use futures::{Stream, StreamExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::error::{RuntimeError, status_of};
-use crate::{ExecRequest, ExecResult, TtySession};
+use crate::{
+    ContainerSnapshot, ContainerState, ExecRequest, ExecResult, REDACTED, TtyResize, TtySession,
+};
 
 /// Maps "container absent / not running" answers onto precise errors.
 pub(crate) fn exec_err(display: &str, scenario: &str, e: bollard::errors::Error) -> RuntimeError {
@@ -31,6 +38,46 @@ pub(crate) fn exec_err(display: &str, scenario: &str, e: bollard::errors::Error)
             container: display.into(),
             message: e.to_string(),
         },
+    }
+}
+
+/// A started exec with its streams.
+struct Attached {
+    id: String,
+    output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+/// Creates an exec in `target` and starts it attached to its streams (`start`: the engine's
+/// defaults when `None`). Commands and terminals both start this way, so "absent / not running"
+/// maps onto the same errors for both.
+async fn attach(
+    docker: &Docker,
+    target: &str,
+    display: &str,
+    scenario: &str,
+    create: CreateExecOptions<String>,
+    start: Option<StartExecOptions>,
+) -> Result<Attached, RuntimeError> {
+    let exec = docker
+        .create_exec(target, create)
+        .await
+        .map_err(|e| exec_err(display, scenario, e))?;
+    match docker
+        .start_exec(&exec.id, start)
+        .await
+        .map_err(|e| exec_err(display, scenario, e))?
+    {
+        StartExecResults::Attached { output, input } => Ok(Attached {
+            id: exec.id,
+            output,
+            input,
+        }),
+        // We never ask for a detached start; nothing could be read from one.
+        StartExecResults::Detached => Err(RuntimeError::Exec {
+            container: display.into(),
+            message: "exec started detached".into(),
+        }),
     }
 }
 
@@ -50,23 +97,11 @@ pub(crate) async fn run(
         cmd: Some(req.to_argv()),
         ..Default::default()
     };
-    let exec = docker
-        .create_exec(target, opts)
-        .await
-        .map_err(|e| exec_err(display, scenario, e))?;
-    let StartExecResults::Attached {
+    let Attached {
+        id: exec_id,
         mut output,
         mut input,
-    } = docker
-        .start_exec(&exec.id, None)
-        .await
-        .map_err(|e| exec_err(display, scenario, e))?
-    else {
-        return Err(RuntimeError::Exec {
-            container: display.into(),
-            message: "exec started detached".into(),
-        });
-    };
+    } = attach(docker, target, display, scenario, opts, None).await?;
     if let Some(data) = req.stdin.clone() {
         // Write, then half-close so the process sees EOF.
         tokio::spawn(async move {
@@ -96,7 +131,7 @@ pub(crate) async fn run(
             }
             Ok(Some(Ok(chunk))) => {
                 let (buf, bytes) = match chunk {
-                    bollard::container::LogOutput::StdErr { message } => (&mut err, message),
+                    LogOutput::StdErr { message } => (&mut err, message),
                     other => (&mut out, other.into_bytes()),
                 };
                 let room = cap.saturating_sub(buf.len());
@@ -109,10 +144,10 @@ pub(crate) async fn run(
     }
     drop(output);
     let exit_code = if timed_out {
-        kill_exec(docker, &exec.id).await;
+        kill_exec(docker, &exec_id).await;
         -1
     } else {
-        exit_code(docker, &exec.id).await.unwrap_or(-1)
+        exit_code(docker, &exec_id).await.unwrap_or(-1)
     };
     Ok(ExecResult {
         exit_code,
@@ -182,43 +217,81 @@ fn descendants(root: i32) -> Vec<i32> {
     out
 }
 
-/// `docker inspect` as JSON with every environment value replaced by `<redacted>`.
+/// `docker inspect` reduced to a [`ContainerSnapshot`], every environment value redacted.
 pub(crate) async fn snapshot(
     docker: &Docker,
     target: &str,
     display: &str,
     scenario: &str,
-) -> Result<serde_json::Value, RuntimeError> {
-    let info = docker
-        .inspect_container(target, None)
-        .await
-        .map_err(|e| exec_err(display, scenario, e))?;
-    let mut v = serde_json::to_value(info).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-    redact_env(&mut v);
-    Ok(v)
+) -> Result<ContainerSnapshot, RuntimeError> {
+    let info = inspect(docker, target, display, scenario).await?;
+    Ok(to_snapshot(display, info))
 }
 
-/// `KEY=value` → `KEY=<redacted>` in `Config.Env`.
-pub fn redact_env(v: &mut serde_json::Value) {
-    if let Some(env) = v.pointer_mut("/Config/Env").and_then(|e| e.as_array_mut()) {
-        for item in env {
-            if let Some(s) = item.as_str() {
-                let key = s.split_once('=').map(|(k, _)| k).unwrap_or(s);
-                *item = serde_json::Value::String(format!("{key}=<redacted>"));
-            }
-        }
+/// `docker inspect` of a lab container, errors mapped by [`exec_err`] so that every call naming
+/// a container reports a missing one as `NoSuchContainer`.
+pub(crate) async fn inspect(
+    docker: &Docker,
+    target: &str,
+    display: &str,
+    scenario: &str,
+) -> Result<ContainerInspectResponse, RuntimeError> {
+    docker
+        .inspect_container(target, None)
+        .await
+        .map_err(|e| exec_err(display, scenario, e))
+}
+
+fn to_snapshot(display: &str, info: ContainerInspectResponse) -> ContainerSnapshot {
+    let state = info.state.unwrap_or_default();
+    let status = state
+        .status
+        .map(|s| ContainerState::from_engine(s.as_ref()))
+        .unwrap_or(ContainerState::Unknown);
+    let config = info.config.unwrap_or_default();
+    let host = info.host_config.unwrap_or_default();
+    ContainerSnapshot {
+        container: display.to_owned(),
+        image: config.image.or(info.image).unwrap_or_default(),
+        state: status,
+        // Docker reports the zero time for a container that never started.
+        started_at: state.started_at.filter(|t| !t.starts_with("0001-01-01")),
+        restart_count: info.restart_count.unwrap_or(0).max(0) as u64,
+        exit_code: if status.is_running() {
+            None
+        } else {
+            state.exit_code
+        },
+        hostname: config.hostname.filter(|h| !h.is_empty()),
+        env: redacted_env(config.env.unwrap_or_default()),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        read_only_root: host.readonly_rootfs.unwrap_or(false),
+        capabilities: host.cap_add.unwrap_or_default(),
+        memory_bytes: host.memory.filter(|m| *m > 0),
+        pids_limit: host.pids_limit.filter(|p| *p > 0),
     }
 }
 
-/// Resizes (and reports on) an interactive exec.
-#[derive(Clone)]
-pub struct TtyResizer {
+/// `KEY=value` entries → `KEY` → `<redacted>`: the keys tell what a lab is configured with,
+/// the values may be secrets.
+fn redacted_env(env: Vec<String>) -> BTreeMap<String, String> {
+    env.into_iter()
+        .map(|item| {
+            let key = item.split_once('=').map(|(k, _)| k).unwrap_or(&item);
+            (key.to_owned(), REDACTED.to_owned())
+        })
+        .collect()
+}
+
+/// Resizes an interactive exec.
+struct DockerTtyResize {
     docker: Docker,
     exec_id: String,
 }
 
-impl TtyResizer {
-    pub async fn resize(&self, cols: u16, rows: u16) -> Result<(), RuntimeError> {
+#[async_trait]
+impl TtyResize for DockerTtyResize {
+    async fn resize(&self, cols: u16, rows: u16) -> Result<(), RuntimeError> {
         self.docker
             .resize_exec(
                 &self.exec_id,
@@ -229,20 +302,6 @@ impl TtyResizer {
             )
             .await
             .map_err(|e| RuntimeError::docker("resize terminal", e))
-    }
-
-    /// The shell's exit code once it has ended, `None` while it runs.
-    pub async fn exit_code(&self) -> Result<Option<i64>, RuntimeError> {
-        let info = self
-            .docker
-            .inspect_exec(&self.exec_id)
-            .await
-            .map_err(|e| RuntimeError::docker("inspect exec", e))?;
-        Ok(if info.running == Some(true) {
-            None
-        } else {
-            info.exit_code
-        })
     }
 }
 
@@ -262,37 +321,24 @@ pub(crate) async fn tty(
         cmd: Some(cmd.unwrap_or_else(|| vec!["/bin/sh".into(), "-l".into()])),
         ..Default::default()
     };
-    let exec = docker
-        .create_exec(target, opts)
-        .await
-        .map_err(|e| exec_err(display, scenario, e))?;
     let start = StartExecOptions {
         detach: false,
         tty: true,
         output_capacity: None,
     };
-    let StartExecResults::Attached { output, input } = docker
-        .start_exec(&exec.id, Some(start))
-        .await
-        .map_err(|e| exec_err(display, scenario, e))?
-    else {
-        return Err(RuntimeError::Exec {
-            container: display.into(),
-            message: "exec started detached".into(),
-        });
-    };
+    let Attached { id, output, input } =
+        attach(docker, target, display, scenario, opts, Some(start)).await?;
     let output = output.map(|r| {
         r.map(|o| o.into_bytes().to_vec())
             .map_err(|e| RuntimeError::docker("terminal output", e))
     });
     Ok(TtySession {
-        exec_id: exec.id.clone(),
         output: Box::pin(output),
         input,
-        resizer: TtyResizer {
+        resizer: Box::new(DockerTtyResize {
             docker: docker.clone(),
-            exec_id: exec.id,
-        },
+            exec_id: id,
+        }),
     })
 }
 
@@ -302,11 +348,33 @@ mod tests {
 
     #[test]
     fn redacts_every_env_value() {
-        let mut v = serde_json::json!({"Config": {"Env": ["A=secret", "PATH=/bin", "EMPTY"]}});
-        redact_env(&mut v);
+        let env = redacted_env(vec!["A=secret".into(), "PATH=/bin".into(), "EMPTY".into()]);
         assert_eq!(
-            v["Config"]["Env"],
-            serde_json::json!(["A=<redacted>", "PATH=<redacted>", "EMPTY=<redacted>"])
+            env.into_iter().collect::<Vec<_>>(),
+            [
+                ("A".to_owned(), REDACTED.to_owned()),
+                ("EMPTY".to_owned(), REDACTED.to_owned()),
+                ("PATH".to_owned(), REDACTED.to_owned()),
+            ]
         );
+    }
+
+    #[test]
+    fn snapshot_of_a_stopped_container_has_its_exit_code() {
+        let info: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "State": {"Status": "exited", "ExitCode": 137, "StartedAt": "0001-01-01T00:00:00Z"},
+            "Config": {"Image": "forge/web:1", "Env": ["TOKEN=s3cr3t"], "Hostname": "web"},
+            "HostConfig": {"ReadonlyRootfs": true, "CapAdd": ["NET_RAW"], "Memory": 0, "PidsLimit": 64},
+            "RestartCount": 2
+        }))
+        .unwrap();
+        let snap = to_snapshot("web", info);
+        assert_eq!(snap.state, ContainerState::Exited);
+        assert_eq!(snap.exit_code, Some(137));
+        assert_eq!(snap.started_at, None);
+        assert_eq!(snap.restart_count, 2);
+        assert_eq!(snap.env["TOKEN"], REDACTED);
+        assert_eq!((snap.memory_bytes, snap.pids_limit), (None, Some(64)));
+        assert!(snap.read_only_root && snap.capabilities == ["NET_RAW"]);
     }
 }

@@ -1,4 +1,4 @@
-//! A lab's fabric (design.md §4): one bridge per subnet inside the lab's own namespace, and the
+//! A lab's fabric (docs/design.md §4): one bridge per subnet inside the lab's own namespace, and the
 //! veth links that plug containers into it. All of it through netlink, none through `ip`.
 //!
 //! Per attachment the fabric end `v<container>x<attachment>` is created in the fabric, already
@@ -116,18 +116,18 @@ impl Fabric {
         let (adds, alias) = futures::join!(try_join_all(adds), alias);
         adds?;
         alias.map_err(fail(name, "set lo alias"))?;
-        let mut fabric = Self {
-            name: name.to_owned(),
-            handle,
-            bridges: HashMap::new(),
-        };
-        fabric.load_bridges().await?;
-        Ok(fabric)
+        Self::with_bridges(name, handle).await
     }
 
     /// Opens an existing fabric (re-plumbing after a container restart).
     pub async fn open(name: &str) -> Result<Self, RuntimeError> {
         let handle = netns::handle(netns::socket_in(netns::ns_path(name)).await?)?;
+        Self::with_bridges(name, handle).await
+    }
+
+    /// The fabric reached through `handle`, its bridges read back from the namespace (a
+    /// fresh one and a reopened one alike, so both know the kernel's indexes).
+    async fn with_bridges(name: &str, handle: Handle) -> Result<Self, RuntimeError> {
         let mut fabric = Self {
             name: name.to_owned(),
             handle,

@@ -11,11 +11,23 @@ use futures::StreamExt;
 
 use crate::FileContent;
 use crate::error::{RuntimeError, status_of};
-use crate::exec::exec_err;
+use crate::exec::inspect;
 
 /// Extra bytes accepted on top of the content cap for tar headers.
 const TAR_SLACK: usize = 64 * 1024;
 const MAX_SYMLINK_DEPTH: usize = 8;
+
+/// Refuses a relative file path. The fake backend calls it too, so both fail alike (the
+/// conformance suite holds them to the same error).
+pub(crate) fn require_absolute(path: &str) -> Result<(), RuntimeError> {
+    if path.starts_with('/') {
+        Ok(())
+    } else {
+        Err(RuntimeError::Invalid(format!(
+            "file path `{path}` must be absolute"
+        )))
+    }
+}
 
 /// Reads a regular file through `GET /containers/{id}/archive`, following symlinks.
 pub(crate) async fn read_file(
@@ -26,11 +38,7 @@ pub(crate) async fn read_file(
     path: &str,
     max_bytes: usize,
 ) -> Result<FileContent, RuntimeError> {
-    if !path.starts_with('/') {
-        return Err(RuntimeError::Invalid(format!(
-            "file path `{path}` must be absolute"
-        )));
-    }
+    require_absolute(path)?;
     let mut current = path.to_owned();
     for _ in 0..MAX_SYMLINK_DEPTH {
         if on_tmpfs(&current) {
@@ -115,10 +123,7 @@ async fn read_via_proc(
     path: &str,
     max_bytes: usize,
 ) -> Result<FileContent, RuntimeError> {
-    let info = docker
-        .inspect_container(target, None)
-        .await
-        .map_err(|e| exec_err(display, scenario, e))?;
+    let info = inspect(docker, target, display, scenario).await?;
     let state = info.state.unwrap_or_default();
     let pid = match state.pid {
         Some(p) if p > 0 && state.running == Some(true) => p,

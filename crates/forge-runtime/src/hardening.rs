@@ -1,4 +1,4 @@
-//! The Docker create request of a lab container, with every hardening invariant of design.md §6
+//! The Docker create request of a lab container, with every hardening invariant of docs/design.md §6
 //! applied in one place (and unit-tested here, asserted from `docker inspect` in the
 //! integration tests).
 //!

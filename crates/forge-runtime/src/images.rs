@@ -14,10 +14,13 @@
 //!
 //! The build context is a tar made in memory (entries sorted, mtime 0) whose SHA-256 becomes
 //! the `forge.image.digest` label, so `ensure_images` rebuilds an image whose files changed.
+//!
+//! Where the catalog and the busybox are is the caller's decision ([`ImageCatalog::discover`],
+//! [`find_images_dir`], [`ImageCatalog::with_busybox`]): a library reads no environment.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use bollard::Docker;
 use bollard::query_parameters::BuildImageOptions;
@@ -31,7 +34,7 @@ use crate::labels;
 pub const DIGEST_LABEL: &str = "forge.image.digest";
 /// Label holding the comma-separated sysctls the runtime applies at create time.
 pub const SYSCTLS_LABEL: &str = "forge.sysctls";
-/// Static busybox location (Debian `busybox-static`); `FORGE_BUSYBOX` overrides it.
+/// Static busybox location (Debian `busybox-static`).
 pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
 
 /// One image of the catalog.
@@ -45,11 +48,14 @@ pub struct ImageDef {
     pub dir: PathBuf,
 }
 
-/// The images directory.
+/// The images directory, and the busybox its images are built with.
 #[derive(Debug, Clone)]
 pub struct ImageCatalog {
     pub dir: PathBuf,
     pub images: Vec<ImageDef>,
+    /// The static busybox copied into every image; [`DEFAULT_BUSYBOX`] unless set with
+    /// [`ImageCatalog::with_busybox`].
+    pub busybox: PathBuf,
 }
 
 /// What `ensure_images` did for one image.
@@ -59,25 +65,35 @@ pub enum BuildOutcome {
     UpToDate,
 }
 
+/// The source tree's `images/`, the last resort of [`ImageCatalog::discover`].
+fn source_images_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images")
+}
+
+/// The nearest non-empty `images/` directory in `start` or one of its ancestors. The CLI calls
+/// it with the current directory when no directory was given.
+pub fn find_images_dir(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|d| d.join("images"))
+        .find(|d| d.is_dir() && d.read_dir().is_ok_and(|mut r| r.next().is_some()))
+}
+
 impl ImageCatalog {
-    /// `FORGE_IMAGES_DIR`, else the nearest `images/` from the current directory upwards, else
-    /// the source tree's.
-    pub fn discover() -> Result<Self, RuntimeError> {
-        if let Ok(dir) = std::env::var("FORGE_IMAGES_DIR") {
-            return Self::load(Path::new(&dir));
+    /// The catalog in `images_dir`, else the source tree's `images/` (for tests and benches
+    /// run from a checkout). Callers that want the nearest `images/` above some directory pass
+    /// [`find_images_dir`]'s answer.
+    pub fn discover(images_dir: Option<&Path>) -> Result<Self, RuntimeError> {
+        match images_dir {
+            Some(dir) => Self::load(dir),
+            None => Self::load(&source_images_dir()),
         }
-        let mut here = std::env::current_dir().ok();
-        while let Some(d) = here {
-            if d.join("images").is_dir()
-                && d.join("images")
-                    .read_dir()
-                    .is_ok_and(|mut r| r.next().is_some())
-            {
-                return Self::load(&d.join("images"));
-            }
-            here = d.parent().map(Path::to_path_buf);
-        }
-        Self::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images"))
+    }
+
+    /// Builds this catalog's images with the busybox at `path`.
+    pub fn with_busybox(mut self, path: impl Into<PathBuf>) -> Self {
+        self.busybox = path.into();
+        self
     }
 
     pub fn load(dir: &Path) -> Result<Self, RuntimeError> {
@@ -100,6 +116,7 @@ impl ImageCatalog {
         Ok(Self {
             dir: dir.to_path_buf(),
             images,
+            busybox: PathBuf::from(DEFAULT_BUSYBOX),
         })
     }
 
@@ -171,18 +188,12 @@ fn unquote(s: &str) -> Result<String, String> {
         .ok_or(format!("expected a quoted string, got `{s}`"))
 }
 
-/// Path of the static busybox to copy into images.
-pub fn busybox_path() -> PathBuf {
-    std::env::var_os("FORGE_BUSYBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| DEFAULT_BUSYBOX.into())
-}
-
-/// `busybox --list-full` of `path` (cached): `usr/bin/wget`, `sbin/ip`, …
-fn applets(path: &Path) -> Result<&'static [String], RuntimeError> {
-    static LIST: OnceLock<Vec<String>> = OnceLock::new();
-    if let Some(l) = LIST.get() {
-        return Ok(l);
+/// `busybox --list-full` of `path` (cached per path): `usr/bin/wget`, `sbin/ip`, …
+fn applets(path: &Path) -> Result<Vec<String>, RuntimeError> {
+    static LISTS: OnceLock<Mutex<HashMap<PathBuf, Vec<String>>>> = OnceLock::new();
+    let lists = LISTS.get_or_init(Default::default);
+    if let Some(l) = lists.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+        return Ok(l.clone());
     }
     let missing = || RuntimeError::BusyboxMissing {
         path: path.display().to_string(),
@@ -215,7 +226,11 @@ fn applets(path: &Path) -> Result<&'static [String], RuntimeError> {
             path: path.display().to_string(),
         });
     }
-    Ok(LIST.get_or_init(|| list))
+    lists
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(path.to_path_buf(), list.clone());
+    Ok(list)
 }
 
 enum Entry {
@@ -242,7 +257,7 @@ pub fn build_context(def: &ImageDef, busybox: &Path) -> Result<(Vec<u8>, String)
         path: busybox.display().to_string(),
     })?;
     tree.insert("rootfs/bin/busybox".into(), Entry::File(bb, 0o755));
-    for full in applets(busybox)? {
+    for full in &applets(busybox)? {
         let name = full.rsplit('/').next().unwrap_or(full);
         if name != "busybox" {
             tree.insert(format!("rootfs/bin/{name}"), Entry::Link("busybox".into()));
@@ -349,12 +364,6 @@ fn dockerfile(def: &ImageDef) -> String {
     )
 }
 
-/// Builds one image through the Docker API.
-pub async fn build(docker: &Docker, def: &ImageDef, busybox: &Path) -> Result<(), RuntimeError> {
-    let (tar, digest) = build_context(def, busybox)?;
-    build_with(docker, def, tar, &digest).await
-}
-
 async fn build_with(
     docker: &Docker,
     def: &ImageDef,
@@ -390,13 +399,13 @@ async fn build_with(
 
 /// Builds every image in `references` that is missing or out of date (all of them with
 /// `force`). Images are built concurrently.
-pub async fn ensure_images(
+pub(crate) async fn ensure_images(
     docker: &Docker,
     catalog: &ImageCatalog,
     references: &[&str],
     force: bool,
 ) -> Result<Vec<(String, BuildOutcome)>, RuntimeError> {
-    let busybox = busybox_path();
+    let busybox = catalog.busybox.clone();
     let mut work = Vec::new();
     for r in references {
         let def = catalog.get(r).ok_or_else(|| RuntimeError::ImageUnknown {

@@ -1,5 +1,5 @@
 //! Lab runtime of FrostGate Forge: hardened Docker containers wired into a per-lab fabric
-//! network namespace (design.md §4), command execution, file capture, state snapshots, an
+//! network namespace (docs/design.md §4), command execution, file capture, state snapshots, an
 //! interactive terminal, evidence collection, supervision (restart + re-plumb) and cleanup.
 //!
 //! # Model
@@ -37,42 +37,54 @@
 //! # Netlink inside other namespaces
 //!
 //! A netlink socket belongs to the network namespace of the thread that created it, for its
-//! whole life. [`netns`] therefore creates sockets on a short-lived dedicated OS thread that
-//! `setns`/`unshare`s first and then exits; the socket is handed to the async side and driven
-//! by an ordinary `rtnetlink` connection on the caller's tokio runtime. No thread of the tokio
-//! pools ever changes namespace, and no `ip` process runs on the hot path.
+//! whole life. The `netns` module therefore creates sockets on a short-lived dedicated OS
+//! thread that `setns`/`unshare`s first and then exits; the socket is handed to the async side
+//! and driven by an ordinary `rtnetlink` connection on the caller's tokio runtime. No thread of
+//! the tokio pools ever changes namespace, and no `ip` process runs on the hot path.
+//!
+//! # The seam
+//!
+//! Callers hold an `Arc<dyn Runtime>`; nothing in the trait names Docker. [`DockerRuntime`] is
+//! the production backend; with the `fake` feature, `fake::FakeRuntime` is an in-memory one for
+//! other crates' fast tests; with the `conformance` feature, the `conformance` module checks
+//! that a backend behaves like the others (this crate runs it against both). The
+//! [`Supervisor`] only uses the trait.
 
-pub mod cli;
-#[doc(hidden)]
-pub mod cli_baseline;
 pub mod collect;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod docker;
 mod error;
 mod exec;
 mod fabric;
+#[cfg(feature = "fake")]
+pub mod fake;
 mod files;
 pub mod hardening;
 pub mod images;
+mod model;
 mod netns;
 pub mod supervisor;
 pub mod template_test;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::pin::Pin;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use forge_core::ScenarioId;
-use forge_core::template::{LabPlan, ScenarioTemplate};
 use futures::Stream;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 pub use collect::collect;
 pub use docker::DockerRuntime;
 pub use error::RuntimeError;
-pub use exec::TtyResizer;
-pub use images::{ImageCatalog, ensure_images};
+pub use images::{ImageCatalog, find_images_dir};
+pub use model::{
+    ExecCommand, ExecRequest, ExecResult, FileContent, LabContainer, LabHandle, LabSpec,
+    LabSummary, LaunchTimings, ReconcileReport, TeardownReport,
+};
 pub use netns::{list_namespaces, namespace_exists};
 pub use supervisor::{LabEvent, Supervisor, SupervisorConfig};
 
@@ -96,195 +108,126 @@ pub mod labels {
     pub const IMAGE: &str = "forge.image";
 }
 
-/// What to launch.
-#[derive(Debug, Clone)]
-pub struct LabSpec {
-    pub scenario_id: ScenarioId,
-    pub tenant_id: String,
-    pub template: ScenarioTemplate,
-    /// Extra container labels (e.g. `forge.test_run`); cannot override the runtime's own.
-    pub labels: BTreeMap<String, String>,
+/// The state of a lab container, whatever the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+    Unknown,
 }
 
-impl LabSpec {
-    pub fn new(scenario_id: ScenarioId, tenant_id: impl Into<String>, t: ScenarioTemplate) -> Self {
-        Self {
-            scenario_id,
-            tenant_id: tenant_id.into(),
-            template: t,
-            labels: BTreeMap::new(),
+impl ContainerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Restarting => "restarting",
+            Self::Removing => "removing",
+            Self::Exited => "exited",
+            Self::Dead => "dead",
+            Self::Unknown => "unknown",
         }
     }
 
-    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.labels.insert(key.into(), value.into());
-        self
-    }
-}
-
-/// A launched, ready lab.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LabHandle {
-    pub scenario_id: ScenarioId,
-    /// The fabric namespace's name, `forge_scn_<12hex>`.
-    pub network_id: String,
-    /// Template container name → Docker container id.
-    pub containers: BTreeMap<String, String>,
-    pub plan: LabPlan,
-    pub timings: LaunchTimings,
-}
-
-/// When each launch phase finished, measured from the start of `launch` (phases overlap:
-/// containers are created while the fabric is built).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LaunchTimings {
-    pub images_checked: Duration,
-    pub fabric_ready: Duration,
-    pub containers_created: Duration,
-    pub containers_started: Duration,
-    pub links_plumbed: Duration,
-    pub setup_done: Duration,
-    pub total: Duration,
-}
-
-/// The program an exec runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExecCommand {
-    Argv(Vec<String>),
-    /// Run with `sh -c`.
-    Shell(String),
-}
-
-/// One command to run in a lab container.
-#[derive(Debug, Clone)]
-pub struct ExecRequest {
-    pub command: ExecCommand,
-    pub timeout: Duration,
-    pub stdin: Option<Vec<u8>>,
-    /// Per stream (stdout, stderr); the rest is drained and dropped, `truncated` is set.
-    pub max_output_bytes: usize,
-}
-
-impl ExecRequest {
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-    pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
-
-    pub fn shell(cmd: impl Into<String>) -> Self {
-        Self::new(ExecCommand::Shell(cmd.into()))
+    pub fn is_running(self) -> bool {
+        self == Self::Running
     }
 
-    pub fn argv<I: IntoIterator<Item = S>, S: Into<String>>(argv: I) -> Self {
-        Self::new(ExecCommand::Argv(
-            argv.into_iter().map(Into::into).collect(),
-        ))
-    }
-
-    fn new(command: ExecCommand) -> Self {
-        Self {
-            command,
-            timeout: Self::DEFAULT_TIMEOUT,
-            stdin: None,
-            max_output_bytes: Self::DEFAULT_MAX_OUTPUT,
-        }
-    }
-
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
-        self
-    }
-
-    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(data.into());
-        self
-    }
-
-    pub fn max_output(mut self, bytes: usize) -> Self {
-        self.max_output_bytes = bytes;
-        self
-    }
-
-    /// The argv handed to Docker.
-    pub fn to_argv(&self) -> Vec<String> {
-        match &self.command {
-            ExecCommand::Argv(v) => v.clone(),
-            ExecCommand::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+    /// From Docker's state strings (`running`, `exited`, …); anything else is `Unknown`.
+    pub fn from_engine(s: &str) -> Self {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "created" => Self::Created,
+            "running" => Self::Running,
+            "paused" => Self::Paused,
+            "restarting" => Self::Restarting,
+            "removing" => Self::Removing,
+            "exited" => Self::Exited,
+            "dead" => Self::Dead,
+            _ => Self::Unknown,
         }
     }
 }
 
-/// What an exec produced.
+impl fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What `snapshot` reports about one lab container: enough to judge and to archive as
+/// evidence, never a secret (every environment value is redacted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExecResult {
-    /// `-1` when the process was killed on timeout before reporting one.
-    pub exit_code: i64,
-    pub stdout: String,
-    pub stderr: String,
-    /// Whether either stream went over `max_output_bytes`.
-    pub truncated: bool,
-    pub duration: Duration,
-    pub timed_out: bool,
+pub struct ContainerSnapshot {
+    /// Template name.
+    pub container: String,
+    pub image: String,
+    pub state: ContainerState,
+    /// RFC 3339, as the engine reports it; `None` when it never started.
+    pub started_at: Option<String>,
+    pub restart_count: u64,
+    /// Only once it has stopped.
+    pub exit_code: Option<i64>,
+    pub hostname: Option<String>,
+    /// Every value is [`REDACTED`]; the keys are kept.
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub read_only_root: bool,
+    /// Capabilities added back after dropping all.
+    pub capabilities: Vec<String>,
+    pub memory_bytes: Option<i64>,
+    pub pids_limit: Option<i64>,
 }
 
-/// A file read from a container through Docker's archive API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileContent {
-    pub path: String,
-    pub bytes: Vec<u8>,
-    /// Size of the file in the container.
-    pub size: u64,
-    pub truncated: bool,
+/// What a snapshot shows instead of an environment value.
+pub const REDACTED: &str = "<redacted>";
+
+/// Resizes an interactive terminal.
+#[async_trait]
+pub trait TtyResize: Send + Sync {
+    async fn resize(&self, cols: u16, rows: u16) -> Result<(), RuntimeError>;
 }
 
-/// An interactive terminal in a lab container (for the WebSocket terminal).
+/// An interactive terminal in a lab container (for the WebSocket terminal). Dropping `input`
+/// ends the shell's stdin; the output stream ends when the shell does.
 pub struct TtySession {
-    pub exec_id: String,
     /// Raw terminal output.
     pub output: Pin<Box<dyn Stream<Item = Result<Vec<u8>, RuntimeError>> + Send>>,
     /// Keystrokes go here.
     pub input: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-    pub resizer: TtyResizer,
+    pub resizer: Box<dyn TtyResize>,
 }
 
-/// One container of a lab as found on the engine.
+/// Something that happened to a lab container, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LabContainer {
-    /// Template name.
-    pub name: String,
-    pub docker_name: String,
-    pub id: String,
-    /// Docker's state: `running`, `exited`, `created` …
-    pub state: String,
+pub enum RuntimeEvent {
+    /// The container stopped (crash, kill, OOM kill, or its own exit).
+    Died {
+        scenario_id: String,
+        container: String,
+    },
+    /// The kernel OOM-killed a process in it (a `Died` follows when that was its init).
+    OomKilled {
+        scenario_id: String,
+        container: String,
+    },
 }
 
-/// A lab as found on this host (containers by label, fabric namespace by name).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabSummary {
+/// A lab container that is not running (exited or dead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoppedContainer {
     pub scenario_id: String,
-    pub network_id: String,
-    pub tenant_id: Option<String>,
-    pub template: Option<String>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub containers: Vec<LabContainer>,
-    pub namespace_exists: bool,
-    pub labels: BTreeMap<String, String>,
+    /// Template name.
+    pub container: String,
 }
 
-/// What `teardown` removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TeardownReport {
-    pub containers_removed: usize,
-    pub namespace_removed: bool,
-}
-
-/// What `reconcile` / `cleanup_older_than` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReconcileReport {
-    pub removed: Vec<String>,
-    pub kept: Vec<String>,
-    pub errors: Vec<String>,
-}
-
-/// The lab runtime the orchestrator and worker agent use.
+/// The lab runtime the orchestrator, worker agent and supervisor use.
 #[async_trait]
 pub trait Runtime: Send + Sync {
     /// Creates the fabric and containers, plumbs links, runs setup; tears down what it built
@@ -308,12 +251,12 @@ pub trait Runtime: Send + Sync {
         max_bytes: usize,
     ) -> Result<FileContent, RuntimeError>;
 
-    /// The container's inspect document with every environment value redacted.
+    /// The container's state and configuration, with every environment value redacted.
     async fn snapshot(
         &self,
         scenario: &ScenarioId,
         container: &str,
-    ) -> Result<serde_json::Value, RuntimeError>;
+    ) -> Result<ContainerSnapshot, RuntimeError>;
 
     /// An interactive terminal running `cmd` (default `/bin/sh`).
     async fn exec_tty(
@@ -334,9 +277,49 @@ pub trait Runtime: Send + Sync {
         &self,
         alive: &(dyn for<'s> Fn(&'s str) -> bool + Send + Sync),
     ) -> Result<ReconcileReport, RuntimeError>;
+
+    /// Deaths (and OOM kills) of lab containers, as they happen; the stream ends when the
+    /// engine connection drops (callers re-subscribe). `label_filters` narrow it like
+    /// [`SupervisorConfig::label_filters`] (`key` or `key=value`).
+    async fn events(
+        &self,
+        label_filters: &[String],
+    ) -> Result<BoxStream<'static, RuntimeEvent>, RuntimeError>;
+
+    /// Containers of labs on this host that are not running (exited/dead), narrowed the same
+    /// way.
+    async fn stopped_containers(
+        &self,
+        label_filters: &[String],
+    ) -> Result<Vec<StoppedContainer>, RuntimeError>;
+
+    /// Whether the lab is alive: its fabric exists and this process is not tearing it down.
+    async fn lab_alive(&self, scenario: &ScenarioId) -> bool;
+
+    /// Current state of one lab container (`NoSuchContainer` when it is gone).
+    async fn container_state(
+        &self,
+        scenario: &ScenarioId,
+        container: &str,
+    ) -> Result<ContainerState, RuntimeError>;
+
+    /// Starts a dead lab container again and re-plumbs its links and setup from its labels.
+    async fn revive(&self, scenario: &ScenarioId, container: &str) -> Result<(), RuntimeError>;
+
+    /// Stops a half-revived container so the next attempt starts clean.
+    async fn kill(&self, scenario: &ScenarioId, container: &str) -> Result<(), RuntimeError>;
 }
 
-/// Docker name of a lab container.
+/// Whether a container's labels pass `label_filters` (`key` or `key=value`, all must hold), the
+/// engine's own label filter semantics.
+pub fn labels_match(labels: &BTreeMap<String, String>, label_filters: &[String]) -> bool {
+    label_filters.iter().all(|f| match f.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+        None => labels.contains_key(f.as_str()),
+    })
+}
+
+/// The engine's name of a lab container, `forge_<12hex>_<container>`.
 pub fn container_name(scenario: &ScenarioId, container: &str) -> String {
     format!("forge_{}_{}", scenario.suffix(), container)
 }

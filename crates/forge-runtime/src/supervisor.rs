@@ -1,26 +1,31 @@
-//! Keeps labs whole (design.md §4): lab containers run with restart policy `no` because a
+//! Keeps labs whole (docs/design.md §4): lab containers run with restart policy `no` because a
 //! Docker restart gives a container a fresh network namespace without our veths. The
-//! supervisor watches the engine's `die`/`oom` events for lab containers; one that dies while
-//! its lab is alive (namespace present, not being torn down) is started again and re-plumbed
-//! from its labels, counted in `forge_container_restarts_total`. When that fails
+//! supervisor watches the runtime's [`RuntimeEvent`]s; a container that dies while its lab is
+//! alive ([`Runtime::lab_alive`]) is revived ([`Runtime::revive`]: started again and
+//! re-plumbed from its labels), counted in `forge_container_restarts_total`. When that fails
 //! `max_attempts` times, or the container crash-loops, the lab is reported failed with a
-//! reason on the event channel — never left silently disconnected.
+//! reason on the event channel (`forge_lab_failures_total`), never left silently disconnected.
+//! OOM kills are counted in `forge_container_oom_total`.
 //!
-//! It also converges after the daemon (or this process) restarted: on start and after every
-//! reconnect of the event stream it revives stopped containers of live labs.
+//! It also converges after the engine (or this process) restarted: on start and after every
+//! reconnect of the event stream it subscribes first, then revives the stopped containers of
+//! live labs, so a death between the two is seen by one or the other.
+//!
+//! It only speaks to the [`Runtime`] trait, so it supervises any backend (the fake included).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use forge_core::ScenarioId;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::docker::revive;
-use crate::error::status_of;
-use crate::{DockerRuntime, labels, netns};
+use crate::{Runtime, RuntimeError, RuntimeEvent};
+
+/// Pause before re-subscribing after the event stream ended or could not be opened.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What the supervisor reports to the orchestrator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,21 +72,23 @@ impl Default for SupervisorConfig {
 
 /// The supervisor task. Create with [`Supervisor::new`], run with [`Supervisor::spawn`].
 pub struct Supervisor {
-    rt: DockerRuntime,
+    rt: Arc<dyn Runtime>,
     cfg: SupervisorConfig,
     tx: mpsc::UnboundedSender<LabEvent>,
-    in_flight: Arc<Mutex<HashSet<String>>>,
-    history: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+    /// Containers (`scenario/container`) being recovered right now.
+    in_flight: Mutex<HashSet<String>>,
+    /// Recent deaths per container, for crash-loop detection.
+    history: Mutex<HashMap<String, Vec<Instant>>>,
 }
 
 impl Supervisor {
     pub fn new(
-        rt: DockerRuntime,
+        runtime: Arc<dyn Runtime>,
         cfg: SupervisorConfig,
     ) -> (Self, mpsc::UnboundedReceiver<LabEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let s = Self {
-            rt,
+            rt: runtime,
             cfg,
             tx,
             in_flight: Default::default(),
@@ -95,195 +102,162 @@ impl Supervisor {
         tokio::spawn(self.run())
     }
 
-    fn labels(&self) -> Vec<String> {
-        let mut l = vec![labels::SCENARIO_ID.to_owned()];
-        l.extend(self.cfg.label_filters.iter().cloned());
-        l
-    }
-
     pub async fn run(self) {
         let me = Arc::new(self);
-        let mut since: Option<i64> = None;
         loop {
-            let filters = HashMap::from([
-                ("type".to_owned(), vec!["container".to_owned()]),
-                ("event".to_owned(), vec!["die".to_owned(), "oom".to_owned()]),
-                ("label".to_owned(), me.labels()),
-            ]);
-            let opts = EventsOptions {
-                since: since.map(|s| s.to_string()),
-                until: None,
-                filters: Some(filters),
-            };
-            let mut events = me.rt.docker().events(Some(opts));
-            // Subscribed first, then scan: a death between the two is seen by one or the other.
-            me.clone().recover().await;
-            while let Some(ev) = events.next().await {
-                let Ok(ev) = ev else { break };
-                since = ev.time.or(since);
-                let action = ev.action.as_deref().unwrap_or_default();
-                let Some(actor) = ev.actor else { continue };
-                let (Some(id), attrs) = (actor.id, actor.attributes.unwrap_or_default()) else {
-                    continue;
-                };
-                let scenario = attrs.get(labels::SCENARIO_ID).cloned().unwrap_or_default();
-                if action == "oom" {
-                    metrics::counter!("forge_container_oom_total", "service" => "forge_runtime")
-                        .increment(1);
-                    continue;
+            match me.rt.events(&me.cfg.label_filters).await {
+                Ok(mut events) => {
+                    // Subscribed first, then scan: a death between the two is seen by one or
+                    // the other.
+                    me.clone().recover().await;
+                    while let Some(ev) = events.next().await {
+                        match ev {
+                            RuntimeEvent::OomKilled { .. } => {
+                                metrics::counter!("forge_container_oom_total", "service" => "forge_runtime")
+                                    .increment(1);
+                            }
+                            RuntimeEvent::Died {
+                                scenario_id,
+                                container,
+                            } => {
+                                tokio::spawn(me.clone().on_death(scenario_id, container));
+                            }
+                        }
+                    }
+                    tracing::debug!("runtime event stream ended; resubscribing");
                 }
-                tokio::spawn(me.clone().on_death(id, scenario));
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to runtime events"),
             }
-            // Stream ended (daemon restart, timeout): reconnect after a pause.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(RECONNECT_PAUSE).await;
         }
     }
 
     /// Revives stopped containers of labs that are still alive.
     async fn recover(self: Arc<Self>) {
-        let filters = HashMap::from([
-            ("label".to_owned(), self.labels()),
-            (
-                "status".to_owned(),
-                vec!["exited".to_owned(), "dead".to_owned()],
-            ),
-        ]);
-        let opts = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let Ok(stopped) = self.rt.docker().list_containers(Some(opts)).await else {
-            return;
-        };
-        for c in stopped {
-            let scenario = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::SCENARIO_ID))
-                .cloned()
-                .unwrap_or_default();
-            if let Some(id) = c.id {
-                tokio::spawn(self.clone().on_death(id, scenario));
+        match self.rt.stopped_containers(&self.cfg.label_filters).await {
+            Ok(stopped) => {
+                for c in stopped {
+                    tokio::spawn(self.clone().on_death(c.scenario_id, c.container));
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "cannot list stopped lab containers"),
         }
     }
 
-    fn lab_alive(&self, scenario: &str) -> bool {
-        let ns = scenario
-            .strip_prefix("scn-")
-            .map(|h| format!("forge_scn_{h}"));
-        !self.rt.is_tearing_down(scenario) && ns.is_some_and(|ns| netns::namespace_exists(&ns))
-    }
-
-    async fn on_death(self: Arc<Self>, id: String, scenario: String) {
-        if !self.lab_alive(&scenario) {
+    async fn on_death(self: Arc<Self>, scenario: String, container: String) {
+        let Ok(id) = scenario.parse::<ScenarioId>() else {
+            return;
+        };
+        if !self.rt.lab_alive(&id).await {
             return;
         }
+        let key = format!("{scenario}/{container}");
         // One recovery per container at a time; deaths during it are its own doing.
         if !self
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone())
+            .insert(key.clone())
         {
             return;
         }
-        self.recover_container(&id, &scenario).await;
+        let outcome = self.recover_container(&id, &container, &key).await;
         self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+            .remove(&key);
+        // Reported only once the container is out of `in_flight`, so a death right after the
+        // report is recovered again rather than taken for our own doing.
+        if let Some(ev) = outcome {
+            let _ = self.tx.send(ev);
+        }
     }
 
-    async fn recover_container(&self, id: &str, scenario: &str) {
-        let docker = self.rt.docker();
-        let name = match docker.inspect_container(id, None).await {
-            Ok(info) if info.state.as_ref().and_then(|s| s.running) == Some(true) => return,
-            Ok(info) => info
-                .config
-                .and_then(|c| c.labels)
-                .and_then(|mut l| l.remove(labels::CONTAINER))
-                .unwrap_or_default(),
-            Err(_) => return, // removed: a teardown, not a crash
-        };
-        if self.crash_looping(id) {
-            return self.fail(
-                scenario,
-                &name,
+    /// Brings one container back; `None` when there was nothing to report (it runs, or its lab
+    /// went away meanwhile).
+    async fn recover_container(
+        &self,
+        scenario: &ScenarioId,
+        name: &str,
+        key: &str,
+    ) -> Option<LabEvent> {
+        match self.rt.container_state(scenario, name).await {
+            Ok(s) if s.is_running() => return None,
+            Ok(_) => {}
+            Err(_) => return None, // removed: a teardown, not a crash
+        }
+        let sid = scenario.as_str();
+        if self.crash_looping(key) {
+            return Some(self.fail(
+                sid,
+                name,
                 format!(
                     "container {name} crash-looped: more than {} restarts in {:?}",
                     self.cfg.max_restarts, self.cfg.window
                 ),
-            );
+            ));
         }
         let mut last = String::new();
         for attempt in 1..=self.cfg.max_attempts {
-            if !self.lab_alive(scenario) {
-                return;
+            if !self.rt.lab_alive(scenario).await {
+                return None;
             }
             if attempt > 1 {
                 tokio::time::sleep(self.cfg.backoff * attempt).await;
                 // A half-revived container is stopped so the next attempt starts clean.
-                let _ = docker
-                    .kill_container(id, None::<bollard::query_parameters::KillContainerOptions>)
-                    .await;
+                let _ = self.rt.kill(scenario, name).await;
             }
-            match revive(&self.rt, id).await {
+            match self.rt.revive(scenario, name).await {
                 Ok(()) => {
                     metrics::counter!("forge_container_restarts_total", "service" => "forge_runtime").increment(1);
-                    tracing::info!(scenario, container = %name, attempt, "lab container restarted and re-plumbed");
-                    let _ = self.tx.send(LabEvent::Restarted {
-                        scenario_id: scenario.into(),
-                        container: name.clone(),
+                    tracing::info!(scenario = sid, container = %name, attempt, "lab container restarted and re-plumbed");
+                    return Some(LabEvent::Restarted {
+                        scenario_id: sid.into(),
+                        container: name.into(),
                         attempt,
                     });
-                    return;
                 }
                 Err(e) => {
-                    if let crate::RuntimeError::Docker { .. } = &e {
-                        // Gone in the meantime (teardown racing us) is not a failure.
-                        if docker
-                            .inspect_container(id, None)
-                            .await
-                            .err()
-                            .is_some_and(|e| status_of(&e) == Some(404))
-                        {
-                            return;
-                        }
+                    // Gone in the meantime (teardown racing us) is not a failure.
+                    if let Err(RuntimeError::NoSuchContainer { .. }) =
+                        self.rt.container_state(scenario, name).await
+                    {
+                        return None;
                     }
-                    tracing::warn!(scenario, container = %name, attempt, error = %e, "restart failed");
+                    tracing::warn!(scenario = sid, container = %name, attempt, error = %e, "restart failed");
                     last = e.to_string();
                 }
             }
         }
-        if self.lab_alive(scenario) {
-            self.fail(
-                scenario,
-                &name,
-                format!(
-                    "container {name} could not be restarted after {} attempts: {last}",
-                    self.cfg.max_attempts
-                ),
-            );
+        if !self.rt.lab_alive(scenario).await {
+            return None;
         }
+        Some(self.fail(
+            sid,
+            name,
+            format!(
+                "container {name} could not be restarted after {} attempts: {last}",
+                self.cfg.max_attempts
+            ),
+        ))
     }
 
-    fn crash_looping(&self, id: &str) -> bool {
+    fn crash_looping(&self, key: &str) -> bool {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let deaths = h.entry(id.to_owned()).or_default();
+        let deaths = h.entry(key.to_owned()).or_default();
         deaths.retain(|t| t.elapsed() < self.cfg.window);
         deaths.push(Instant::now());
         deaths.len() as u32 > self.cfg.max_restarts
     }
 
-    fn fail(&self, scenario: &str, container: &str, reason: String) {
+    /// Counts and logs a lab failure and gives the event reporting it.
+    fn fail(&self, scenario: &str, container: &str, reason: String) -> LabEvent {
         metrics::counter!("forge_lab_failures_total", "service" => "forge_runtime").increment(1);
         tracing::error!(scenario, container, %reason, "lab failed");
-        let _ = self.tx.send(LabEvent::Failed {
+        LabEvent::Failed {
             scenario_id: scenario.into(),
             container: container.into(),
             reason,
-        });
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! Criteria evaluation against a live lab, and `forge template test`: proves a template is
-//! solvable and not already solved — launch, criteria must NOT all pass, run `spec.solution`,
-//! criteria must all pass, tear down (always).
+//! Criteria evaluation against a live lab, and the core of `forge template test`: proves a
+//! template is solvable and not already solved — launch, criteria must NOT all pass, run
+//! `spec.solution`, criteria must all pass, tear down (always). Works on any [`Runtime`]; the
+//! caller makes sure the template's images exist (`DockerRuntime::ensure_images`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use forge_core::template::ScenarioTemplate;
 use forge_core::{Artifact, CriterionResult, ScenarioId};
 use futures::future::join_all;
 
-use crate::{DockerRuntime, ExecRequest, LabSpec, Runtime, collect};
+use crate::{ExecRequest, LabSpec, Runtime, collect};
 
 /// One criterion's verdict with the artifacts its steps produced.
 #[derive(Debug, Clone)]
@@ -121,7 +122,7 @@ impl TemplateTestReport {
 /// Runs the whole test for one template on `rt` under a fresh scenario id; the lab is always
 /// torn down.
 pub async fn test_template(
-    rt: &DockerRuntime,
+    rt: &dyn Runtime,
     file: &str,
     t: &ScenarioTemplate,
     extra_labels: &BTreeMap<String, String>,
@@ -131,7 +132,7 @@ pub async fn test_template(
 
 /// [`test_template`] under a given scenario id.
 pub async fn test_template_as(
-    rt: &DockerRuntime,
+    rt: &dyn Runtime,
     scenario: ScenarioId,
     file: &str,
     t: &ScenarioTemplate,
@@ -147,17 +148,6 @@ pub async fn test_template_as(
     };
     if t.spec.solution.is_empty() {
         report.failure = Some("template has no spec.solution steps to prove it solvable".into());
-        return report;
-    }
-    let images: Vec<&str> = t
-        .spec
-        .assets
-        .containers
-        .iter()
-        .map(|c| c.image.as_str())
-        .collect();
-    if let Err(e) = rt.ensure_images(&images, false).await {
-        report.failure = Some(e.to_string());
         return report;
     }
     let mut spec = LabSpec::new(scenario.clone(), "template-test", t.clone());
@@ -181,7 +171,7 @@ pub async fn test_template_as(
 }
 
 async fn exercise(
-    rt: &DockerRuntime,
+    rt: &dyn Runtime,
     scenario: &ScenarioId,
     t: &ScenarioTemplate,
     rows: &mut Vec<CriterionRow>,

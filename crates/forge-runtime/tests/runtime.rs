@@ -7,6 +7,8 @@
 
 #[path = "runtime/common.rs"]
 mod common;
+#[path = "runtime/conformance.rs"]
+mod conformance;
 #[path = "runtime/exec.rs"]
 mod exec;
 #[path = "runtime/hardening.rs"]
@@ -15,3 +17,5 @@ mod hardening;
 mod isolation;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
+#[path = "shared/mod.rs"]
+mod shared;

@@ -1,4 +1,4 @@
-//! Front-door benchmark (design.md §8): `POST /v1/spawn` (auth, rate limit, idempotency,
+//! Front-door benchmark (docs/design.md §8): `POST /v1/spawn` (auth, rate limit, idempotency,
 //! gate, SQLite insert + ledger row, bus publish, audit; lab launch left out — nothing consumes
 //! the bus) against `GET /health`, in the same run, over real HTTP on loopback, K concurrent
 //! clients, a fixed number of requests each. Prints requests/s, p50/p99 and the ratio.

@@ -1,7 +1,5 @@
-//! The HTTP services of FrostGate Forge, one module per spec service, on shared plumbing:
+//! The front door of FrostGate Forge, on the HTTP plumbing of `forge-http`:
 //!
-//! - [`http`]: the one error type and envelope, JSON extraction, `/health`, `/metrics`,
-//!   `/openapi.json`, body limits;
 //! - [`spawn`]: forge_spawn_service (:8082), the front door;
 //! - [`tenants`], [`ratelimit`], [`billing`]: what the front door enforces and records.
 //!
@@ -9,7 +7,6 @@
 //! `forge up` (SQLite, in-process bus) and distributed mode run the same code.
 
 pub mod billing;
-pub mod http;
 pub mod ratelimit;
 pub mod spawn;
 pub mod tenants;

@@ -99,14 +99,6 @@ impl TenantDirectory {
         Self::from_toml(EXAMPLE, "deploy/tenants.example.toml").expect("bundled example is valid")
     }
 
-    /// `FORGE_TENANTS_FILE` when set, else the built-in example.
-    pub fn from_env() -> Result<Self, TenantConfigError> {
-        match std::env::var_os("FORGE_TENANTS_FILE") {
-            Some(p) if !p.is_empty() => Self::load(Path::new(&p)),
-            _ => Ok(Self::example()),
-        }
-    }
-
     pub fn load(path: &Path) -> Result<Self, TenantConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| TenantConfigError {
             source_name: path.display().to_string(),

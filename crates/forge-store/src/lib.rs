@@ -5,7 +5,7 @@
 //! PostgreSQL one for distributed mode implements the same trait and must pass the same
 //! conformance suite (`tests/store.rs`).
 //!
-//! Invariants the implementations uphold (design.md §6):
+//! Invariants the implementations uphold (docs/design.md §6):
 //! - one `(tenant_id, request_id)` yields one scenario and at most one ledger row, however
 //!   concurrently it is inserted;
 //! - a scenario's status only moves along [`ScenarioStatus::can_move_to`], checked atomically

@@ -1,4 +1,4 @@
-//! Conformance suite for [`Store`] implementations (design.md §2: one suite, every backend).
+//! Conformance suite for [`Store`] implementations (docs/design.md §2: one suite, every backend).
 //! Each check is a plain async fn over `&dyn Store`; `store_conformance_suite!` instantiates all
 //! of them for one backend constructor. PostgreSQL adds one more `store_conformance_suite!` line.
 

@@ -1,37 +1,44 @@
 //! Client commands against a running platform: `forge spawn|status|score|check|submit|exec|shell`.
 //!
-//! They talk HTTP to the services on their spec ports. Without `--token` they mint a short-lived
-//! token for `--tenant`/`--sub` from the local data dir's HS256 secret, which is what a learner
-//! on the `forge up` machine wants; against a remote platform, pass the token you were given.
+//! They talk HTTP to the services on their default ports ([`Service::default_port`]). Without
+//! `--token` they mint a short-lived token for `--tenant`/`--sub` from the data dir's HS256
+//! secret, which is what a learner on the `forge up` machine wants; against a remote platform,
+//! pass the token you were given.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use forge_auth::roles;
+use forge_http::Service;
 use serde_json::{Value, json};
 
+/// Where the platform is and who is calling.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Platform")]
 pub struct Endpoint {
-    /// Host the services listen on (spec ports 8082-8087)
-    #[arg(long, env = "FORGE_HOST", default_value = "127.0.0.1", global = true)]
+    /// Host the services listen on, each on its default port
+    #[arg(long, env = "FORGE_HOST", default_value = "127.0.0.1")]
     pub host: String,
-    /// Bearer token; minted from the local data dir when absent
-    #[arg(long, env = "FORGE_TOKEN", global = true, hide_env_values = true)]
+    /// Bearer token [default: minted from the data dir's secret]
+    #[arg(long, env = "FORGE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    #[arg(long, env = "FORGE_TENANT", default_value = "demo", global = true)]
+    /// Tenant of the minted token
+    #[arg(long, env = "FORGE_TENANT", default_value = "demo")]
     pub tenant: String,
-    #[arg(long, env = "FORGE_SUB", default_value = "demo-learner", global = true)]
+    /// Subject of the minted token
+    #[arg(long, env = "FORGE_SUB", default_value = "demo-learner")]
     pub sub: String,
-    #[arg(long, env = "FORGE_DATA_DIR", global = true)]
-    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
     /// Spawn a lab on a track and wait until it runs
     Spawn {
+        #[command(flatten)]
+        ep: Endpoint,
         track: String,
         #[arg(long)]
         template: Option<String>,
@@ -46,45 +53,75 @@ pub enum ClientCommand {
     },
     /// Show a scenario's status
     Status {
+        #[command(flatten)]
+        ep: Endpoint,
         id: String,
         #[arg(long)]
         json: bool,
     },
     /// Show a scenario's signed score
     Score {
+        #[command(flatten)]
+        ep: Endpoint,
         id: String,
         #[arg(long)]
         json: bool,
     },
     /// Evaluate the lab's objectives now, without ending it
-    Check { id: String },
+    Check {
+        #[command(flatten)]
+        ep: Endpoint,
+        id: String,
+    },
     /// Submit the lab for scoring
-    Submit { id: String },
+    Submit {
+        #[command(flatten)]
+        ep: Endpoint,
+        id: String,
+    },
     /// Run a command in the lab's learner container
     Exec {
+        #[command(flatten)]
+        ep: Endpoint,
         id: String,
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
     /// Open an interactive terminal in the lab's learner container
-    Shell { id: String },
+    Shell {
+        #[command(flatten)]
+        ep: Endpoint,
+        id: String,
+    },
+}
+
+impl ClientCommand {
+    fn endpoint(&self) -> &Endpoint {
+        match self {
+            Self::Spawn { ep, .. }
+            | Self::Status { ep, .. }
+            | Self::Score { ep, .. }
+            | Self::Check { ep, .. }
+            | Self::Submit { ep, .. }
+            | Self::Exec { ep, .. }
+            | Self::Shell { ep, .. } => ep,
+        }
+    }
 }
 
 impl Endpoint {
-    fn url(&self, port: u16, path: &str) -> String {
-        format!("http://{}:{port}{path}", self.host)
+    /// `http://host:port/path` of `service`.
+    pub fn url(&self, service: Service, path: &str) -> String {
+        format!("http://{}:{}{path}", self.host, service.default_port())
     }
 
-    pub fn token(&self) -> anyhow::Result<String> {
+    /// `--token`, else one minted from the secret in `dir`.
+    pub fn token(&self, dir: &Path) -> anyhow::Result<String> {
         if let Some(t) = &self.token {
             return Ok(t.clone());
         }
-        let dir = self
-            .data_dir
-            .clone()
-            .unwrap_or_else(forge_auth::default_data_dir);
         let issuer = forge_auth::LocalIssuer::load_or_create(
-            &dir,
+            dir,
             forge_auth::DEFAULT_ISSUER,
             forge_auth::DEFAULT_AUDIENCE,
         )
@@ -94,7 +131,7 @@ impl Endpoint {
                 dir.display()
             )
         })?;
-        let roles = ["forge.spawn", "forge.score.read"].map(String::from);
+        let roles = [roles::SPAWN, roles::SCORE_READ].map(String::from);
         Ok(issuer.mint(
             &self.tenant,
             &roles,
@@ -136,23 +173,46 @@ impl Api<'_> {
         Err(anyhow::anyhow!("{status}: {msg}{details}"))
     }
 
-    async fn get(&self, port: u16, path: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(self.ep.url(port, path)), 200).await
+    async fn get(&self, service: Service, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.ep.url(service, path)), 200)
+            .await
+    }
+
+    /// GETs `path` for a command with `--json`: when `json` is set the body is printed as it
+    /// came and `None` returned, so the caller only renders the human form.
+    async fn get_or_print(
+        &self,
+        service: Service,
+        path: &str,
+        json: bool,
+    ) -> anyhow::Result<Option<Value>> {
+        let body = self.get(service, path).await?;
+        if json {
+            print_json(&body)?;
+            return Ok(None);
+        }
+        Ok(Some(body))
     }
 
     async fn post(
         &self,
-        port: u16,
+        service: Service,
         path: &str,
         body: Option<&Value>,
         ok: u16,
     ) -> anyhow::Result<Value> {
-        let mut req = self.http.post(self.ep.url(port, path));
+        let mut req = self.http.post(self.ep.url(service, path));
         if let Some(b) = body {
             req = req.json(b);
         }
         self.send(req, ok).await
     }
+}
+
+/// `--json` output: the value pretty-printed on stdout.
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
 fn print_criteria(criteria: &Value, text_field: &str) {
@@ -169,8 +229,9 @@ fn print_criteria(criteria: &Value, text_field: &str) {
     }
 }
 
-pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
-    let token = ep.token()?;
+pub async fn run(data_dir: &Path, cmd: ClientCommand) -> anyhow::Result<u8> {
+    let ep = cmd.endpoint().clone();
+    let token = ep.token(data_dir)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
@@ -186,6 +247,7 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
             request_id,
             no_wait,
             json,
+            ..
         } => {
             let rid = request_id.unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4()));
             let mut body = json!({ "track": track, "request_id": rid });
@@ -193,7 +255,9 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
                 body["template"] = json!(t);
             }
             let started = Instant::now();
-            let resp = api.post(8082, "/v1/spawn", Some(&body), 201).await?;
+            let resp = api
+                .post(Service::Spawn, "/v1/spawn", Some(&body), 201)
+                .await?;
             let id = resp["scenario_id"].as_str().unwrap_or_default().to_owned();
             if !json {
                 println!("scenario {id} accepted");
@@ -208,25 +272,21 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
             }
             if no_wait {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&resp)?);
+                    print_json(&resp)?;
                 }
                 return Ok(0);
             }
             let state = wait_running(&api, &id, started, !json).await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "spawn": resp, "scenario": state }))?
-                );
+                print_json(&json!({ "spawn": resp, "scenario": state }))?;
             }
             Ok(if state["status"] == "running" { 0 } else { 1 })
         }
-        ClientCommand::Status { id, json } => {
-            let s = api.get(8083, &format!("/v1/scenarios/{id}")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+        ClientCommand::Status { id, json, .. } => {
+            let path = format!("/v1/scenarios/{id}");
+            let Some(s) = api.get_or_print(Service::Orchestrator, &path, json).await? else {
                 return Ok(0);
-            }
+            };
             let fields = [
                 "scenario_id",
                 "status",
@@ -258,12 +318,11 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
             println!("{:<12} {}", "containers", names.join(", "));
             Ok(0)
         }
-        ClientCommand::Score { id, json } => {
-            let s = api.get(8086, &format!("/v1/scores/{id}")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+        ClientCommand::Score { id, json, .. } => {
+            let path = format!("/v1/scores/{id}");
+            let Some(s) = api.get_or_print(Service::Scoreboard, &path, json).await? else {
                 return Ok(0);
-            }
+            };
             let score = &s["score"];
             let value = score["value"].as_f64().unwrap_or(0.0);
             println!(
@@ -275,9 +334,14 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
             println!("verdict  {}", s["verdict_url"].as_str().unwrap_or(""));
             Ok(0)
         }
-        ClientCommand::Check { id } => {
+        ClientCommand::Check { id, .. } => {
             let r = api
-                .post(8084, &format!("/v1/scenarios/{id}/check"), None, 200)
+                .post(
+                    Service::Worker,
+                    &format!("/v1/scenarios/{id}/check"),
+                    None,
+                    200,
+                )
                 .await?;
             let score = r["score"].as_f64().unwrap_or(0.0);
             println!(
@@ -287,22 +351,32 @@ pub async fn run(ep: Endpoint, cmd: ClientCommand) -> anyhow::Result<u8> {
             print_criteria(&r["criteria"], "description");
             Ok(if r["passed"] == r["total"] { 0 } else { 1 })
         }
-        ClientCommand::Submit { id } => {
-            api.post(8084, &format!("/v1/scenarios/{id}/submit"), None, 202)
-                .await?;
+        ClientCommand::Submit { id, .. } => {
+            api.post(
+                Service::Worker,
+                &format!("/v1/scenarios/{id}/submit"),
+                None,
+                202,
+            )
+            .await?;
             println!("submitted {id}; `forge score {id}` once it is scored");
             Ok(0)
         }
-        ClientCommand::Exec { id, command } => {
+        ClientCommand::Exec { id, command, .. } => {
             let body = json!({ "command": command.join(" ") });
             let r = api
-                .post(8084, &format!("/v1/scenarios/{id}/exec"), Some(&body), 200)
+                .post(
+                    Service::Worker,
+                    &format!("/v1/scenarios/{id}/exec"),
+                    Some(&body),
+                    200,
+                )
                 .await?;
             print!("{}", r["stdout"].as_str().unwrap_or(""));
             eprint!("{}", r["stderr"].as_str().unwrap_or(""));
             Ok(u8::try_from(r["exit_code"].as_i64().unwrap_or(1).clamp(0, 255)).unwrap_or(1))
         }
-        ClientCommand::Shell { id } => super::shell::run(&ep, &token, &id).await,
+        ClientCommand::Shell { id, .. } => super::shell::run(&ep, &token, &id).await,
     }
 }
 
@@ -319,7 +393,9 @@ async fn wait_running(
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut i = 0usize;
     loop {
-        let s = api.get(8083, &format!("/v1/scenarios/{id}")).await?;
+        let s = api
+            .get(Service::Orchestrator, &format!("/v1/scenarios/{id}"))
+            .await?;
         let status = s["status"].as_str().unwrap_or("").to_owned();
         let secs = started.elapsed().as_secs_f64();
         if show && status != last {

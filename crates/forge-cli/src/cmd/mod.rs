@@ -1,9 +1,17 @@
-//! One module per command group.
+//! One module per command group. Every command returns its exit code (`anyhow::Result<u8>`)
+//! and prints its own output to stdout; errors go to stderr from `main`.
 
+pub mod audit;
+pub mod billing;
+pub mod bundle;
 pub mod client;
+pub mod images;
+pub mod keys;
 pub mod playbook;
+pub mod policy;
 pub mod scenarios;
 pub mod serve;
 pub mod shell;
 pub mod template;
+pub mod token;
 pub mod up;

@@ -1,12 +1,20 @@
 //! `forge scenarios cleanup|list`: the runbook's view of labs on this host, straight from the
 //! engine and the fabric namespaces (works while the platform is down).
 
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Subcommand;
+use forge_runtime::{DockerRuntime, Runtime};
 
 #[derive(Subcommand)]
 pub enum ScenariosCommand {
     /// Remove labs (containers and fabric namespaces) older than an age, e.g. --older-than 2h
-    Cleanup(forge_runtime::cli::CleanupArgs),
+    Cleanup {
+        /// Age such as 30m, 2h, 1d (also s, w; a bare number is seconds)
+        #[arg(long, value_parser = parse_age, default_value = "2h", value_name = "AGE")]
+        older_than: Duration,
+    },
     /// List the labs present on this host
     List {
         #[arg(long)]
@@ -14,14 +22,54 @@ pub enum ScenariosCommand {
     },
 }
 
+/// Parses `30m`, `2h`, `1d`, `45s`, `1w` (a bare number is seconds).
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid age `{s}`: expected a number followed by s, m, h, d or w"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        other => {
+            return Err(format!(
+                "invalid age unit `{other}` in `{s}`: use s, m, h, d or w"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+async fn docker() -> anyhow::Result<DockerRuntime> {
+    DockerRuntime::connect()
+        .await
+        .context("connecting to the Docker Engine")
+}
+
 pub async fn run(cmd: ScenariosCommand) -> anyhow::Result<u8> {
     match cmd {
-        ScenariosCommand::Cleanup(args) => {
-            let c = forge_runtime::cli::run_scenarios_cleanup(args).await?;
-            Ok(u8::try_from(c.clamp(0, 255)).unwrap_or(1))
+        ScenariosCommand::Cleanup { older_than } => {
+            let report = docker().await?.cleanup_older_than(older_than).await?;
+            for id in &report.removed {
+                println!("removed {id}");
+            }
+            for e in &report.errors {
+                eprintln!("error: {e}");
+            }
+            println!(
+                "{} removed, {} kept",
+                report.removed.len(),
+                report.kept.len()
+            );
+            Ok(if report.errors.is_empty() { 0 } else { 1 })
         }
         ScenariosCommand::List { json } => {
-            let labs = forge_runtime::cli::list_labs().await?;
+            let labs = docker().await?.list_labs().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&labs)?);
                 return Ok(0);
@@ -51,5 +99,20 @@ pub async fn run(cmd: ScenariosCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ages() {
+        assert_eq!(parse_age("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_age("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_age("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_age("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_age("2x").unwrap_err().contains("unit"));
+        assert!(parse_age("h").is_err());
     }
 }

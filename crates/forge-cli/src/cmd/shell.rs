@@ -5,6 +5,7 @@
 use std::io::Write;
 
 use anyhow::Context;
+use forge_http::Service;
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -30,8 +31,9 @@ impl Drop for RawMode {
 
 pub async fn run(ep: &Endpoint, token: &str, id: &str) -> anyhow::Result<u8> {
     let url = format!(
-        "ws://{}:8084/v1/scenarios/{id}/terminal?access_token={token}",
-        ep.host
+        "ws://{}:{}/v1/scenarios/{id}/terminal?access_token={token}",
+        ep.host,
+        Service::Worker.default_port()
     );
     let (ws, _) = tokio_tungstenite::connect_async(&url)
         .await

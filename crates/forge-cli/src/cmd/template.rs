@@ -1,11 +1,19 @@
-//! `forge template validate|list`: what a template author runs before anything else.
+//! `forge template validate|test|list`: what a template author runs before anything else.
+//! `test` proves a template solvable on the local Docker Engine: launch, check unsolved, run
+//! the solution, check solved, tear down.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context, ensure};
 use clap::{Subcommand, ValueEnum};
 use forge_catalog::Catalog;
 use forge_core::template::{Diagnostic, TemplateErrors, load};
+use forge_runtime::DockerRuntime;
+use forge_runtime::template_test::test_template;
 use serde::Serialize;
+
+use crate::config::TemplateDirArg;
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum Format {
@@ -23,12 +31,20 @@ pub enum TemplateCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Prove templates solvable: launch, check unsolved, run the solution, check solved
-    Test(forge_runtime::cli::TemplateTestArgs),
+    /// Prove templates solvable: launch, check unsolved, run the solution, check solved;
+    /// exit 0 when every template passes
+    Test {
+        /// Template files, or directories of *.yaml / *.yml files
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The lab images the templates use are built first when missing
+        #[command(flatten)]
+        images: crate::cmd::images::CatalogArgs,
+    },
     /// List the lab catalog (bundled templates plus TEMPLATE_DIR)
     List {
-        #[arg(long, env = "TEMPLATE_DIR")]
-        template_dir: Option<PathBuf>,
+        #[command(flatten)]
+        templates: TemplateDirArg,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
@@ -45,14 +61,8 @@ struct FileReport {
 pub async fn run(cmd: TemplateCommand) -> anyhow::Result<u8> {
     match cmd {
         TemplateCommand::Validate { paths, format } => Ok(validate(&paths, format)),
-        TemplateCommand::Test(args) => {
-            let c = forge_runtime::cli::run_template_test(args).await?;
-            Ok(u8::try_from(c.clamp(0, 255)).unwrap_or(1))
-        }
-        TemplateCommand::List {
-            template_dir,
-            format,
-        } => list(template_dir, format),
+        TemplateCommand::Test { paths, images } => test(&paths, &images).await,
+        TemplateCommand::List { templates, format } => list(templates.template_dir, format),
     }
 }
 
@@ -140,4 +150,74 @@ fn list(dir: Option<PathBuf>, format: Format) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+async fn test(paths: &[PathBuf], images: &crate::cmd::images::CatalogArgs) -> anyhow::Result<u8> {
+    let files = expand(paths)?;
+    let rt = DockerRuntime::connect()
+        .await
+        .context("connecting to the Docker Engine")?;
+    let mut failed = 0;
+    let mut templates = Vec::new();
+    for file in &files {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
+        match load(&name, &text) {
+            Ok(t) => templates.push((name, t)),
+            Err(e) => {
+                println!("template {name}\nresult: FAIL: invalid template:\n{e}\n");
+                failed += 1;
+            }
+        }
+    }
+    let mut refs: Vec<&str> = templates
+        .iter()
+        .flat_map(|(_, t)| t.spec.assets.containers.iter().map(|c| c.image.as_str()))
+        .collect();
+    refs.sort_unstable();
+    refs.dedup();
+    let catalog = crate::cmd::images::catalog(images)?;
+    rt.ensure_images(&catalog, &refs, false)
+        .await
+        .context("building the lab images the templates use")?;
+    for (name, t) in &templates {
+        let report = test_template(&rt, name, t, &BTreeMap::new()).await;
+        println!("{}", report.render());
+        if !report.passed() {
+            failed += 1;
+        }
+    }
+    println!(
+        "{} of {} templates passed",
+        files.len() - failed,
+        files.len()
+    );
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Files as given; directories expand to their `*.yaml`/`*.yml` files, sorted.
+fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| is_yaml(f))
+                .collect();
+            in_dir.sort();
+            out.extend(in_dir);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    ensure!(
+        !out.is_empty(),
+        "no template files found in the given directories"
+    );
+    Ok(out)
+}
+
+fn is_yaml(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "yaml" || e == "yml")
 }

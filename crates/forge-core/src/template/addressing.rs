@@ -1,4 +1,4 @@
-//! Deterministic address plan of a lab (design.md §4): which interface of which container gets
+//! Deterministic address plan of a lab (docs/design.md §4): which interface of which container gets
 //! which address on which subnet bridge. Pure: the runtime turns the plan into netlink calls.
 //!
 //! Rules: explicit addresses are honoured; the subnet's `gateway` is reserved for whoever claims

@@ -1,5 +1,5 @@
 //! The training gate's input: the template's metadata and spec flattened into one object
-//! (design.md §5): `{metadata, limits, network, assets, successCriteria, solution}`.
+//! (docs/design.md §5): `{metadata, limits, network, assets, successCriteria, solution}`.
 
 use serde_json::{Map, Value};
 

@@ -2,7 +2,7 @@
 //!
 //! [`load`] is the one entry point: YAML text in, a validated [`ScenarioTemplate`] or every error
 //! found (file, line, column, path, reason) out. The model here is the spec's, plus the
-//! backward-compatible extensions of design.md §4 (`{name, address}` attachments, subnet
+//! backward-compatible extensions of docs/design.md §4 (`{name, address}` attachments, subnet
 //! `gateway`, container `setup`, template `solution`, criterion `hint`, `capabilities`).
 
 mod addressing;
@@ -174,7 +174,7 @@ pub struct Criterion {
     pub evidence: Vec<Evidence>,
 }
 
-/// The four DSL evidence types (design.md §7.6 maps them onto artifact types).
+/// The four DSL evidence types (docs/design.md §7.6 maps them onto artifact types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EvidenceType {

@@ -9,7 +9,9 @@ use ed25519_dalek::pkcs8::DecodePublicKey;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use super::{KeyError, KeyPurpose, KeyRecord, KeyStatus, Keyring, io_err, key_id_for};
+use super::{
+    KeyError, KeyPurpose, KeyRecord, KeyStatus, Keyring, io_err, key_id_for, keyring_exists,
+};
 
 /// One public key with its status, as exported for verifiers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +84,26 @@ impl KeySource {
             reason: format!("neither a pem public key nor a keyset json: {e}"),
         })?;
         Ok(Self::KeySet(set))
+    }
+
+    /// The keys a verifier of `purpose` signatures trusts: the file `file` (a PEM public key or
+    /// an exported keyset JSON) when given, else the `purpose` keyring in `data_dir`, which must
+    /// exist ([`KeyError::NoKeyring`] otherwise; an empty keyring would trust nothing).
+    pub fn load(
+        data_dir: &Path,
+        purpose: KeyPurpose,
+        file: Option<&Path>,
+    ) -> Result<Self, KeyError> {
+        if let Some(path) = file {
+            return Self::from_file(path);
+        }
+        if !keyring_exists(data_dir, purpose) {
+            return Err(KeyError::NoKeyring {
+                purpose,
+                dir: Keyring::dir_for(data_dir, purpose),
+            });
+        }
+        Self::from_keyring(&Keyring::open(data_dir, purpose)?)
     }
 
     /// The key to verify `key_id`'s signatures with at time `now`, and its status.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use forge_core::audit::{AuditEvent, AuditSink, Outcome};
 use forge_evidence::audit_log::{
-    AuditLog, AuditLogConfig, AuditVerifyError, head_path_for, verify_log,
+    AuditLog, AuditLogConfig, AuditLogError, AuditVerifyError, head_path_for, verify_log,
 };
 use forge_evidence::keyring::{KeyPurpose, KeySource, Keyring};
 
@@ -24,6 +24,9 @@ fn event(i: u64) -> AuditEvent {
     .with_detail("n", i)
 }
 
+/// A forger's edit of a log's lines.
+type Edit = fn(&mut Vec<String>);
+
 struct Fixture {
     keys: Keys,
     path: PathBuf,
@@ -34,13 +37,7 @@ impl Fixture {
     fn new(n: u64) -> Self {
         let keys = Keys::new(KeyPurpose::Audit);
         let path = keys.dir.path().join("audit").join("audit.jsonl");
-        let log = AuditLog::open(
-            &path,
-            keys.signer.clone(),
-            &keys.source(),
-            AuditLogConfig::default(),
-        )
-        .unwrap();
+        let log = keys.open_log(&path).unwrap();
         for i in 0..n {
             log.record(event(i));
         }
@@ -66,6 +63,19 @@ impl Fixture {
 
     fn verify(&self) -> Result<forge_evidence::LogReport, AuditVerifyError> {
         verify_log(&self.path, &self.keys.source())
+    }
+
+    /// Rewrites the log's lines through `edit` and returns why it no longer verifies.
+    fn tamper(&self, edit: impl FnOnce(&mut Vec<String>)) -> AuditVerifyError {
+        let mut lines = self.lines();
+        edit(&mut lines);
+        self.write_lines(&lines);
+        self.verify().expect_err("a tampered log must fail")
+    }
+
+    /// Opens the log again with its own keys, as a restarted service does.
+    fn reopen(&self) -> Result<AuditLog, AuditLogError> {
+        self.keys.open_log(&self.path)
     }
 
     fn event_id(&self, line: usize) -> String {
@@ -96,11 +106,10 @@ fn a_closed_log_verifies_with_periodic_and_final_checkpoints() {
 #[test]
 fn an_edited_event_is_named_by_seq_and_event_id() {
     let f = Fixture::new(120);
-    let mut lines = f.lines();
     let id = f.event_id(41);
-    lines[41] = lines[41].replace("\"outcome\":\"success\"", "\"outcome\":\"denied\"");
-    f.write_lines(&lines);
-    let err = f.verify().unwrap_err();
+    let err = f.tamper(|lines| {
+        lines[41] = lines[41].replace("\"outcome\":\"success\"", "\"outcome\":\"denied\"");
+    });
     assert!(
         matches!(err, AuditVerifyError::BadSignature { .. }),
         "{err}"
@@ -110,50 +119,45 @@ fn an_edited_event_is_named_by_seq_and_event_id() {
 }
 
 #[test]
-fn a_deleted_event_is_named() {
-    let f = Fixture::new(120);
-    let mut lines = f.lines();
-    let next_id = f.event_id(11);
-    lines.remove(10);
-    f.write_lines(&lines);
-    let err = f.verify().unwrap_err();
-    assert!(
-        matches!(err, AuditVerifyError::SeqGap { expected: 11, .. }),
-        "{err}"
-    );
-    assert!(err.to_string().contains(&next_id), "{err}");
+fn deleted_and_reordered_events_are_named() {
+    // (the edit, the seq verification expects where it breaks, the line of the event it finds
+    // there instead, named in the error)
+    let cases: [(Edit, u64, usize); 2] = [
+        (
+            |lines| {
+                lines.remove(10);
+            },
+            11,
+            11,
+        ),
+        (|lines| lines.swap(20, 21), 21, 21),
+    ];
+    for (edit, seq, found) in cases {
+        let f = Fixture::new(120);
+        let found_id = f.event_id(found);
+        let err = f.tamper(edit);
+        assert!(
+            matches!(err, AuditVerifyError::SeqGap { expected, .. } if expected == seq),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&found_id), "{err}");
+    }
 }
 
 #[test]
 fn a_deleted_and_renumbered_event_breaks_the_hash_chain() {
     let f = Fixture::new(30);
-    let mut lines = f.lines();
-    lines.remove(10);
-    // The forger renumbers the following records so seq has no gap.
-    for (i, line) in lines.iter_mut().enumerate().skip(10) {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-        v["seq"] = (i as u64 + 1).into();
-        *line = serde_json::to_string(&v).unwrap();
-    }
-    f.write_lines(&lines);
-    let err = f.verify().unwrap_err();
+    let err = f.tamper(|lines| {
+        lines.remove(10);
+        // The forger renumbers the following records so seq has no gap.
+        for (i, line) in lines.iter_mut().enumerate().skip(10) {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            v["seq"] = (i as u64 + 1).into();
+            *line = serde_json::to_string(&v).unwrap();
+        }
+    });
     assert!(matches!(err, AuditVerifyError::BrokenLink { .. }), "{err}");
     assert!(err.to_string().contains("event seq 11"), "{err}");
-}
-
-#[test]
-fn reordered_events_are_named() {
-    let f = Fixture::new(120);
-    let mut lines = f.lines();
-    let moved_up = f.event_id(21);
-    lines.swap(20, 21);
-    f.write_lines(&lines);
-    let err = f.verify().unwrap_err();
-    assert!(
-        matches!(err, AuditVerifyError::SeqGap { expected: 21, .. }),
-        "{err}"
-    );
-    assert!(err.to_string().contains(&moved_up), "{err}");
 }
 
 #[test]
@@ -193,10 +197,7 @@ fn a_partial_last_line_and_a_missing_head_fail() {
 #[test]
 fn an_edited_checkpoint_is_named() {
     let f = Fixture::new(150);
-    let mut lines = f.lines();
-    lines[100] = lines[100].replace("\"events\":100", "\"events\":99");
-    f.write_lines(&lines);
-    let err = f.verify().unwrap_err();
+    let err = f.tamper(|lines| lines[100] = lines[100].replace("\"events\":100", "\"events\":99"));
     assert!(
         matches!(err, AuditVerifyError::CheckpointMismatch { .. }),
         "{err}"
@@ -222,13 +223,7 @@ fn events_signed_with_a_revoked_key_fail_and_retired_keys_pass() {
 fn reopening_continues_the_chain_and_rebuilds_the_signature_index() {
     let f = Fixture::new(7);
     let id = f.event_id(3);
-    let log = AuditLog::open(
-        &f.path,
-        f.keys.signer.clone(),
-        &f.keys.source(),
-        AuditLogConfig::default(),
-    )
-    .unwrap();
+    let log = f.reopen().unwrap();
     let sig = log.signature_of(&id).expect("index rebuilt on open");
     assert_eq!(sig.seq, 4);
     log.record(event(100));
@@ -241,13 +236,7 @@ fn reopening_continues_the_chain_and_rebuilds_the_signature_index() {
 fn signature_lookup_matches_downstream_validation() {
     let keys = Keys::new(KeyPurpose::Audit);
     let path = keys.dir.path().join("audit.jsonl");
-    let log = AuditLog::open(
-        &path,
-        keys.signer.clone(),
-        &keys.source(),
-        AuditLogConfig::default(),
-    )
-    .unwrap();
+    let log = keys.open_log(&path).unwrap();
     let e = event(1);
     log.record(e.clone());
     let sig = log.signature_of(&e.event_id).unwrap();
@@ -297,38 +286,20 @@ fn crash_recovery_accepts_a_log_ahead_of_its_head_but_not_behind() {
     let f = Fixture::new(5);
     let head = head_path_for(&f.path);
     let (old_head, old_log) = (copy(&head), copy(&f.path));
-    let log = AuditLog::open(
-        &f.path,
-        f.keys.signer.clone(),
-        &f.keys.source(),
-        AuditLogConfig::default(),
-    )
-    .unwrap();
+    let log = f.reopen().unwrap();
     log.append(event(99)).unwrap();
     std::mem::forget(log); // simulate a crash: no final checkpoint
     // Crash between the log append and the head rewrite: the head is one record behind. The
     // extra record is signed and chained, so the log verifies and the report counts it.
     std::fs::write(&head, &old_head).unwrap();
     assert_eq!(f.verify().unwrap().past_head, 1);
-    let log = AuditLog::open(
-        &f.path,
-        f.keys.signer.clone(),
-        &f.keys.source(),
-        AuditLogConfig::default(),
-    )
-    .unwrap();
+    let log = f.reopen().unwrap();
     log.close().unwrap();
     let r = f.verify().unwrap();
     assert_eq!((r.events, r.past_head), (6, 0));
     // A log shorter than its head (truncation) refuses to open.
     std::fs::write(&f.path, &old_log).unwrap();
-    let err = AuditLog::open(
-        &f.path,
-        f.keys.signer.clone(),
-        &f.keys.source(),
-        AuditLogConfig::default(),
-    )
-    .unwrap_err();
+    let err = f.reopen().unwrap_err();
     assert!(
         err.to_string().contains("head checkpoint mismatch"),
         "{err}"
@@ -357,13 +328,7 @@ fn a_log_is_only_reopened_with_keys_that_know_its_signers() {
 fn events_with_awkward_float_details_verify() {
     let keys = Keys::new(KeyPurpose::Audit);
     let path = keys.dir.path().join("audit.jsonl");
-    let log = AuditLog::open(
-        &path,
-        keys.signer.clone(),
-        &keys.source(),
-        AuditLogConfig::default(),
-    )
-    .unwrap();
+    let log = keys.open_log(&path).unwrap();
     let floats = [
         0.1 + 0.2,
         1e-7,

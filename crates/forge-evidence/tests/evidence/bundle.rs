@@ -1,20 +1,19 @@
-//! Bundle round trip, tamper detection per file and per artifact, determinism, HTTP verification.
+//! Bundle round trip, tamper detection per file and per artifact, determinism, HTTP verification,
+//! where a bundle is.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use chrono::Utc;
 use forge_evidence::bundle::{
-    ARTIFACTS_ENTRY, Bundle, BundleMeta, EVIDENCE_FILE, MANIFEST_FILE, SCORE_FILE, VERDICT_FILE,
-    seal,
+    ARTIFACTS_ENTRY, Bundle, EVIDENCE_FILE, MANIFEST_FILE, SCORE_FILE, VERDICT_FILE, seal,
 };
 use forge_evidence::keyring::{KeyPurpose, KeyStatus};
 use forge_evidence::verify::{
-    BundleFiles, ProblemKind, unpack, verify_bundle, verify_bundle_url, verify_files,
+    BundleFiles, BundleLocation, ProblemKind, unpack, verify_bundle, verify_bundle_url,
 };
 
-use crate::common::{Keys, bundle, input};
+use crate::common::{Keys, bundle, input, meta, refusal, with_evidence};
 
 fn flipped(bytes: &[u8], i: usize) -> Vec<u8> {
     let mut b = bytes.to_vec();
@@ -77,8 +76,7 @@ fn flipping_any_byte_of_a_file_fails_naming_it() {
         for i in positions(original.len()) {
             let mut files = good.clone();
             *files.slot(name).unwrap() = Some(flipped(&original, i));
-            let err =
-                verify_files(&files, &source, Utc::now()).expect_err("tampered bundle must fail");
+            let err = refusal(&files, &source);
             let msg = err.to_string();
             match name {
                 // A changed manifest either no longer parses or no longer matches its signature.
@@ -96,7 +94,7 @@ fn missing_files_are_named() {
     for name in BundleFiles::NAMES {
         let mut files = BundleFiles::from(&b);
         *files.slot(name).unwrap() = None;
-        let err = verify_files(&files, &keys.source(), Utc::now()).unwrap_err();
+        let err = refusal(&files, &keys.source());
         assert_eq!(err.file(), name, "{err}");
         assert_eq!(err.first().kind, ProblemKind::Missing, "{err}");
     }
@@ -112,16 +110,6 @@ fn repack(entries: &std::collections::BTreeMap<String, Vec<u8>>) -> Vec<u8> {
         builder.append_data(&mut h, path, data.as_slice()).unwrap();
     }
     zstd::bulk::compress(&builder.into_inner().unwrap(), 3).unwrap()
-}
-
-fn meta(b: &Bundle) -> BundleMeta {
-    BundleMeta {
-        scenario_id: b.manifest.scenario_id.clone(),
-        run_id: b.manifest.run_id.clone(),
-        track: b.manifest.track,
-        collected_at: b.manifest.collected_at,
-        computed_at: b.manifest.timestamp,
-    }
 }
 
 #[test]
@@ -142,22 +130,14 @@ fn a_changed_artifact_fails_naming_it_even_when_resigned() {
         let content = tampered.get_mut(path).unwrap();
         let mid = content.len() / 2;
         content[mid] ^= 0x01;
-        let resealed = seal(
-            &meta(&b),
-            b.score.clone(),
-            b.score_json.clone(),
-            repack(&tampered),
-            &keys.signer,
-        )
-        .unwrap();
-        let err =
-            verify_files(&BundleFiles::from(&resealed), &keys.source(), Utc::now()).unwrap_err();
+        let resealed = with_evidence(&b, repack(&tampered), &keys.signer);
+        let err = refusal(&BundleFiles::from(&resealed), &keys.source());
         assert_eq!(err.file(), path, "{err}");
         assert_eq!(err.first().kind, ProblemKind::ArtifactMismatch, "{err}");
         // Without re-signing, the archive hash itself gives it away.
         let mut files = BundleFiles::from(&b);
         files.evidence = Some(repack(&tampered));
-        let err = verify_files(&files, &keys.source(), Utc::now()).unwrap_err();
+        let err = refusal(&files, &keys.source());
         assert_eq!(err.file(), EVIDENCE_FILE, "{err}");
     }
 }
@@ -178,7 +158,7 @@ fn a_score_that_does_not_follow_from_the_criteria_fails() {
         &keys.signer,
     )
     .unwrap();
-    let err = verify_files(&BundleFiles::from(&resealed), &keys.source(), Utc::now()).unwrap_err();
+    let err = refusal(&BundleFiles::from(&resealed), &keys.source());
     assert_eq!(err.file(), SCORE_FILE, "{err}");
     assert_eq!(err.first().kind, ProblemKind::ScoreMismatch, "{err}");
     assert!(err.to_string().contains("recomputed"), "{err}");
@@ -190,15 +170,8 @@ fn an_unlisted_archive_entry_fails() {
     let b = bundle(&keys);
     let mut entries = unpack(&b.evidence).unwrap();
     entries.insert("artifacts/smuggled".into(), b"extra".to_vec());
-    let resealed = seal(
-        &meta(&b),
-        b.score.clone(),
-        b.score_json.clone(),
-        repack(&entries),
-        &keys.signer,
-    )
-    .unwrap();
-    let err = verify_files(&BundleFiles::from(&resealed), &keys.source(), Utc::now()).unwrap_err();
+    let resealed = with_evidence(&b, repack(&entries), &keys.signer);
+    let err = refusal(&BundleFiles::from(&resealed), &keys.source());
     assert_eq!(err.file(), EVIDENCE_FILE, "{err}");
     assert!(err.to_string().contains("artifacts/smuggled"), "{err}");
     assert!(err.to_string().contains(ARTIFACTS_ENTRY), "{err}");
@@ -323,4 +296,38 @@ async fn verifies_over_http_and_names_tampered_or_missing_files() {
         (VERDICT_FILE, ProblemKind::Missing),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_location_is_a_directory_one_of_its_files_or_a_url() {
+    let keys = Keys::new(KeyPurpose::Verdict);
+    let b = bundle(&keys);
+    let dir = keys.dir.path().join("bundle");
+    b.write_to_dir(&dir).unwrap();
+    let as_dir: BundleLocation = dir.to_str().unwrap().parse().unwrap();
+    assert_eq!(as_dir, BundleLocation::Dir(dir.clone()));
+    let manifest = dir.join("manifest.json");
+    let as_file: BundleLocation = manifest.to_str().unwrap().parse().unwrap();
+    assert_eq!(as_file, BundleLocation::Dir(dir.clone()));
+    let v = as_file.verify(&keys.source()).await.expect("verifies");
+    assert_eq!(v.score, b.score);
+
+    let url = "https://scores.example/v1/scores/scn-def456789012";
+    assert_eq!(
+        url.parse::<BundleLocation>().unwrap(),
+        BundleLocation::Url(url.into())
+    );
+    let other_file = keys.dir.path().join("notes.txt");
+    std::fs::write(&other_file, "x").unwrap();
+    for target in [
+        other_file.to_str().unwrap(),
+        "/nonexistent/forge-bundle",
+        "ftp://x",
+    ] {
+        let err = target.parse::<BundleLocation>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{target}: not a bundle directory, a file of one, or an http(s) url")
+        );
+    }
 }

@@ -1,9 +1,14 @@
-//! Shared fixtures: a realistic bundle input and keyrings in temp dirs.
+//! Shared fixtures: a realistic bundle input, keyrings in temp dirs, and the checks several
+//! test modules make. The bundle bench borrows [`noise`] from here too.
+
+use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
 use forge_core::{ArtifactType, CriterionResult, Track};
-use forge_evidence::bundle::{ArtifactInput, Bundle, BundleInput, BundleMeta};
+use forge_evidence::audit_log::{AuditLog, AuditLogConfig, AuditLogError};
+use forge_evidence::bundle::{ArtifactInput, Bundle, BundleInput, BundleMeta, seal};
 use forge_evidence::keyring::{KeyPurpose, KeySource, Keyring, Signer};
+use forge_evidence::verify::{BundleFiles, VerifyError, verify_files};
 
 pub fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_735_000_000 + secs, 0)
@@ -93,8 +98,49 @@ impl Keys {
         let ring = Keyring::open(self.dir.path(), self.ring.purpose()).expect("reopen keyring");
         KeySource::from_keyring(&ring).expect("export keys")
     }
+
+    /// Opens (or creates) the audit log at `path`, signed with this keyring's key and trusting
+    /// its keys, with the default checkpoints: the way the services open theirs.
+    pub fn open_log(&self, path: &Path) -> Result<AuditLog, AuditLogError> {
+        AuditLog::open(
+            path,
+            self.signer.clone(),
+            &self.source(),
+            AuditLogConfig::default(),
+        )
+    }
 }
 
 pub fn bundle(keys: &Keys) -> Bundle {
     Bundle::build(input(20, 2048), &keys.signer).expect("bundle builds")
+}
+
+/// The meta `b` was built with, for sealing altered contents under it.
+pub fn meta(b: &Bundle) -> BundleMeta {
+    BundleMeta {
+        scenario_id: b.manifest.scenario_id.clone(),
+        run_id: b.manifest.run_id.clone(),
+        track: b.manifest.track,
+        collected_at: b.manifest.collected_at,
+        computed_at: b.manifest.timestamp,
+    }
+}
+
+/// `b` with `evidence` as its archive, re-signed by `signer`: what an insider with the signing
+/// key could produce.
+pub fn with_evidence(b: &Bundle, evidence: Vec<u8>, signer: &Signer) -> Bundle {
+    seal(
+        &meta(b),
+        b.score.clone(),
+        b.score_json.clone(),
+        evidence,
+        signer,
+    )
+    .expect("reseal")
+}
+
+/// Why `files` fail verification against `keys` now.
+#[track_caller]
+pub fn refusal(files: &BundleFiles, keys: &KeySource) -> VerifyError {
+    verify_files(files, keys, Utc::now()).expect_err("verification must fail")
 }

@@ -1,20 +1,35 @@
 //! The `/audit/...` routes served by the real router on an ephemeral loopback port.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use forge_core::audit::{AuditEvent, Outcome};
-use forge_evidence::audit_log::{AuditLog, AuditLogConfig};
+use forge_evidence::audit_log::AuditLog;
 use forge_evidence::http::{AuditHttpState, audit_router};
 use forge_evidence::keyring::{KeyPurpose, Keyring, key_id_for};
 use serde_json::Value;
 
 use crate::common::{Keys, at};
 
-async fn serve(state: AuditHttpState) -> String {
+/// Serves the audit routes over `log`, with the keyrings of `data_dir`; returns the base URL.
+async fn serve(data_dir: &Path, log: Arc<AuditLog>) -> String {
+    let state = AuditHttpState {
+        data_dir: data_dir.to_owned(),
+        log,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, audit_router(state)).await.unwrap() });
     format!("http://{addr}")
+}
+
+/// Serves a fresh audit log whose routes read the keyrings under `keyrings` (not the log's own);
+/// returns the log's keys, whose temp dir must outlive the test, and the base URL.
+async fn serve_fresh_log(keyrings: &Path) -> (Keys, String) {
+    let keys = Keys::new(KeyPurpose::Audit);
+    let log = keys.open_log(&keys.dir.path().join("audit.jsonl")).unwrap();
+    let base = serve(keyrings, Arc::new(log)).await;
+    (keys, base)
 }
 
 async fn get(url: String) -> (u16, Value) {
@@ -24,9 +39,15 @@ async fn get(url: String) -> (u16, Value) {
     (status, body)
 }
 
+/// Asserts an error answer: `status`, the JSON error `code`, empty details and some message.
 fn assert_error(resp: &(u16, Value), status: u16, code: &str) {
     assert_eq!(resp.0, status, "{resp:?}");
     assert_eq!(resp.1["error"]["code"], code, "{resp:?}");
+    assert_eq!(
+        resp.1["error"]["details"],
+        serde_json::json!({}),
+        "{resp:?}"
+    );
     assert!(
         resp.1["error"]["message"]
             .as_str()
@@ -35,18 +56,26 @@ fn assert_error(resp: &(u16, Value), status: u16, code: &str) {
     );
 }
 
+/// Asserts the error answer of each `(path, status, code)` under `base`.
+async fn assert_errors(base: &str, cases: &[(&str, u16, &str)]) {
+    for &(path, status, code) in cases {
+        assert_error(&get(format!("{base}/{path}")).await, status, code);
+    }
+}
+
+/// The record of key `id`, which must be `status`.
+async fn key_with_status(base: &str, id: &str, status: &str) -> Value {
+    let (code, key) = get(format!("{base}/audit/keys/{id}")).await;
+    assert_eq!((code, &key["status"]), (200, &Value::from(status)), "{key}");
+    key
+}
+
 #[tokio::test]
 async fn audit_key_and_signature_routes() {
     let keys = Keys::new(KeyPurpose::Audit);
-    let log_path = AuditLog::default_path(keys.dir.path());
     let log = Arc::new(
-        AuditLog::open(
-            &log_path,
-            keys.signer.clone(),
-            &keys.source(),
-            AuditLogConfig::default(),
-        )
-        .unwrap(),
+        keys.open_log(&AuditLog::default_path(keys.dir.path()))
+            .unwrap(),
     );
     let event = AuditEvent::new(
         at(0),
@@ -57,11 +86,7 @@ async fn audit_key_and_signature_routes() {
         Outcome::Success,
     );
     let logged = log.append(event.clone()).unwrap();
-    let base = serve(AuditHttpState {
-        data_dir: keys.dir.path().to_owned(),
-        log: log.clone(),
-    })
-    .await;
+    let base = serve(keys.dir.path(), log.clone()).await;
 
     let (status, current) = get(format!("{base}/audit/keys/current")).await;
     assert_eq!(status, 200, "{current}");
@@ -85,12 +110,7 @@ async fn audit_key_and_signature_routes() {
     let new = ring.rotate().unwrap();
     let (_, current) = get(format!("{base}/audit/keys/current")).await;
     assert_eq!(current["key_id"], new.key_id);
-    let (status, retired) = get(format!("{base}/audit/keys/{old}")).await;
-    assert_eq!(
-        (status, &retired["status"]),
-        (200, &Value::from("retired")),
-        "{retired}"
-    );
+    let retired = key_with_status(&base, &old, "retired").await;
     assert!(retired["valid_until"].is_string(), "{retired}");
     let retired_pem = retired["public_key_pem"].as_str().unwrap();
     let retired_key =
@@ -103,89 +123,44 @@ async fn audit_key_and_signature_routes() {
         current["key_id"], new.key_id,
         "a revoked key is never current"
     );
-    let (status, revoked) = get(format!("{base}/audit/keys/{}", new.key_id)).await;
-    assert_eq!(
-        (status, &revoked["status"]),
-        (200, &Value::from("revoked")),
-        "{revoked}"
-    );
+    let revoked = key_with_status(&base, &new.key_id, "revoked").await;
     assert!(revoked["revoked_at"].is_string());
 
-    assert_error(
-        &get(format!("{base}/audit/keys/ed25519-0000000000000000")).await,
-        404,
-        "unknown_key",
-    );
-    assert_error(
-        &get(format!("{base}/audit/keys/not-a-key")).await,
-        400,
-        "invalid_key_id",
-    );
-    assert_error(
-        &get(format!("{base}/audit/keys/ED25519-%20x")).await,
-        400,
-        "invalid_key_id",
-    );
-    assert_error(
-        &get(format!("{base}/audit/events/nope/signature")).await,
-        404,
-        "unknown_event",
-    );
+    assert_errors(
+        &base,
+        &[
+            ("audit/keys/ed25519-0000000000000000", 404, "unknown_key"),
+            ("audit/keys/not-a-key", 400, "invalid_key_id"),
+            ("audit/keys/ED25519-%20x", 400, "invalid_key_id"),
+            ("audit/events/nope/signature", 404, "unknown_event"),
+            // Segments that do not decode to UTF-8 are bad ids too, not routing failures.
+            ("audit/keys/%FF%FE", 400, "invalid_key_id"),
+            ("audit/events/%C3%28/signature", 400, "invalid_event_id"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn no_active_key_is_a_json_404() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ring = Keyring::open(dir.path(), KeyPurpose::Audit).unwrap();
-    let signer = ring.signer().unwrap();
-    let keys = forge_evidence::KeySource::from_keyring(&ring).unwrap();
-    let log = Arc::new(
-        AuditLog::open(
-            &dir.path().join("a.jsonl"),
-            signer,
-            &keys,
-            AuditLogConfig::default(),
-        )
-        .unwrap(),
-    );
     // An empty audit keyring directory elsewhere: nothing is active.
     let empty = tempfile::tempdir().unwrap();
-    let base = serve(AuditHttpState {
-        data_dir: empty.path().to_owned(),
-        log,
-    })
-    .await;
-    assert_error(
-        &get(format!("{base}/audit/keys/current")).await,
-        404,
-        "no_active_key",
-    );
+    let (_keys, base) = serve_fresh_log(empty.path()).await;
+    assert_errors(&base, &[("audit/keys/current", 404, "no_active_key")]).await;
 }
 
 #[tokio::test]
-async fn undecodable_path_segments_are_json_400s() {
-    let keys = Keys::new(KeyPurpose::Audit);
-    let log_path = keys.dir.path().join("audit.jsonl");
-    let log = AuditLog::open(
-        &log_path,
-        keys.signer.clone(),
-        &keys.source(),
-        AuditLogConfig::default(),
-    )
-    .unwrap();
-    let base = serve(AuditHttpState {
-        data_dir: keys.dir.path().to_owned(),
-        log: Arc::new(log),
-    })
-    .await;
-    assert_error(
-        &get(format!("{base}/audit/keys/%FF%FE")).await,
-        400,
-        "invalid_key_id",
-    );
-    assert_error(
-        &get(format!("{base}/audit/events/%C3%28/signature")).await,
-        400,
-        "invalid_event_id",
+async fn an_unreadable_keyring_is_a_json_500_without_the_cause() {
+    // A corrupt index elsewhere: reading the keyring fails, which is the platform's fault.
+    let broken = tempfile::tempdir().unwrap();
+    let dir = Keyring::dir_for(broken.path(), KeyPurpose::Audit);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("keyring.json"), "{not json").unwrap();
+    let (_keys, base) = serve_fresh_log(broken.path()).await;
+    let resp = get(format!("{base}/audit/keys/current")).await;
+    assert_error(&resp, 500, "internal");
+    assert!(
+        !resp.1.to_string().contains("keyring.json"),
+        "the cause goes to the log, not the client: {resp:?}"
     );
 }

@@ -5,9 +5,20 @@ use std::os::unix::fs::PermissionsExt;
 use chrono::{Duration, Utc};
 use forge_evidence::bundle::Bundle;
 use forge_evidence::keyring::{KeyPurpose, KeySource, KeyStatus, Keyring, key_id_for};
-use forge_evidence::verify::{BundleFiles, ProblemKind, verify_files};
+use forge_evidence::verify::{BundleFiles, ProblemKind, VerifyError, verify_files};
 
-use crate::common::{Keys, bundle, input};
+use crate::common::{Keys, bundle, input, refusal};
+
+/// Asserts that verification failed on the verdict signature's key, saying `why`.
+#[track_caller]
+fn assert_key_problem(err: &VerifyError, why: &str) {
+    assert_eq!(
+        (err.file(), err.first().kind),
+        ("verdict.sig", ProblemKind::Key),
+        "{err}"
+    );
+    assert!(err.to_string().contains(why), "{err}");
+}
 
 #[test]
 fn first_use_creates_a_key_with_private_file_mode_0600() {
@@ -69,12 +80,7 @@ fn a_bundle_signed_with_a_rotated_out_key_still_verifies_within_retention() {
     // After the retention window (365 days by default) it no longer does.
     let later = Utc::now() + Duration::days(366);
     let err = verify_files(&BundleFiles::from(&b), &keys.source(), later).unwrap_err();
-    assert_eq!(
-        (err.file(), err.first().kind),
-        ("verdict.sig", ProblemKind::Key),
-        "{err}"
-    );
-    assert!(err.to_string().contains("retention window ended"), "{err}");
+    assert_key_problem(&err, "retention window ended");
 }
 
 #[test]
@@ -87,13 +93,7 @@ fn a_bundle_signed_with_a_revoked_key_fails() {
         .unwrap()
         .expect("active key is replaced");
     assert_eq!(keys.ring.active().unwrap().key_id, replacement.key_id);
-    let err = verify_files(&BundleFiles::from(&b), &keys.source(), Utc::now()).unwrap_err();
-    assert_eq!(
-        (err.file(), err.first().kind),
-        ("verdict.sig", ProblemKind::Key),
-        "{err}"
-    );
-    assert!(err.to_string().contains("revoked"), "{err}");
+    assert_key_problem(&refusal(&BundleFiles::from(&b), &keys.source()), "revoked");
     // A bundle by the replacement key verifies; revoking twice is refused.
     let fresh = Bundle::build(input(3, 100), &keys.ring.signer().unwrap()).unwrap();
     verify_files(&BundleFiles::from(&fresh), &keys.source(), Utc::now()).expect("new key verifies");
@@ -150,13 +150,7 @@ fn a_single_pem_public_key_or_exported_keyset_is_enough_offline() {
     let other = Keys::new(KeyPurpose::Verdict);
     let wrong =
         KeySource::from_pem(&other.ring.public_key_pem(other.signer.key_id()).unwrap()).unwrap();
-    let err = verify_files(&files, &wrong, Utc::now()).unwrap_err();
-    assert_eq!(
-        (err.file(), err.first().kind),
-        ("verdict.sig", ProblemKind::Key),
-        "{err}"
-    );
-    assert!(err.to_string().contains("not known"), "{err}");
+    assert_key_problem(&refusal(&files, &wrong), "not known");
 }
 
 #[test]
@@ -165,12 +159,7 @@ fn a_keyset_entry_whose_pem_was_swapped_is_refused() {
     let other = Keys::new(KeyPurpose::Verdict);
     let mut set = keys.ring.export_public().unwrap();
     set.keys[0].public_key_pem = other.ring.public_key_pem(other.signer.key_id()).unwrap();
-    let err = verify_files(
-        &BundleFiles::from(&bundle(&keys)),
-        &KeySource::KeySet(set),
-        Utc::now(),
-    )
-    .unwrap_err();
+    let err = refusal(&BundleFiles::from(&bundle(&keys)), &KeySource::KeySet(set));
     assert!(
         err.to_string().contains("does not hash to its key id"),
         "{err}"
@@ -192,4 +181,37 @@ fn rotate_if_due_only_rotates_old_keys() {
         keys.ring.get(keys.signer.key_id()).unwrap().status,
         KeyStatus::Retired
     );
+}
+
+#[test]
+fn a_verifier_loads_a_key_file_or_the_local_keyring_but_never_an_absent_one() {
+    let keys = Keys::new(KeyPurpose::Verdict);
+    let files = BundleFiles::from(&bundle(&keys));
+    let local = KeySource::load(keys.dir.path(), KeyPurpose::Verdict, None).unwrap();
+    verify_files(&files, &local, Utc::now()).expect("local keyring verifies");
+
+    let pem_path = keys.dir.path().join("verdict.pub.pem");
+    std::fs::write(
+        &pem_path,
+        keys.ring.public_key_pem(keys.signer.key_id()).unwrap(),
+    )
+    .unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let from_file = KeySource::load(empty.path(), KeyPurpose::Verdict, Some(&pem_path)).unwrap();
+    verify_files(&files, &from_file, Utc::now()).expect("a key file needs no keyring");
+
+    // The verdict keyring exists, the audit one does not: no silent empty trust.
+    let err = KeySource::load(keys.dir.path(), KeyPurpose::Audit, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            forge_evidence::KeyError::NoKeyring {
+                purpose: KeyPurpose::Audit,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("no audit keyring in "), "{err}");
+    assert!(!Keyring::dir_for(keys.dir.path(), KeyPurpose::Audit).exists());
 }

@@ -3,12 +3,12 @@
 use std::sync::OnceLock;
 
 use chrono::Utc;
-use forge_evidence::bundle::{Bundle, BundleMeta, VerdictSig, seal};
+use forge_evidence::bundle::{Bundle, VerdictSig, seal};
 use forge_evidence::keyring::{KeyPurpose, KeySource};
 use forge_evidence::verify::{BundleFiles, verify_files};
 use proptest::prelude::*;
 
-use crate::common::{Keys, input};
+use crate::common::{Keys, input, meta, with_evidence};
 
 struct Fixture {
     keys: Keys,
@@ -29,16 +29,6 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-fn meta(b: &Bundle) -> BundleMeta {
-    BundleMeta {
-        scenario_id: b.manifest.scenario_id.clone(),
-        run_id: b.manifest.run_id.clone(),
-        track: b.manifest.track,
-        collected_at: b.manifest.collected_at,
-        computed_at: b.manifest.timestamp,
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -57,7 +47,7 @@ proptest! {
         let b = &f.bundle;
         let files = match which {
             0 => BundleFiles::from(&seal(&meta(b), b.score.clone(), bytes, b.evidence.clone(), &f.keys.signer).unwrap()),
-            1 => BundleFiles::from(&seal(&meta(b), b.score.clone(), b.score_json.clone(), bytes, &f.keys.signer).unwrap()),
+            1 => BundleFiles::from(&with_evidence(b, bytes, &f.keys.signer)),
             _ => {
                 let mut files = BundleFiles::from(b);
                 files.verdict_sig = Some(VerdictSig::sign(&bytes, &f.keys.signer));
@@ -74,7 +64,7 @@ proptest! {
         let f = fixture();
         let b = &f.bundle;
         let evidence = zstd::bulk::compress(&bytes, 1).unwrap();
-        let sealed = seal(&meta(b), b.score.clone(), b.score_json.clone(), evidence, &f.keys.signer).unwrap();
+        let sealed = with_evidence(b, evidence, &f.keys.signer);
         prop_assert!(verify_files(&BundleFiles::from(&sealed), &f.source, Utc::now()).is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! forge_observer_hub (:8085): telemetry and audit streams (spec: forge_observer_hub, Audit
-//! Trail; design.md §7.8 puts the audit endpoints here).
+//! Trail; docs/design.md §7.8 puts the audit endpoints here).
 //!
 //! Consumes `telemetry.logs` (PII redacted and flagged), `telemetry.metrics` (label cardinality
 //! capped per the spec's limits) and `scenario.scored` (fairness metrics per track, tier and
@@ -10,32 +10,27 @@ pub mod fairness;
 pub mod telemetry;
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{FromRef, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::get;
-use forge_auth::{Caller, Verifier, roles};
-use forge_bus::{Bus, subjects};
+use forge_auth::{Caller, roles};
+use forge_bus::messages::ScenarioScored;
+use forge_bus::{Bus, ConsumerConfig, Outcome, subjects};
 use forge_catalog::Catalog;
 use forge_evidence::AuditLog;
 use forge_evidence::http::{AuditHttpState, audit_router};
-use tokio::net::TcpListener;
+use forge_http::{ApiError, Service};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use utoipa::OpenApi;
 
 use self::fairness::{Disparity, Fairness};
 use self::telemetry::{CardinalityGuard, LogEvent, MetricSample, redact_pii};
-use crate::messages::{INSTRUCTOR_ROLE, SCENARIO_SCORED, ScenarioScored};
-use forge_services::http::{self, ApiError};
-
-pub const SERVICE_NAME: &str = "forge_observer_hub";
-pub const DEFAULT_PORT: u16 = 8085;
-/// Role of operators who read telemetry.
-pub const OBSERVER_ROLE: &str = "forge.observer";
+use crate::authz::ScenarioAccess;
+use crate::spawn_consumer;
 /// Recent log events kept for `GET /v1/telemetry/logs`.
 const RECENT_LOGS: usize = 1000;
 
@@ -44,7 +39,7 @@ pub struct ObserverDeps {
     pub catalog: Arc<Catalog>,
     pub audit_log: Arc<AuditLog>,
     pub data_dir: PathBuf,
-    pub verifier: Arc<Verifier>,
+    pub access: ScenarioAccess,
 }
 
 #[derive(Clone)]
@@ -58,12 +53,6 @@ struct Inner {
     guard: Mutex<CardinalityGuard>,
     fairness: Mutex<Fairness>,
     samples: Mutex<HashMap<String, u64>>,
-}
-
-impl FromRef<Observer> for Arc<Verifier> {
-    fn from_ref(o: &Observer) -> Self {
-        o.inner.deps.verifier.clone()
-    }
 }
 
 impl Observer {
@@ -164,69 +153,54 @@ impl Observer {
         }
     }
 
-    /// Consumes the telemetry and score streams until `shutdown` turns true.
+    /// Consumes the telemetry and score streams until `shutdown` turns true. Telemetry is best
+    /// effort: a record that does not parse is dead-lettered by the consumer loop rather than
+    /// redelivered for ever, and nothing here asks for a retry.
     pub fn run(&self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let streams = [
-                subjects::TELEMETRY_LOGS,
-                subjects::TELEMETRY_METRICS,
-                SCENARIO_SCORED,
-            ];
-            let tasks: Vec<_> = streams
-                .into_iter()
-                .map(|subject| tokio::spawn(this.clone().consume(subject, shutdown.clone())))
-                .collect();
-            for t in tasks {
-                let _ = t.await;
-            }
-        })
-    }
-
-    async fn consume(self, subject: &'static str, mut shutdown: watch::Receiver<bool>) {
         let bus = self.inner.deps.bus.clone();
-        let mut sub = match bus.subscribe(subject, "observer").await {
-            Ok(s) => s,
-            Err(e) => return tracing::error!(error = %e, subject, "observer cannot subscribe"),
-        };
-        loop {
-            let msg = tokio::select! {
-                m = sub.next() => m,
-                _ = shutdown.changed() => return,
-            };
-            let Ok(msg) = msg else { return };
-            // Telemetry is best effort: a malformed record is dropped (and acked) rather than
-            // redelivered forever.
-            match subject {
-                s if s == subjects::TELEMETRY_LOGS => {
-                    if let Ok(ev) = msg.json::<LogEvent>() {
-                        self.ingest_log(ev);
-                    }
-                }
-                s if s == subjects::TELEMETRY_METRICS => {
-                    if let Ok(sample) = msg.json::<MetricSample>() {
-                        self.ingest_metric(sample);
-                    }
-                }
-                _ => {
-                    if let Ok(s) = msg.json::<ScenarioScored>() {
-                        self.ingest_score(&s);
-                    }
-                }
-            }
-            let _ = msg.ack().await;
-        }
+        let config = |subject| ConsumerConfig::new(subject, "observer");
+        let logs = spawn_consumer(
+            self,
+            bus.clone(),
+            config(subjects::TELEMETRY_LOGS),
+            shutdown.clone(),
+            |o, ev: LogEvent| async move {
+                o.ingest_log(ev);
+                Outcome::Ack
+            },
+        );
+        let samples = spawn_consumer(
+            self,
+            bus.clone(),
+            config(subjects::TELEMETRY_METRICS),
+            shutdown.clone(),
+            |o, s: MetricSample| async move {
+                o.ingest_metric(s);
+                Outcome::Ack
+            },
+        );
+        let scores = spawn_consumer(
+            self,
+            bus,
+            config(subjects::SCENARIO_SCORED),
+            shutdown,
+            |o, s: ScenarioScored| async move {
+                o.ingest_score(&s);
+                Outcome::Ack
+            },
+        );
+        tokio::spawn(async move {
+            let _ = tokio::join!(logs, samples, scores);
+        })
     }
 }
 
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "forge_observer_hub",
-    description = "Telemetry, fairness and audit verification"
-))]
+#[openapi()]
 struct ApiDoc;
 
 pub fn router(state: Observer) -> Router {
+    let access = state.inner.deps.access.clone();
     let audit = audit_router(AuditHttpState {
         data_dir: state.inner.deps.data_dir.clone(),
         log: state.inner.deps.audit_log.clone(),
@@ -234,24 +208,15 @@ pub fn router(state: Observer) -> Router {
     let routes = Router::new()
         .route("/v1/telemetry/logs", get(recent_logs))
         .route("/v1/fairness", get(fairness))
-        .merge(http::common_routes(SERVICE_NAME, ApiDoc::openapi()))
         .with_state(state)
         .merge(audit);
-    http::finish(routes, http::DEFAULT_BODY_LIMIT)
-}
-
-pub async fn serve(
-    listener: TcpListener,
-    state: Observer,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let doc = ApiDoc::openapi();
+    let limit = forge_http::DEFAULT_BODY_LIMIT;
+    crate::service_router(Service::Observer, doc, routes, &access, limit)
 }
 
 fn require_observer(caller: &Caller) -> Result<(), ApiError> {
-    if [OBSERVER_ROLE, roles::ORCHESTRATOR, INSTRUCTOR_ROLE]
+    if [roles::OBSERVER, roles::ORCHESTRATOR, roles::INSTRUCTOR]
         .iter()
         .any(|r| caller.has_role(r))
     {

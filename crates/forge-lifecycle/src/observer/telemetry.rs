@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::OnceLock;
 
+pub use forge_bus::messages::{LogEvent, MetricSample};
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 
 /// Max label keys per stream (spec: Cardinality Limits).
 pub const MAX_LABEL_KEYS: usize = 10;
@@ -14,34 +14,6 @@ pub const MAX_LABEL_KEYS: usize = 10;
 pub const MAX_COMBINATIONS: usize = 1000;
 /// Replaces label values past the combination limit.
 pub const OVERFLOW: &str = "__overflow__";
-
-/// A structured log event on `telemetry.logs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogEvent {
-    pub service: String,
-    #[serde(default)]
-    pub level: String,
-    pub message: String,
-    #[serde(default)]
-    pub scenario_id: Option<String>,
-    #[serde(default)]
-    pub tenant_id: Option<String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Set by the hub: which kinds of PII were found (and redacted) in `message`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pii: Vec<String>,
-}
-
-/// A metric sample on `telemetry.metrics`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricSample {
-    pub service: String,
-    pub name: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
 
 struct Detector {
     kind: &'static str,

@@ -3,31 +3,21 @@
 //! scenario's owner, or an instructor/orchestrator of its tenant). Every lookup is scoped to the
 //! token's tenant: another tenant's scenario is a 404.
 
-use std::future::Future;
-use std::sync::Arc;
-
 use axum::Router;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
-use forge_auth::{Caller, Verifier, roles};
+use forge_auth::{Caller, roles};
 use forge_core::{ScenarioId, ScenarioStatus, Track};
+use forge_http::{ApiError, ApiJson, Kind, Service};
 use forge_store::{Billing, NewScenario, ScenarioRecord};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use utoipa::OpenApi;
 
-use super::{Admission, Orchestrator, SERVICE_NAME};
-use crate::messages::may_operate;
-use forge_services::http::{self, ApiError, ApiJson};
-
-impl FromRef<Orchestrator> for Arc<Verifier> {
-    fn from_ref(o: &Orchestrator) -> Self {
-        o.deps().verifier.clone()
-    }
-}
+use super::{Admission, Orchestrator};
+use crate::authz::{Authorized, CanOperate, CanView};
 
 /// Body of `POST /v1/scenarios`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -99,7 +89,6 @@ impl ScenarioView {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "forge_orchestrator", description = "Scenario life cycle"),
     paths(create_scenario, get_scenario, end_scenario),
     components(schemas(CreateScenario, Created, ScenarioView))
 )]
@@ -109,41 +98,10 @@ pub fn router(state: Orchestrator) -> Router {
     let routes = Router::new()
         .route("/v1/scenarios", post(create_scenario))
         .route("/v1/scenarios/{id}", get(get_scenario).delete(end_scenario))
-        .merge(http::common_routes(SERVICE_NAME, ApiDoc::openapi()))
-        .with_state(state);
-    http::finish(routes, http::DEFAULT_BODY_LIMIT)
-}
-
-pub async fn serve(
-    listener: TcpListener,
-    state: Orchestrator,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// The caller's scenario, or 404 for an unknown id, another tenant's scenario or one the
-/// caller may not operate (no existence oracle across owners either).
-pub(crate) async fn scoped(
-    o: &Orchestrator,
-    caller: &Caller,
-    id: &str,
-) -> Result<ScenarioRecord, ApiError> {
-    let not_found =
-        || ApiError::not_found("scenario_not_found", format!("scenario `{id}` not found"));
-    let id: ScenarioId = id.parse().map_err(|_| not_found())?;
-    let rec = o
-        .deps()
-        .store
-        .get(&caller.tenant_id, &id)
-        .await
-        .map_err(ApiError::internal)?;
-    match rec {
-        Some(r) if may_operate(caller, &r) => Ok(r),
-        _ => Err(not_found()),
-    }
+        .with_state(state.clone());
+    let doc = ApiDoc::openapi();
+    let limit = forge_http::DEFAULT_BODY_LIMIT;
+    crate::service_router(Service::Orchestrator, doc, routes, state.access(), limit)
 }
 
 #[utoipa::path(post, path = "/v1/scenarios", request_body = CreateScenario,
@@ -250,12 +208,9 @@ async fn create_scenario(
     responses((status = 200, body = ScenarioView), (status = 401), (status = 404)),
     security(("bearer" = [])))]
 async fn get_scenario(
-    State(o): State<Orchestrator>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<axum::Json<ScenarioView>, ApiError> {
-    let rec = scoped(&o, &caller, &id).await?;
-    Ok(axum::Json(ScenarioView::from_record(&rec)))
+    Authorized { scenario, .. }: Authorized<CanView>,
+) -> axum::Json<ScenarioView> {
+    axum::Json(ScenarioView::from_record(&scenario))
 }
 
 #[utoipa::path(delete, path = "/v1/scenarios/{id}",
@@ -263,13 +218,16 @@ async fn get_scenario(
     security(("bearer" = [])))]
 async fn end_scenario(
     State(o): State<Orchestrator>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized {
+        caller,
+        scenario: rec,
+        ..
+    }: Authorized<CanOperate>,
 ) -> Result<axum::Json<ScenarioView>, ApiError> {
-    let rec = scoped(&o, &caller, &id).await?;
+    let id = &rec.scenario_id;
     if rec.status.is_terminal() {
         return Err(ApiError::new(
-            forge_services::http::Kind::Conflict,
+            Kind::Conflict,
             "scenario_ended",
             format!("scenario {id} has already ended ({})", rec.status),
         ));

@@ -1,4 +1,4 @@
-//! forge_orchestrator (:8083): the scenario state machine (design.md §5).
+//! forge_orchestrator (:8083): the scenario state machine (docs/design.md §5).
 //!
 //! Consumes `spawn.request`: training gate → `creating` → lab launch through the runtime →
 //! `running` → `scenario.created`, with a timer for `timeout_minutes` that publishes
@@ -11,6 +11,7 @@
 //! On start, [`Orchestrator::recover`] makes store and host agree again after a crash.
 
 mod api;
+mod consumers;
 mod recover;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,29 +19,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use forge_bus::{Bus, BusExt, subjects};
+use forge_bus::messages::{EndReason, ExecuteRequested, ScenarioCreated};
+use forge_bus::{Bus, BusExt};
 use forge_catalog::Catalog;
 use forge_core::audit::{AuditEvent, AuditSink, Outcome};
 use forge_core::template::{ScenarioTemplate, policy_input};
 use forge_core::{ScenarioId, ScenarioStatus};
 use forge_policy::{DecisionContext, PolicyEngine, PolicyError, PolicyName};
-use forge_runtime::{LabEvent, LabSpec, Runtime};
+use forge_runtime::{LabSpec, Runtime};
 use forge_store::{ScenarioRecord, Store, StoreError};
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Semaphore;
 
-use crate::messages::{
-    EndReason, ExecuteRequested, SCENARIO_SCORED, ScenarioCreated, ScenarioScored,
-};
-use forge_services::spawn::SpawnRequested;
+use crate::authz::ScenarioAccess;
 
-pub use api::{router, serve};
+pub use api::router;
 pub use recover::RecoverReport;
 
-/// The service name `/health` reports.
-pub const SERVICE_NAME: &str = "forge_orchestrator";
-/// The spec's port.
-pub const DEFAULT_PORT: u16 = 8083;
+/// Who the orchestrator's audit events and decisions name.
 const ACTOR: &str = "forge_orchestrator";
 
 #[derive(Debug, Clone)]
@@ -75,7 +70,7 @@ pub struct OrchestratorDeps {
     pub policy: Arc<dyn PolicyEngine>,
     pub runtime: Arc<dyn Runtime>,
     pub audit: Arc<dyn AuditSink>,
-    pub verifier: Arc<forge_auth::Verifier>,
+    pub access: ScenarioAccess,
 }
 
 /// The orchestrator; cheap to clone.
@@ -126,71 +121,8 @@ impl Orchestrator {
         &self.inner.deps
     }
 
-    /// Runs the consumers until `shutdown` turns true: `spawn.request`, `scenario.scored`, and
-    /// the runtime supervisor's lab events when given.
-    pub fn run(
-        &self,
-        shutdown: watch::Receiver<bool>,
-        lab_events: Option<mpsc::UnboundedReceiver<LabEvent>>,
-    ) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut tasks = vec![
-                tokio::spawn(this.clone().consume_spawn_requests(shutdown.clone())),
-                tokio::spawn(this.clone().consume_scored(shutdown.clone())),
-            ];
-            if let Some(rx) = lab_events {
-                tasks.push(tokio::spawn(
-                    this.clone().consume_lab_events(rx, shutdown.clone()),
-                ));
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
-            this.cancel_all_timers();
-        })
-    }
-
-    async fn consume_spawn_requests(self, mut shutdown: watch::Receiver<bool>) {
-        let bus = self.deps().bus.clone();
-        let mut sub = match bus.subscribe(subjects::SPAWN_REQUEST, "orchestrator").await {
-            Ok(s) => s,
-            Err(e) => return tracing::error!(error = %e, "cannot subscribe to spawn.request"),
-        };
-        loop {
-            let msg = tokio::select! {
-                m = sub.next() => m,
-                _ = shutdown.changed() => return,
-            };
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!(error = %e, "spawn.request subscription ended");
-                    return;
-                }
-            };
-            let this = self.clone();
-            // Each request runs on its own task so one slow launch never holds up the queue.
-            tokio::spawn(async move {
-                let req: SpawnRequested = match msg.json() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, msg_id = %msg.msg_id, "dropping malformed spawn.request");
-                        let _ = msg.ack().await;
-                        return;
-                    }
-                };
-                match this.handle_spawn(&req.scenario_id).await {
-                    Ok(()) => {
-                        let _ = msg.ack().await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, scenario_id = %req.scenario_id, "spawn.request will be redelivered");
-                        let _ = msg.nak_with_delay(Duration::from_secs(2)).await;
-                    }
-                }
-            });
-        }
+    pub(crate) fn access(&self) -> &ScenarioAccess {
+        &self.inner.deps.access
     }
 
     /// Takes a `pending` scenario to `running` (or `failed`). Safe to call again for the same
@@ -327,20 +259,14 @@ impl Orchestrator {
             containers,
             expires_at: rec.expires_at,
         };
-        d.bus
-            .publish_json(
-                subjects::SCENARIO_CREATED,
-                &format!("created:{id}"),
-                &created,
-            )
-            .await?;
+        d.bus.publish_msg(&created).await?;
         self.arm_timer(&rec);
         self.refresh_gauges().await;
         Ok(())
     }
 
     /// Marks the scenario failed (from one of `from`) with `why`, and makes sure no lab remains.
-    async fn fail(
+    pub(crate) async fn fail(
         &self,
         rec: &ScenarioRecord,
         from: &[ScenarioStatus],
@@ -414,82 +340,6 @@ impl Orchestrator {
             .unwrap_or_else(|| rec.clone()))
     }
 
-    async fn consume_scored(self, mut shutdown: watch::Receiver<bool>) {
-        let bus = self.deps().bus.clone();
-        let mut sub = match bus.subscribe(SCENARIO_SCORED, "orchestrator").await {
-            Ok(s) => s,
-            Err(e) => return tracing::error!(error = %e, "cannot subscribe to scenario.scored"),
-        };
-        loop {
-            let msg = tokio::select! {
-                m = sub.next() => m,
-                _ = shutdown.changed() => return,
-            };
-            let Ok(msg) = msg else { return };
-            let scored: ScenarioScored = match msg.json() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dropping malformed scenario.scored");
-                    let _ = msg.ack().await;
-                    continue;
-                }
-            };
-            let to = match scored.reason {
-                EndReason::Submit => ScenarioStatus::Completed,
-                EndReason::Timeout => ScenarioStatus::Timeout,
-            };
-            match self.finish(&scored.scenario_id, to, None).await {
-                Ok(()) => {
-                    let _ = msg.ack().await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "scenario.scored will be redelivered");
-                    let _ = msg.nak_with_delay(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
-    async fn consume_lab_events(
-        self,
-        mut rx: mpsc::UnboundedReceiver<LabEvent>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        loop {
-            let ev = tokio::select! {
-                e = rx.recv() => e,
-                _ = shutdown.changed() => return,
-            };
-            let Some(ev) = ev else { return };
-            match ev {
-                LabEvent::Restarted {
-                    scenario_id,
-                    container,
-                    attempt,
-                } => {
-                    tracing::info!(%scenario_id, %container, attempt, "lab container restarted and re-plumbed");
-                }
-                LabEvent::Failed {
-                    scenario_id,
-                    container,
-                    reason,
-                } => {
-                    let Ok(id) = scenario_id.parse::<ScenarioId>() else {
-                        continue;
-                    };
-                    let Ok(Some(rec)) = self.deps().store.get_any(&id).await else {
-                        continue;
-                    };
-                    let why = format!("container {container} could not be kept running: {reason}");
-                    let from = [ScenarioStatus::Creating, ScenarioStatus::Running];
-                    if let Err(e) = self.fail(&rec, &from, &why).await {
-                        tracing::warn!(error = %e, %scenario_id, "failing a broken lab");
-                    }
-                }
-            }
-        }
-    }
-
     /// Publishes `scenario.execute` (reason timeout) at expiry, and ends the lab without a
     /// score if no evaluation finished within the grace period after it.
     pub(crate) fn arm_timer(&self, rec: &ScenarioRecord) {
@@ -507,15 +357,7 @@ impl Orchestrator {
                 requested_at: Utc::now(),
             };
             let d = this.deps();
-            if let Err(e) = d
-                .bus
-                .publish_json(
-                    subjects::SCENARIO_EXECUTE,
-                    &ExecuteRequested::msg_id(&id),
-                    &exec,
-                )
-                .await
-            {
+            if let Err(e) = d.bus.publish_msg(&exec).await {
                 tracing::warn!(error = %e, scenario_id = %id, "cannot publish timeout evaluation");
             }
             tokio::time::sleep(grace).await;
@@ -539,7 +381,7 @@ impl Orchestrator {
         }
     }
 
-    fn cancel_all_timers(&self) {
+    pub(crate) fn cancel_all_timers(&self) {
         let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
         for (_, t) in timers.drain() {
             t.abort();

@@ -1,4 +1,4 @@
-//! Start-up convergence after a crash (design.md §6: no orphan containers or namespaces, no
+//! Start-up convergence after a crash (docs/design.md §6: no orphan containers or namespaces, no
 //! scenario stuck in `creating`).
 //!
 //! - `creating`: the launch was interrupted; its half-built lab is torn down and the scenario

@@ -3,27 +3,20 @@
 //! `GET /v1/scores/{id}/{file}`. Tenant-scoped: another tenant's scenario is a 404, and the
 //! attempt is audited.
 
-use std::future::Future;
-use std::sync::Arc;
-
 use axum::Router;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use chrono::{SecondsFormat, Utc};
-use forge_auth::{Caller, Verifier, roles};
-use forge_core::audit::{AuditEvent, Outcome};
+use chrono::SecondsFormat;
 use forge_core::{CriterionResult, ScenarioId, ScoreResult};
 use forge_evidence::{ObjectKey, StoreError};
-use forge_store::ScenarioRecord;
+use forge_http::{ApiError, Service};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use utoipa::OpenApi;
 
-use super::{SERVICE_NAME, Scoreboard};
-use crate::messages::may_operate;
-use forge_services::http::{self, ApiError};
+use super::Scoreboard;
+use crate::authz::{Authorized, CanReadScore};
 
 const FILES: [&str; 4] = [
     "score.json",
@@ -31,12 +24,6 @@ const FILES: [&str; 4] = [
     "manifest.json",
     "verdict.sig",
 ];
-
-impl FromRef<Scoreboard> for Arc<Verifier> {
-    fn from_ref(s: &Scoreboard) -> Self {
-        s.deps().verifier.clone()
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScoreSummary {
@@ -61,10 +48,6 @@ pub struct ScoreView {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "forge_scoreboard",
-        description = "Signed scores and evidence bundles"
-    ),
     paths(get_score, get_file),
     components(schemas(ScoreView, ScoreSummary))
 )]
@@ -74,54 +57,11 @@ pub fn router(state: Scoreboard) -> Router {
     let routes = Router::new()
         .route("/v1/scores/{id}", get(get_score))
         .route("/v1/scores/{id}/{file}", get(get_file))
-        .merge(http::common_routes(SERVICE_NAME, ApiDoc::openapi()))
-        .with_state(state);
-    http::finish(routes, http::DEFAULT_BODY_LIMIT).layer(tower_http::cors::CorsLayer::permissive())
-}
-
-pub async fn serve(
-    listener: TcpListener,
-    state: Scoreboard,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn readable(s: &Scoreboard, caller: &Caller, id: &str) -> Result<ScenarioRecord, ApiError> {
-    let not_found =
-        || ApiError::not_found("score_not_found", format!("no score for scenario `{id}`"));
-    let sid: ScenarioId = id.parse().map_err(|_| not_found())?;
-    let d = s.deps();
-    match d
-        .store
-        .get(&caller.tenant_id, &sid)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        Some(r) if caller.has_role(roles::SCORE_READ) || may_operate(caller, &r) => Ok(r),
-        other => {
-            // Someone probing another tenant's (or another learner's) scenario: answer as if it
-            // did not exist, and leave a trace.
-            let foreign = other.is_some() || d.store.get_any(&sid).await.ok().flatten().is_some();
-            if foreign {
-                d.audit.record(
-                    AuditEvent::new(
-                        Utc::now(),
-                        "access.denied",
-                        caller.sub.clone(),
-                        sid.as_str(),
-                        "read",
-                        Outcome::Denied,
-                    )
-                    .with_detail("tenant_id", caller.tenant_id.clone())
-                    .with_detail("resource", "score"),
-                );
-            }
-            Err(not_found())
-        }
-    }
+        .with_state(state.clone());
+    let doc = ApiDoc::openapi();
+    let limit = forge_http::DEFAULT_BODY_LIMIT;
+    crate::service_router(Service::Scoreboard, doc, routes, state.access(), limit)
+        .layer(tower_http::cors::CorsLayer::permissive())
 }
 
 async fn read(s: &Scoreboard, id: &ScenarioId, file: &str) -> Result<Vec<u8>, ApiError> {
@@ -141,10 +81,8 @@ async fn read(s: &Scoreboard, id: &ScenarioId, file: &str) -> Result<Vec<u8>, Ap
     security(("bearer" = [])))]
 async fn get_score(
     State(s): State<Scoreboard>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized { scenario: rec, .. }: Authorized<CanReadScore>,
 ) -> Result<axum::Json<ScoreView>, ApiError> {
-    let rec = readable(&s, &caller, &id).await?;
     let bytes = read(&s, &rec.scenario_id, "score.json").await?;
     let score: ScoreResult = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
     let d = s.deps();
@@ -177,9 +115,10 @@ async fn get_score(
     security(("bearer" = [])))]
 async fn get_file(
     State(s): State<Scoreboard>,
-    caller: Caller,
-    Path((id, file)): Path<(String, String)>,
+    Authorized { scenario: rec, .. }: Authorized<CanReadScore>,
+    Path(params): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let file = params.1;
     if !FILES.contains(&file.as_str()) {
         return Err(ApiError::not_found(
             "unknown_file",
@@ -189,7 +128,6 @@ async fn get_file(
             ),
         ));
     }
-    let rec = readable(&s, &caller, &id).await?;
     let bytes = read(&s, &rec.scenario_id, &file).await?;
     let ctype = match file.as_str() {
         "evidence.tar.zst" => "application/zstd",

@@ -11,10 +11,10 @@ mod api;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::Utc;
-use forge_bus::{Bus, BusExt};
+use forge_bus::messages::{ScenarioCompleted, ScenarioScored};
+use forge_bus::{Bus, BusExt, ConsumerConfig, subjects};
 use forge_core::audit::{AuditEvent, AuditSink, Outcome};
 use forge_core::{RunId, ScoreResult};
 use forge_evidence::bundle::{ArtifactInput, Bundle, BundleInput, BundleMeta};
@@ -23,12 +23,12 @@ use forge_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::messages::{SCENARIO_SCORED, ScenarioCompleted, ScenarioScored};
+use crate::authz::ScenarioAccess;
+use crate::{settle, spawn_consumer};
 
-pub use api::{ScoreView, router, serve};
+pub use api::{ScoreView, router};
 
-pub const SERVICE_NAME: &str = "forge_scoreboard";
-pub const DEFAULT_PORT: u16 = 8086;
+/// Who the scoreboard's audit events name.
 const ACTOR: &str = "forge_scoreboard";
 
 pub struct ScoreboardDeps {
@@ -38,7 +38,7 @@ pub struct ScoreboardDeps {
     /// The `verdict` keyring.
     pub keyring: Arc<Mutex<Keyring>>,
     pub audit: Arc<dyn AuditSink>,
-    pub verifier: Arc<forge_auth::Verifier>,
+    pub access: ScenarioAccess,
 }
 
 #[derive(Clone)]
@@ -80,49 +80,30 @@ impl Scoreboard {
         &self.inner.deps
     }
 
-    /// Consumes `scenario.completed` until `shutdown` turns true.
-    pub fn run(&self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let bus = this.deps().bus.clone();
-            let mut sub = match bus
-                .subscribe(forge_bus::subjects::SCENARIO_COMPLETED, "scoreboard")
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    return tracing::error!(error = %e, "cannot subscribe to scenario.completed");
+    pub(crate) fn access(&self) -> &ScenarioAccess {
+        &self.inner.deps.access
+    }
+
+    /// Consumes `scenario.completed` until `shutdown` turns true. An evaluation that can never
+    /// be scored (a bad run id, undecodable evidence) is dead-lettered; anything else that
+    /// fails (keys, evidence store, bus) is retried.
+    pub fn run(&self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let config = ConsumerConfig::new(subjects::SCENARIO_COMPLETED, "scoreboard").concurrency(4);
+        let bus = self.deps().bus.clone();
+        spawn_consumer(
+            self,
+            bus,
+            config,
+            shutdown,
+            |s, c: ScenarioCompleted| async move {
+                let id = c.scenario_id.clone();
+                match s.publish(c).await {
+                    Ok(_) => forge_bus::Outcome::Ack,
+                    Err(ScoreboardError::Invalid(why)) => forge_bus::Outcome::DeadLetter(why),
+                    Err(e) => settle(Err(e), subjects::SCENARIO_COMPLETED, &id),
                 }
-            };
-            loop {
-                let msg = tokio::select! {
-                    m = sub.next() => m,
-                    _ = shutdown.changed() => return,
-                };
-                let Ok(msg) = msg else { return };
-                let completed: ScenarioCompleted = match msg.json() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "dropping malformed scenario.completed");
-                        let _ = msg.ack().await;
-                        continue;
-                    }
-                };
-                match this.publish(completed).await {
-                    Ok(_) => {
-                        let _ = msg.ack().await;
-                    }
-                    Err(ScoreboardError::Invalid(why)) => {
-                        tracing::warn!(reason = %why, "dropping invalid scenario.completed");
-                        let _ = msg.ack().await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "scenario.completed will be redelivered");
-                        let _ = msg.nak_with_delay(Duration::from_secs(2)).await;
-                    }
-                }
-            }
-        })
+            },
+        )
     }
 
     /// Scores, bundles, signs and publishes one evaluation; announces `scenario.scored`.
@@ -207,14 +188,7 @@ impl Scoreboard {
             passed: score.passed,
             total: score.total,
         };
-        self.deps()
-            .bus
-            .publish_json(
-                SCENARIO_SCORED,
-                &ScenarioScored::msg_id(&c.scenario_id),
-                &scored,
-            )
-            .await?;
+        self.deps().bus.publish_msg(&scored).await?;
         Ok(())
     }
 

@@ -2,35 +2,27 @@
 //! have no terminal) and the terminal WebSocket. Only the scenario's owner, or an instructor of
 //! its tenant, may use them; another tenant's scenario is a 404.
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::{SecondsFormat, Utc};
-use forge_auth::{Caller, Verifier};
-use forge_bus::{BusExt, subjects};
+use forge_auth::roles;
+use forge_bus::BusExt;
+use forge_bus::messages::{EndReason, ExecuteRequested};
+use forge_core::ScenarioStatus;
 use forge_core::audit::{AuditEvent, Outcome};
-use forge_core::{ScenarioId, ScenarioStatus};
+use forge_http::{ApiError, ApiJson, Kind, Service};
 use forge_runtime::ExecRequest;
 use forge_store::ScenarioRecord;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use utoipa::OpenApi;
 
-use super::{SERVICE_NAME, Worker};
-use crate::messages::{EndReason, ExecuteRequested, INSTRUCTOR_ROLE, may_operate};
-use forge_services::http::{self, ApiError, ApiJson, Kind};
-
-impl FromRef<Worker> for Arc<Verifier> {
-    fn from_ref(w: &Worker) -> Self {
-        w.deps().verifier.clone()
-    }
-}
+use super::Worker;
+use crate::authz::{Authorized, CanOperate};
 
 /// One criterion in a check report.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -85,10 +77,6 @@ pub struct ExecOutput {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "forge_worker_agent",
-        description = "Checks, submissions, learner commands and terminal"
-    ),
     paths(check, submit, exec),
     components(schemas(CheckReport, CheckedCriterion, Submitted, ExecBody, ExecOutput))
 )]
@@ -103,66 +91,26 @@ pub fn router(state: Worker) -> Router {
             "/v1/scenarios/{id}/terminal",
             get(super::terminal::terminal),
         )
-        .merge(http::common_routes(SERVICE_NAME, ApiDoc::openapi()))
-        .with_state(state);
-    http::finish(routes, http::DEFAULT_BODY_LIMIT).layer(tower_http::cors::CorsLayer::permissive())
+        .with_state(state.clone());
+    let doc = ApiDoc::openapi();
+    let limit = forge_http::DEFAULT_BODY_LIMIT;
+    crate::service_router(Service::Worker, doc, routes, state.access(), limit)
+        .layer(tower_http::cors::CorsLayer::permissive())
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    state: Worker,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// The caller's running scenario (404 for unknown, other tenant, or not the caller's).
-pub(crate) async fn running(
-    w: &Worker,
-    caller: &Caller,
-    id: &str,
-) -> Result<ScenarioRecord, ApiError> {
-    let not_found =
-        || ApiError::not_found("scenario_not_found", format!("scenario `{id}` not found"));
-    let sid: ScenarioId = id.parse().map_err(|_| not_found())?;
-    let rec = w
-        .deps()
-        .store
-        .get(&caller.tenant_id, &sid)
-        .await
-        .map_err(ApiError::internal)?;
-    let rec = match rec {
-        Some(r) if may_operate(caller, &r) => r,
-        Some(r) => {
-            audit_denied(w, caller, &r, "operate");
-            return Err(not_found());
-        }
-        None => return Err(not_found()),
-    };
-    if rec.status != ScenarioStatus::Running {
-        return Err(ApiError::new(
-            Kind::Conflict,
-            "scenario_not_running",
-            format!("scenario {id} is {}, not running", rec.status),
-        ));
+/// 409 unless the lab is running: checks, submissions, commands and terminals need a lab.
+pub(crate) fn ensure_running(rec: &ScenarioRecord) -> Result<(), ApiError> {
+    if rec.status == ScenarioStatus::Running {
+        return Ok(());
     }
-    Ok(rec)
-}
-
-fn audit_denied(w: &Worker, caller: &Caller, rec: &ScenarioRecord, action: &str) {
-    w.deps().audit.record(
-        AuditEvent::new(
-            Utc::now(),
-            "access.denied",
-            caller.sub.clone(),
-            rec.scenario_id.as_str(),
-            action,
-            Outcome::Denied,
-        )
-        .with_detail("tenant_id", caller.tenant_id.clone()),
-    );
+    Err(ApiError::new(
+        Kind::Conflict,
+        "scenario_not_running",
+        format!(
+            "scenario {} is {}, not running",
+            rec.scenario_id, rec.status
+        ),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/scenarios/{id}/check",
@@ -170,10 +118,13 @@ fn audit_denied(w: &Worker, caller: &Caller, rec: &ScenarioRecord, action: &str)
     security(("bearer" = [])))]
 async fn check(
     State(w): State<Worker>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized {
+        caller,
+        scenario: rec,
+        ..
+    }: Authorized<CanOperate>,
 ) -> Result<axum::Json<CheckReport>, ApiError> {
-    let rec = running(&w, &caller, &id).await?;
+    ensure_running(&rec)?;
     let Some(_guard) = w.begin_check(&rec.scenario_id) else {
         return Err(ApiError::new(
             Kind::Conflict,
@@ -235,29 +186,26 @@ async fn check(
     security(("bearer" = [])))]
 async fn submit(
     State(w): State<Worker>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized {
+        caller,
+        scenario: rec,
+        ..
+    }: Authorized<CanOperate>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let rec = running(&w, &caller, &id).await?;
+    ensure_running(&rec)?;
     let req = ExecuteRequested {
         scenario_id: rec.scenario_id.clone(),
         reason: EndReason::Submit,
         requested_by: caller.sub.clone(),
         requested_at: Utc::now(),
     };
-    let msg_id = ExecuteRequested::msg_id(&rec.scenario_id);
-    let ack = w
-        .deps()
-        .bus
-        .publish_json(subjects::SCENARIO_EXECUTE, &msg_id, &req)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                Kind::ServiceUnavailable,
-                "bus_unavailable",
-                format!("cannot queue the evaluation: {e}"),
-            )
-        })?;
+    let ack = w.deps().bus.publish_msg(&req).await.map_err(|e| {
+        ApiError::new(
+            Kind::ServiceUnavailable,
+            "bus_unavailable",
+            format!("cannot queue the evaluation: {e}"),
+        )
+    })?;
     if !ack.duplicate {
         w.deps().audit.record(AuditEvent::new(
             Utc::now(),
@@ -280,16 +228,19 @@ async fn submit(
     security(("bearer" = [])))]
 async fn exec(
     State(w): State<Worker>,
-    caller: Caller,
-    Path(id): Path<String>,
+    Authorized {
+        caller,
+        scenario: rec,
+        ..
+    }: Authorized<CanOperate>,
     ApiJson(body): ApiJson<ExecBody>,
 ) -> Result<axum::Json<ExecOutput>, ApiError> {
-    let rec = running(&w, &caller, &id).await?;
+    ensure_running(&rec)?;
     let template = w.template(&rec).map_err(ApiError::internal)?;
     let learner = template.learner_container().name.clone();
     let container = match body.container {
         Some(c) if c != learner => {
-            if !caller.has_role(INSTRUCTOR_ROLE) {
+            if !caller.has_role(roles::INSTRUCTOR) {
                 return Err(ApiError::forbidden(
                     "learner_container_only",
                     format!("learners run commands in `{learner}` only"),

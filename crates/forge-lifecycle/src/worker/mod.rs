@@ -1,5 +1,5 @@
 //! forge_worker_agent (:8084): checks, submissions, evidence collection and the learner's
-//! terminal (design.md §5).
+//! terminal (docs/design.md §5).
 //!
 //! `POST /v1/scenarios/{id}/check` evaluates the criteria without ending the lab;
 //! `POST /v1/scenarios/{id}/submit` (and the orchestrator's timeout) publish
@@ -13,10 +13,11 @@ mod terminal;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
-use forge_bus::{Bus, BusExt, subjects};
+use forge_bus::messages::{CollectedArtifact, ExecuteRequested, ScenarioCompleted};
+use forge_bus::{Bus, BusExt, ConsumerConfig, subjects};
 use forge_catalog::Catalog;
 use forge_core::audit::AuditSink;
 use forge_core::template::ScenarioTemplate;
@@ -27,12 +28,13 @@ use forge_store::{ScenarioRecord, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::messages::{CollectedArtifact, ExecuteRequested, ScenarioCompleted};
+use crate::authz::ScenarioAccess;
+use crate::{settle, spawn_consumer};
 
-pub use api::{CheckReport, CheckedCriterion, router, serve};
+pub use api::{CheckReport, CheckedCriterion, router};
 
-pub const SERVICE_NAME: &str = "forge_worker_agent";
-pub const DEFAULT_PORT: u16 = 8084;
+/// Evaluations at once; each runs every criterion's commands in parallel already.
+const EXECUTE_CONCURRENCY: usize = 16;
 
 /// What the worker is built from.
 pub struct WorkerDeps {
@@ -41,7 +43,7 @@ pub struct WorkerDeps {
     pub catalog: Arc<Catalog>,
     pub runtime: Arc<dyn Runtime>,
     pub audit: Arc<dyn AuditSink>,
-    pub verifier: Arc<forge_auth::Verifier>,
+    pub access: ScenarioAccess,
 }
 
 #[derive(Clone)]
@@ -80,6 +82,10 @@ impl Worker {
         &self.inner.deps
     }
 
+    pub(crate) fn access(&self) -> &ScenarioAccess {
+        &self.inner.deps.access
+    }
+
     fn template(&self, rec: &ScenarioRecord) -> Result<Arc<ScenarioTemplate>, WorkerError> {
         self.deps()
             .catalog
@@ -115,44 +121,20 @@ impl Worker {
     }
 
     /// Consumes `scenario.execute` until `shutdown` turns true.
-    pub fn run(&self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let bus = this.deps().bus.clone();
-            let mut sub = match bus.subscribe(subjects::SCENARIO_EXECUTE, "worker").await {
-                Ok(s) => s,
-                Err(e) => {
-                    return tracing::error!(error = %e, "cannot subscribe to scenario.execute");
-                }
-            };
-            loop {
-                let msg = tokio::select! {
-                    m = sub.next() => m,
-                    _ = shutdown.changed() => return,
-                };
-                let Ok(msg) = msg else { return };
-                let this = this.clone();
-                tokio::spawn(async move {
-                    let req: ExecuteRequested = match msg.json() {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "dropping malformed scenario.execute");
-                            let _ = msg.ack().await;
-                            return;
-                        }
-                    };
-                    match this.handle_execute(&req).await {
-                        Ok(()) => {
-                            let _ = msg.ack().await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, scenario_id = %req.scenario_id, "scenario.execute will be redelivered");
-                            let _ = msg.nak_with_delay(Duration::from_secs(2)).await;
-                        }
-                    }
-                });
-            }
-        })
+    pub fn run(&self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let config = ConsumerConfig::new(subjects::SCENARIO_EXECUTE, "worker")
+            .concurrency(EXECUTE_CONCURRENCY);
+        let bus = self.deps().bus.clone();
+        spawn_consumer(
+            self,
+            bus,
+            config,
+            shutdown,
+            |w, req: ExecuteRequested| async move {
+                let done = w.handle_execute(&req).await;
+                settle(done, subjects::SCENARIO_EXECUTE, &req.scenario_id)
+            },
+        )
     }
 
     /// Collects the final evidence and publishes `scenario.completed`.
@@ -186,10 +168,7 @@ impl Worker {
             criteria,
             artifacts,
         };
-        let msg_id = ScenarioCompleted::msg_id(&rec.scenario_id);
-        d.bus
-            .publish_json(subjects::SCENARIO_COMPLETED, &msg_id, &completed)
-            .await?;
+        d.bus.publish_msg(&completed).await?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -19,8 +20,9 @@ use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 
 use super::Worker;
-use super::api::running;
-use forge_services::http::ApiError;
+use super::api::ensure_running;
+use crate::authz::Action;
+use forge_http::{ApiError, Kind};
 
 #[derive(serde::Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -34,7 +36,7 @@ pub(super) async fn terminal(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -42,12 +44,15 @@ pub(super) async fn terminal(
         .map(str::to_owned);
     let auth = header.or_else(|| q.get("access_token").map(|t| format!("Bearer {t}")));
     let caller = w
-        .deps()
-        .verifier
+        .access()
+        .verifier()
         .authenticate(auth.as_deref())
         .await
         .map_err(ApiError::from)?;
-    let rec = running(&w, &caller, &id).await?;
+    let rec = w.access().authorize(&caller, &id, Action::Operate).await?;
+    ensure_running(&rec)?;
+    // Only now is a missing upgrade worth telling: strangers get the same 404 as everywhere.
+    let ws = ws.map_err(|r| ApiError::bad_request("websocket_required", r.body_text()))?;
     let template = w.template(&rec).map_err(ApiError::internal)?;
     let container = template.learner_container().name.clone();
     let session = w
@@ -57,7 +62,7 @@ pub(super) async fn terminal(
         .await
         .map_err(|e| {
             ApiError::new(
-                forge_services::http::Kind::BadGateway,
+                Kind::BadGateway,
                 "runtime_error",
                 format!("cannot open a terminal: {e}"),
             )
@@ -82,7 +87,6 @@ async fn bridge(socket: WebSocket, session: forge_runtime::TtySession) {
         mut output,
         mut input,
         resizer,
-        ..
     } = session;
     let to_client = async {
         while let Some(chunk) = output.next().await {

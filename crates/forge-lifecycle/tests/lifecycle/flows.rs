@@ -1,328 +1,347 @@
-//! Learner flows: every bundled track solved to a verified 1.0, a tiny timeout, a training-gate
-//! deny, and tenant isolation.
+//! The state machine through the HTTP API on the fake runtime: the learner's whole flow, the
+//! ways a lab fails (gate deny, launch error, launch timeout, a container that cannot be kept
+//! running, ending early), timeouts, and the terminal.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use forge_catalog::Catalog;
-use forge_core::Track;
-use forge_lifecycle::platform::Platform;
+use forge_bus::BusExt;
+use forge_bus::messages::SpawnRequested;
+use forge_core::{ScenarioId, Track};
+use forge_store::{Billing, NewScenario};
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::common::{self, Api, Cleanup, LEARNER_ROLES};
+use crate::harness::{Harness, TEMPLATE};
 
-/// spawn → running → check fails → solution through exec → check passes → submit → completed →
-/// score 1.0 → bundle verifies → nothing left.
-async fn solve_track(api: &Api, cleanup: &Cleanup, track: Track, data_dir: &std::path::Path) {
-    let catalog = Catalog::bundled().expect("bundled catalog");
-    let entry = catalog.default_for(track).expect("default template");
-    let template = entry.template.clone();
-    let learner = template.learner_container().name.clone();
-
-    let id = api.spawn_track(track.as_str(), cleanup).await;
-    let view = api
-        .wait_for(&id, &["running"], Duration::from_secs(120))
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_check_solve_submit_score_and_verify() {
+    let h = Harness::start().await;
+    let id = h.spawn().await;
+    let view = h
+        .api
+        .wait_for(&id, &["running"], Duration::from_secs(10))
         .await;
-    assert_eq!(view["template"], template.metadata.name.as_str());
+    assert_eq!(view["template"], TEMPLATE);
+    assert!(h.has_lab(&id));
 
-    let before = api.check(&id).await;
+    let before = h.api.check(&id).await;
+    assert_eq!(before["total"], 3, "{before}");
+    assert_eq!(
+        before["passed"], 1,
+        "only the server state passes: {before}"
+    );
+    let flag = before["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion_id"] == "flag-written")
+        .unwrap();
+    assert_eq!(flag["passed"], false);
+    assert_eq!(flag["hint"], "echo solved > /tmp/flag", "{flag}");
+
+    h.solve(&id).await;
+    let after = h.api.check(&id).await;
+    assert_eq!(after["passed"], 3, "{after}");
+    assert_eq!(after["score"].as_f64(), Some(1.0));
     assert!(
-        before["passed"].as_u64() < before["total"].as_u64(),
-        "{track}: criteria pass before the solution: {before}"
+        after["criteria"][0]["hint"].is_null(),
+        "no hints once passed"
     );
-    assert!(before["score"].as_f64().unwrap() < 1.0);
 
-    assert!(!template.spec.solution.is_empty(), "{track}: no solution");
-    for step in &template.spec.solution {
-        assert_eq!(
-            step.container, learner,
-            "{track}: solution outside the learner container"
-        );
-        let out = api.exec(&id, &step.command).await;
-        assert_eq!(
-            out["exit_code"], 0,
-            "{track}: step {:?}: {out}",
-            step.command
-        );
-    }
-
-    // Connectivity may take a moment to settle after a route change.
-    let start = Instant::now();
-    let after = loop {
-        let c = api.check(&id).await;
-        if c["passed"] == c["total"] || start.elapsed() > Duration::from_secs(20) {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    assert_eq!(
-        after["passed"], after["total"],
-        "{track}: check after solution: {after}"
-    );
-    assert_eq!(after["score"].as_f64(), Some(1.0), "{track}: {after}");
-
-    api.submit(&id).await;
-    let done = api
-        .wait_for(&id, &["completed"], Duration::from_secs(120))
+    h.api.submit(&id).await;
+    let done = h
+        .wait_status(&id, "completed", Duration::from_secs(10))
         .await;
-    assert!(done["ended_at"].is_string(), "{done}");
+    assert!(
+        done["started_at"].is_string() && done["ended_at"].is_string(),
+        "{done}"
+    );
+    let score = h.api.wait_score(&id, Duration::from_secs(10)).await;
+    assert_eq!(score["score"]["value"].as_f64(), Some(1.0), "{score}");
+    assert_eq!(score["score"]["passed"], 3);
+    let dl = h.dir.join("download");
+    h.api.download_bundle(&id, &dl).await;
+    crate::api::verify(&h.platform.data_dir, &dl);
+    assert!(!h.has_lab(&id), "the lab is torn down");
 
-    let score = api.wait_score(&id, Duration::from_secs(30)).await;
+    // Every transition is audited, in order.
+    let kinds: Vec<String> = h
+        .audit_events()
+        .iter()
+        .filter(|e| e.to_string().contains(&id))
+        .filter_map(|e| e["event_type"].as_str().map(str::to_owned))
+        .filter(|k| k.starts_with("scenario.") && k != "scenario.check" && k != "scenario.exec")
+        .collect();
     assert_eq!(
-        score["score"]["value"].as_f64(),
-        Some(1.0),
-        "{track}: {score}"
+        kinds,
+        [
+            "scenario.creating",
+            "scenario.running",
+            "scenario.submit",
+            "scenario.completed"
+        ],
+        "{kinds:?}"
     );
-
-    let dir = data_dir.join(format!("download-{id}"));
-    api.download_bundle(&id, &dir).await;
-    common::verify(data_dir, &dir);
-
-    common::assert_no_lab(&id);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_bundled_track_solves_to_a_verified_full_score() {
-    let run = common::new_run_id();
-    let cleanup = Cleanup::new(&run);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let platform = Platform::start(common::config(dir.path(), &run))
-        .await
-        .expect("platform starts");
-    let token = platform.mint("demo", LEARNER_ROLES, "learner-1").unwrap();
-    let api = Api::new(&platform, token);
-
-    let data_dir = dir.path().to_path_buf();
-    tokio::join!(
-        solve_track(&api, &cleanup, Track::Netplus, &data_dir),
-        solve_track(&api, &cleanup, Track::Ccna, &data_dir),
-        solve_track(&api, &cleanup, Track::Cissp, &data_dir),
-    );
-    platform.shutdown().await;
-    cleanup.sweep();
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tiny_timeout_ends_as_timeout_with_a_score_and_no_lab() {
-    let run = common::new_run_id();
-    let cleanup = Cleanup::new(&run);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let templates = dir.path().join("templates");
-    common::write_template(&templates, "netplus-routing.yaml", |t| {
-        t.replace("name: netplus-routing-lab", "name: netplus-timeout-lab")
-            .replace("timeout_minutes: 30", "timeout_minutes: 1")
-            .replace("    - catalog:default\n", "")
-    });
-    let mut cfg = common::config(&dir.path().join("data"), &run);
-    cfg.template_dir = Some(templates);
-    let platform = Platform::start(cfg).await.expect("platform starts");
-    let data_dir = platform.data_dir.clone();
-    let api = Api::new(
-        &platform,
-        platform.mint("demo", LEARNER_ROLES, "learner-1").unwrap(),
-    );
-
-    let spawned = Instant::now();
-    let id = api
-        .spawn(
-            json!({"track": "netplus", "template": "netplus-timeout-lab",
-                   "request_id": uuid::Uuid::new_v4().to_string()}),
-            &cleanup,
-        )
+async fn a_second_submit_evaluates_once() {
+    let h = Harness::start().await;
+    let id = h.running().await;
+    h.api.submit(&id).await;
+    let (code, v) = h.api.post_worker(&id, "submit", None).await;
+    assert!(code == 202 || code == 409, "second submit: {code} {v}");
+    h.wait_status(&id, "completed", Duration::from_secs(10))
         .await;
-    api.wait_for(&id, &["running"], Duration::from_secs(60))
-        .await;
-    // Half the work done at expiry: a route to the target network that leads nowhere, so
-    // `route-add` passes and `connectivity` does not.
-    api.exec(&id, "ip route add blackhole 10.20.0.0/24").await;
-    let now = api.check(&id).await;
-    assert_eq!(
-        (now["passed"].as_u64(), now["total"].as_u64()),
-        (Some(1), Some(2)),
-        "{now}"
-    );
-
-    let end = api
-        .wait_for(&id, &["timeout"], Duration::from_secs(100))
-        .await;
-    let waited = spawned.elapsed();
-    assert!(waited >= Duration::from_secs(55), "ended too early: {end}");
-    eprintln!("timed out {waited:?} after the spawn");
-    // Scored from the lab's state at expiry: one of two equally weighted criteria.
-    let score = api.wait_score(&id, Duration::from_secs(30)).await;
-    assert_eq!(score["score"]["value"].as_f64(), Some(0.5), "{score}");
-    assert_eq!(score["score"]["passed"], 1, "{score}");
-    assert_eq!(score["score"]["total"], 2, "{score}");
-    let dl = data_dir.join("download");
-    api.download_bundle(&id, &dl).await;
-    common::verify(&data_dir, &dl);
-    common::assert_no_lab(&id);
-
-    platform.shutdown().await;
-    cleanup.sweep();
+    assert_eq!(h.audited("scenario.submit", &id).len(), 1);
+    assert_eq!(h.audited("score.published", &id).len(), 1);
+    let (code, _) = h.api.post_worker(&id, "submit", None).await;
+    assert_eq!(code, 409, "a completed lab cannot be submitted");
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_training_gate_deny_fails_the_scenario_with_the_reasons() {
-    let run = common::new_run_id();
-    let cleanup = Cleanup::new(&run);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let templates = dir.path().join("templates");
-    common::write_template(&templates, "netplus-routing.yaml", |t| {
-        t.replace("name: netplus-routing-lab", "name: netplus-exploit-lab")
-            .replace("attacker_max_exploits: 0", "attacker_max_exploits: 3")
-            .replace("    - catalog:default\n", "")
-    });
-    let data_dir = dir.path().join("data");
-    let mut cfg = common::config(&data_dir, &run);
-    cfg.template_dir = Some(templates);
-    let platform = Platform::start(cfg).await.expect("platform starts");
-    let api = Api::new(
-        &platform,
-        platform.mint("demo", LEARNER_ROLES, "learner-1").unwrap(),
-    );
-
-    let id = api
-        .spawn(
-            json!({"track": "netplus", "template": "netplus-exploit-lab",
-                   "request_id": uuid::Uuid::new_v4().to_string()}),
-            &cleanup,
-        )
+async fn a_training_gate_deny_fails_with_the_reasons_and_builds_nothing() {
+    let h = Harness::start_with(|cfg| {
+        let t = cfg.template_dir.clone().unwrap().join("fast-lab.yaml");
+        let yaml = std::fs::read_to_string(&t).unwrap();
+        let yaml = yaml
+            .replace("name: fast-lab", "name: exploit-lab")
+            .replace("attacker_max_exploits: 0", "attacker_max_exploits: 3");
+        std::fs::write(t.with_file_name("exploit-lab.yaml"), yaml).unwrap();
+    })
+    .await;
+    let id = h
+        .api
+        .spawn(json!({"track": "netplus", "template": "exploit-lab", "request_id": "deny-1"}))
         .await;
-    let start = Instant::now();
-    let view = loop {
-        let (code, v) = api.scenario(&id).await;
-        assert_eq!(code, 200, "{v}");
-        if v["status"] == "failed" {
-            break v;
-        }
-        assert!(
-            ["pending", "creating"].contains(&v["status"].as_str().unwrap_or_default()),
-            "unexpected state: {v}"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "never failed: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let error = view["error"].as_str().expect("error set");
+    let v = h.wait_status(&id, "failed", Duration::from_secs(10)).await;
+    let error = v["error"].as_str().unwrap();
     assert!(error.contains("training gate denied"), "{error}");
     assert!(error.contains("attacker_max_exploits"), "{error}");
-    assert!(view["ended_at"].is_string() || view["updated_at"].is_string());
-    common::assert_no_lab(&id);
-
-    platform.shutdown().await;
-    let log =
-        std::fs::read_to_string(data_dir.join("audit").join("audit.jsonl")).expect("audit log");
-    let failed = log
-        .lines()
-        .filter(|l| l.contains("scenario.failed") && l.contains(&id))
-        .collect::<Vec<_>>();
-    assert_eq!(
-        failed.len(),
-        1,
-        "audit events scenario.failed for {id}: {failed:?}"
-    );
-    assert!(failed[0].contains("attacker_max_exploits"), "{}", failed[0]);
-    cleanup.sweep();
+    assert!(!h.has_lab(&id));
+    assert!(h.fake.labs().is_empty(), "nothing was launched");
+    assert_eq!(h.audited("scenario.failed", &id).len(), 1);
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_tenant_cannot_read_a_scenario_or_its_score() {
-    let run = common::new_run_id();
-    let cleanup = Cleanup::new(&run);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tenants = dir.path().join("tenants.toml");
-    std::fs::write(
-        &tenants,
-        r#"currency = "usd"
+async fn a_launch_error_fails_the_scenario_and_leaves_no_lab() {
+    let h = Harness::start().await;
+    h.fake.fail_next_launch("image forge/web:1 is missing");
+    let id = h.spawn().await;
+    let v = h.wait_status(&id, "failed", Duration::from_secs(10)).await;
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("lab launch failed"), "{error}");
+    assert!(error.contains("image forge/web:1 is missing"), "{error}");
+    assert!(!h.has_lab(&id));
+    // The next spawn is not affected.
+    let ok = h.running().await;
+    assert!(h.has_lab(&ok));
+    h.stop().await;
+}
 
-[plans.demo]
-entitled_tracks = ["netplus", "ccna", "cissp"]
-max_active_scenarios = 1000
-rate = { requests_per_second = 10000.0, burst = 10000 }
-prices.netplus = { default = 0 }
-prices.ccna = { default = 0 }
-prices.cissp = { default = 0 }
-
-[tenants.alpha]
-plan = "demo"
-name = "Tenant A"
-
-[tenants.beta]
-plan = "demo"
-name = "Tenant B"
-"#,
-    )
-    .unwrap();
-    let mut cfg = common::config(&dir.path().join("data"), &run);
-    cfg.tenants_file = Some(tenants);
-    let platform = Platform::start(cfg).await.expect("platform starts");
-    let a = Api::new(
-        &platform,
-        platform.mint("alpha", LEARNER_ROLES, "alice").unwrap(),
-    );
-    // B may read scores of its own tenant and is an instructor there: still nothing of A's.
-    let b = a.with_token(
-        platform
-            .mint(
-                "beta",
-                &["forge.spawn", "forge.score.read", "forge.instructor"],
-                "bob",
-            )
-            .unwrap(),
-    );
-
-    let id = a.spawn_track("netplus", &cleanup).await;
-    a.wait_for(&id, &["running"], Duration::from_secs(120))
-        .await;
-
-    assert_eq!(b.scenario(&id).await.0, 404);
-    assert_eq!(b.post_worker(&id, "check", None).await.0, 404);
-    assert_eq!(
-        b.post_worker(&id, "exec", Some(json!({"command": "id"})))
-            .await
-            .0,
-        404
-    );
-    assert_eq!(b.post_worker(&id, "submit", None).await.0, 404);
-    assert_eq!(b.delete(&id).await, 404);
-    assert_eq!(
-        a.status(&id).await,
-        "running",
-        "B's attempts changed nothing"
-    );
-
-    a.submit(&id).await;
-    a.wait_for(&id, &["completed"], Duration::from_secs(120))
-        .await;
-    let score = a.wait_score(&id, Duration::from_secs(30)).await;
-    assert_eq!(score["score"]["value"].as_f64(), Some(0.0), "{score}");
-
-    assert_eq!(b.scenario(&id).await.0, 404);
-    assert_eq!(b.score_raw(&id, None).await.0, 404);
-    for f in [
-        "score.json",
-        "evidence.tar.zst",
-        "manifest.json",
-        "verdict.sig",
-    ] {
-        assert_eq!(b.score_raw(&id, Some(f)).await.0, 404, "{f}");
-    }
-    assert_eq!(a.score_raw(&id, Some("verdict.sig")).await.0, 200);
-    common::assert_no_lab(&id);
-
-    platform.shutdown().await;
-    // The attempts on A's score are on record, under B's identity.
-    let log = std::fs::read_to_string(dir.path().join("data").join("audit").join("audit.jsonl"))
-        .expect("audit log");
-    let denied = log
-        .lines()
-        .filter(|l| l.contains("access.denied") && l.contains(&id) && l.contains("\"bob\""))
-        .count();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_that_takes_too_long_fails_the_scenario() {
+    let h = Harness::start_with(|cfg| {
+        cfg.orchestrator.launch_timeout = Duration::from_millis(300);
+    })
+    .await;
+    h.fake.set_launch_delay(Duration::from_secs(3));
+    let id = h.spawn().await;
+    let v = h.wait_status(&id, "failed", Duration::from_secs(10)).await;
     assert!(
-        denied >= 5,
-        "expected B's score reads audited as access.denied, found {denied}"
+        v["error"].as_str().unwrap().contains("took longer than"),
+        "{v}"
     );
-    cleanup.sweep();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!h.has_lab(&id), "a late launch leaves no lab behind");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_lab_early_fails_it_and_tears_it_down() {
+    let h = Harness::start().await;
+    let id = h.running().await;
+    assert_eq!(h.api.delete(&id).await, 200);
+    let v = h.wait_status(&id, "failed", Duration::from_secs(5)).await;
+    assert_eq!(v["error"], "ended early by learner-1");
+    assert!(!h.has_lab(&id));
+    assert_eq!(h.api.delete(&id).await, 409, "already ended");
+    let (code, _) = h.api.post_worker(&id, "check", None).await;
+    assert_eq!(code, 409, "no checks on an ended lab");
+    h.stop().await;
+}
+
+/// Acts as the front door: a `pending` scenario that expires `expires_in` from now, published
+/// as `spawn.request`.
+pub async fn spawn_expiring(h: &Harness, expires_in: Duration) -> String {
+    let (id, msg) = insert_pending(h, expires_in).await;
+    h.platform.bus.publish_msg(&msg).await.unwrap();
+    id
+}
+
+/// The front door's first half: a `pending` scenario in the store, and its message unsent.
+pub async fn insert_pending(h: &Harness, expires_in: Duration) -> (String, SpawnRequested) {
+    let id = ScenarioId::generate();
+    let now = chrono::Utc::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let new = NewScenario {
+        scenario_id: id.clone(),
+        tenant_id: "demo".into(),
+        owner_sub: "learner-1".into(),
+        track: Track::Netplus,
+        template: TEMPLATE.into(),
+        request_id: request_id.clone(),
+        access_url: String::new(),
+        created_at: now,
+        expires_at: now + chrono::Duration::from_std(expires_in).unwrap(),
+    };
+    h.platform
+        .store
+        .insert_pending(&new, Billing::None)
+        .await
+        .unwrap();
+    let msg = SpawnRequested {
+        scenario_id: id.clone(),
+        tenant_id: "demo".into(),
+        owner_sub: "learner-1".into(),
+        track: Track::Netplus,
+        template: TEMPLATE.into(),
+        request_id,
+    };
+    (id.to_string(), msg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_scores_the_lab_as_it_stands_and_ends_as_timeout() {
+    let h = Harness::start().await;
+    let id = spawn_expiring(&h, Duration::from_secs(2)).await;
+    h.wait_status(&id, "running", Duration::from_secs(5)).await;
+    // Half of the work: the flag, not the token (weights 1 + 1 of 5).
+    h.api.exec(&id, "echo solved > /tmp/flag").await;
+    let v = h.wait_status(&id, "timeout", Duration::from_secs(10)).await;
+    assert!(v["ended_at"].is_string());
+    let score = h.api.wait_score(&id, Duration::from_secs(5)).await;
+    assert_eq!(score["score"]["passed"], 2, "{score}");
+    assert_eq!(score["score"]["value"].as_f64(), Some(0.4), "{score}");
+    assert!(!h.has_lab(&id));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_container_is_revived_and_the_lab_keeps_running() {
+    let h = Harness::start().await;
+    let id = h.running().await;
+    let sid: ScenarioId = id.parse().unwrap();
+    h.fake.kill_container(&sid, "server");
+    let start = std::time::Instant::now();
+    loop {
+        let check = h.api.check(&id).await;
+        if check["criteria"][2]["passed"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "not revived: {check}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.api.status(&id).await, "running");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_cannot_be_revived_fails_the_lab_with_a_reason() {
+    let h = Harness::start().await;
+    let id = h.running().await;
+    h.fake.fail_revive(true);
+    h.fake.kill_container(&id.parse().unwrap(), "server");
+    let v = h.wait_status(&id, "failed", Duration::from_secs(10)).await;
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("container server could not be kept running"),
+        "{error}"
+    );
+    assert!(!h.has_lab(&id));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_bridges_keystrokes_and_resizes() {
+    let h = Harness::start().await;
+    let id = h.running().await;
+    let url = format!(
+        "{}/v1/scenarios/{id}/terminal?access_token={}",
+        h.api.worker.replace("http://", "ws://"),
+        h.api.token
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    ws.send(WsMessage::Text(
+        r#"{"type":"resize","cols":120,"rows":40}"#.into(),
+    ))
+    .await
+    .unwrap();
+    ws.send(WsMessage::Binary(b"echo hi\n".to_vec().into()))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let WsMessage::Binary(b) = m {
+                seen.extend_from_slice(&b);
+                if String::from_utf8_lossy(&seen).contains("echo hi") {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no echo: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert!(
+        h.fake.tty_sizes().contains(&(120, 40)),
+        "{:?}",
+        h.fake.tty_sizes()
+    );
+    assert_eq!(h.audited("scenario.terminal", &id).len(), 1);
+
+    // A stranger's token is refused before any upgrade.
+    let other = h.api_as("other", &["forge.spawn"], "mallory");
+    let url = format!(
+        "{}/v1/scenarios/{id}/terminal?access_token={}",
+        h.api.worker.replace("http://", "ws://"),
+        other.token
+    );
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_exec_requests_are_4xx_with_reasons() {
+    let h = Harness::start().await;
+    let id = h.running().await;
+    for (body, code, needle) in [
+        (json!({"command": ""}), 400, "1-4096"),
+        (json!({"command": "id", "timeout_seconds": 0}), 400, "1-300"),
+        (
+            json!({"command": "id", "container": "server"}),
+            403,
+            "workstation",
+        ),
+        (json!({"cmd": "id"}), 400, "unknown field"),
+    ] {
+        let (got, v) = h.api.post_worker(&id, "exec", Some(body.clone())).await;
+        assert_eq!(got, code, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{body}: {v}");
+    }
+    h.stop().await;
 }

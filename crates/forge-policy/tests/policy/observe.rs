@@ -9,32 +9,55 @@ use serde_json::json;
 
 use crate::common::{netplus_template, spec_minimal};
 
-fn counter(
-    snapshot: &[(metrics_util::CompositeKey, DebugValue)],
-    policy: &str,
-    result: &str,
-) -> u64 {
-    snapshot
-        .iter()
-        .filter(|(key, _)| key.key().name() == "forge_opa_decisions_total")
-        .filter(|(key, _)| {
-            let labels: Vec<(&str, &str)> =
-                key.key().labels().map(|l| (l.key(), l.value())).collect();
-            labels.contains(&("policy", policy)) && labels.contains(&("result", result))
-        })
-        .map(|(_, v)| match v {
-            DebugValue::Counter(n) => *n,
-            _ => 0,
-        })
-        .sum()
+/// Decision counts by (policy, result), as the metrics recorder saw them.
+struct Counts(Vec<(metrics_util::CompositeKey, DebugValue)>);
+
+impl Counts {
+    fn get(&self, policy: &str, result: &str) -> u64 {
+        self.0
+            .iter()
+            .filter(|(key, _)| key.key().name() == "forge_opa_decisions_total")
+            .filter(|(key, _)| {
+                let labels: Vec<(&str, &str)> =
+                    key.key().labels().map(|l| (l.key(), l.value())).collect();
+                labels.contains(&("policy", policy)) && labels.contains(&("result", result))
+            })
+            .map(|(_, v)| match v {
+                DebugValue::Counter(n) => *n,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// Runs `f` under a recorder of its own, so the counts are this test's alone.
+fn counting<T>(f: impl FnOnce() -> T) -> (T, Counts) {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let out = metrics::with_local_recorder(&recorder, f);
+    let snapshot = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(k, _, _, v)| (k, v))
+        .collect();
+    (out, Counts(snapshot))
+}
+
+/// An engine with the bundled gates auditing into memory as the orchestrator.
+fn audited_engine() -> (Arc<MemoryAuditSink>, EmbeddedEngine) {
+    let sink = Arc::new(MemoryAuditSink::default());
+    let engine = EmbeddedEngine::builder()
+        .audit(sink.clone(), "forge_orchestrator")
+        .build()
+        .unwrap();
+    (sink, engine)
 }
 
 #[test]
 fn decisions_are_counted_by_policy_and_result() {
     let engine = EmbeddedEngine::bundled().unwrap();
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
+    let ((), counts) = counting(|| {
         engine
             .decide(PolicyName::TrainingGate, &netplus_template())
             .unwrap();
@@ -53,25 +76,15 @@ fn decisions_are_counted_by_policy_and_result() {
         engine.decide(PolicyName::SpawnGate, &json!({})).unwrap();
         engine.decide(PolicyName::LlmGate, &json!(42)).unwrap_err();
     });
-    let snapshot: Vec<_> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(k, _, _, v)| (k, v))
-        .collect();
-    assert_eq!(counter(&snapshot, "training_gate", "allow"), 2);
-    assert_eq!(counter(&snapshot, "training_gate", "deny"), 1);
-    assert_eq!(counter(&snapshot, "spawn_gate", "deny"), 1);
-    assert_eq!(counter(&snapshot, "llm_gate", "error"), 1);
+    assert_eq!(counts.get("training_gate", "allow"), 2);
+    assert_eq!(counts.get("training_gate", "deny"), 1);
+    assert_eq!(counts.get("spawn_gate", "deny"), 1);
+    assert_eq!(counts.get("llm_gate", "error"), 1);
 }
 
 #[test]
 fn decisions_are_audited() {
-    let sink = Arc::new(MemoryAuditSink::default());
-    let engine = EmbeddedEngine::builder()
-        .audit(sink.clone(), "forge_orchestrator")
-        .build()
-        .unwrap();
+    let (sink, engine) = audited_engine();
     let template = netplus_template();
     let allowed = engine.decide(PolicyName::TrainingGate, &template).unwrap();
     let denied_input = spec_minimal("cissp", 6, "deny");
@@ -162,16 +175,10 @@ fn llm_decisions_carry_approval() {
 
 #[test]
 fn cached_decisions_are_still_counted_audited_and_fresh() {
-    let sink = Arc::new(MemoryAuditSink::default());
-    let engine = EmbeddedEngine::builder()
-        .audit(sink.clone(), "forge_orchestrator")
-        .build()
-        .unwrap();
+    let (sink, engine) = audited_engine();
     assert!(engine.caches_decisions());
     let input = spec_minimal("netplus", 2, "deny");
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let (a, b) = metrics::with_local_recorder(&recorder, || {
+    let ((a, b), counts) = counting(|| {
         (
             engine.decide(PolicyName::TrainingGate, &input).unwrap(),
             engine.decide(PolicyName::TrainingGate, &input).unwrap(),
@@ -182,13 +189,7 @@ fn cached_decisions_are_still_counted_audited_and_fresh() {
         (b.allow, &b.deny_reasons, &b.input_hash)
     );
     assert_ne!(a.decision_id, b.decision_id);
-    let snapshot: Vec<_> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(k, _, _, v)| (k, v))
-        .collect();
-    assert_eq!(counter(&snapshot, "training_gate", "deny"), 2);
+    assert_eq!(counts.get("training_gate", "deny"), 2);
     let ids: Vec<_> = sink
         .events()
         .iter()

@@ -1,9 +1,12 @@
 //! `forge serve opa` over HTTP, and the remote client against it. Loopback only.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use axum::routing::{MethodRouter, post as post_answer};
 use forge_policy::{EmbeddedEngine, PolicyEngine, PolicyError, PolicyName, RemoteEngine, server};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -17,28 +20,63 @@ struct Running {
     _stop: oneshot::Sender<()>,
 }
 
-async fn start(router: axum::Router) -> Running {
+/// Resolves when the [`Running`] that handed it out is dropped.
+type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Binds a loopback port and runs `serve(listener, shutdown)` on it.
+async fn start_with<F, Fut>(serve: F) -> Running
+where
+    F: FnOnce(TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    tokio::spawn(serve(
+        listener,
+        Box::pin(async move {
+            let _ = stopped.await;
+        }),
+    ));
     Running { url, _stop: stop }
 }
 
+/// A stand-in for OPA whose Data API answers every POST with `answer`.
+async fn fake_opa(answer: MethodRouter) -> Running {
+    let router = axum::Router::new().route("/v1/data/{*path}", answer);
+    start_with(|listener, shutdown| async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    })
+    .await
+}
+
 async fn start_opa(engine: Arc<EmbeddedEngine>) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server::serve(listener, engine, async move {
-        let _ = stopped.await;
-    }));
-    Running { url, _stop: stop }
+    start_with(|listener, shutdown| server::serve(listener, engine, shutdown)).await
+}
+
+/// `forge serve opa` with the bundled gates.
+async fn start_bundled() -> Running {
+    start_opa(Arc::new(EmbeddedEngine::bundled().unwrap())).await
+}
+
+/// The error `remote` answers a decision on `input` with.
+async fn refusal(remote: &RemoteEngine, policy: PolicyName, input: Value) -> PolicyError {
+    remote.decide(policy, &input).await.unwrap_err()
+}
+
+/// Asserts that a decision against `remote` is unavailable within `limit`.
+async fn assert_unavailable_within(
+    remote: &RemoteEngine,
+    policy: PolicyName,
+    limit: Duration,
+) -> PolicyError {
+    let started = Instant::now();
+    let err = refusal(remote, policy, json!({})).await;
+    assert!(matches!(err, PolicyError::Unavailable { .. }), "{err}");
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+    err
 }
 
 async fn post(url: &str, body: &str) -> (StatusCode, Value) {
@@ -61,7 +99,7 @@ async fn get(url: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn runbook_check_answers_true() {
-    let opa = start_opa(Arc::new(EmbeddedEngine::bundled().unwrap())).await;
+    let opa = start_bundled().await;
     // Verbatim from the spec's Operations Runbook ("Check OPA Policy").
     let body = r#"{"input": {"metadata": {"labels": ["class:netplus"]}, "limits": {"attacker_max_exploits": 0}, "network": {"egress": "deny"}}}"#;
     let url = format!("{}/v1/data/frostgate/forge/training/allow", opa.url);
@@ -85,7 +123,7 @@ async fn runbook_check_answers_true() {
 
 #[tokio::test]
 async fn data_api_shapes() {
-    let opa = start_opa(Arc::new(EmbeddedEngine::bundled().unwrap())).await;
+    let opa = start_bundled().await;
     let base = &opa.url;
 
     // A package query is a decision: the outputs, with reasons.
@@ -148,7 +186,7 @@ async fn data_api_shapes() {
 
 #[tokio::test]
 async fn bad_requests_are_400_never_500() {
-    let opa = start_opa(Arc::new(EmbeddedEngine::bundled().unwrap())).await;
+    let opa = start_bundled().await;
     let url = format!("{}/v1/data/frostgate/forge/training/allow", opa.url);
     for body in [
         "{not json",
@@ -209,20 +247,14 @@ async fn remote_reports_a_missing_package_and_bad_input() {
         .unwrap();
     let opa = start_opa(Arc::new(spec_only)).await;
     let remote = RemoteEngine::new(&format!("{}/", opa.url)).unwrap();
-    let err = remote
-        .decide(PolicyName::SpawnGate, &json!({}))
-        .await
-        .unwrap_err();
+    let err = refusal(&remote, PolicyName::SpawnGate, json!({})).await;
     assert!(matches!(err, PolicyError::NotLoaded { .. }), "{err}");
     let ok = remote
         .decide(PolicyName::TrainingGate, &json!({}))
         .await
         .unwrap();
     assert!(ok.allow && ok.deny_reasons.is_empty());
-    let err = remote
-        .decide(PolicyName::TrainingGate, &json!([]))
-        .await
-        .unwrap_err();
+    let err = refusal(&remote, PolicyName::TrainingGate, json!([])).await;
     assert!(matches!(err, PolicyError::InvalidInput(_)), "{err}");
 }
 
@@ -233,81 +265,47 @@ async fn unreachable_opa_is_unavailable_quickly() {
         l.local_addr().unwrap().port()
     };
     let remote = RemoteEngine::new(&format!("http://127.0.0.1:{port}")).unwrap();
-    let started = Instant::now();
-    let err = remote
-        .decide(PolicyName::TrainingGate, &json!({}))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, PolicyError::Unavailable { .. }), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
+    let err =
+        assert_unavailable_within(&remote, PolicyName::TrainingGate, Duration::from_secs(1)).await;
     assert!(err.to_string().contains("cannot connect"), "{err}");
 }
 
 #[tokio::test]
 async fn slow_and_failing_opa_is_unavailable() {
-    use axum::routing::post as route_post;
-    let slow = start(axum::Router::new().route(
-        "/v1/data/{*path}",
-        route_post(|| async {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            "{}"
-        }),
-    ))
+    let slow = fake_opa(post_answer(|| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        "{}"
+    }))
     .await;
     let remote = RemoteEngine::new(&slow.url)
         .unwrap()
         .with_timeout(Duration::from_millis(200));
-    let started = Instant::now();
-    let err = remote
-        .decide(PolicyName::SpawnGate, &json!({}))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, PolicyError::Unavailable { .. }), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_unavailable_within(&remote, PolicyName::SpawnGate, Duration::from_secs(2)).await;
 
-    let failing = start(axum::Router::new().route(
-        "/v1/data/{*path}",
-        route_post(|| async { (StatusCode::SERVICE_UNAVAILABLE, "overloaded") }),
-    ))
-    .await;
-    let err = RemoteEngine::new(&failing.url)
-        .unwrap()
-        .decide(PolicyName::SpawnGate, &json!({}))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, PolicyError::Unavailable { .. }), "{err}");
-    assert!(err.to_string().contains("overloaded"), "{err}");
+    // A server error or a body that is not a decision: OPA is as good as down.
+    // (its answer, what the error must say)
+    for (answer, says) in [
+        (
+            post_answer(|| async { (StatusCode::SERVICE_UNAVAILABLE, "overloaded") }),
+            Some("overloaded"),
+        ),
+        (post_answer(|| async { "<html>proxy error</html>" }), None),
+    ] {
+        let failing = fake_opa(answer).await;
+        let remote = RemoteEngine::new(&failing.url).unwrap();
+        let err = refusal(&remote, PolicyName::SpawnGate, json!({})).await;
+        assert!(matches!(err, PolicyError::Unavailable { .. }), "{err}");
+        if let Some(says) = says {
+            assert!(err.to_string().contains(says), "{err}");
+        }
+    }
 
-    let garbage = start(axum::Router::new().route(
-        "/v1/data/{*path}",
-        route_post(|| async { "<html>proxy error</html>" }),
-    ))
+    let refusing = fake_opa(post_answer(|| async {
+        (StatusCode::BAD_REQUEST, r#"{"code":"invalid_parameter"}"#)
+    }))
     .await;
-    let err = RemoteEngine::new(&garbage.url)
-        .unwrap()
-        .decide(PolicyName::SpawnGate, &json!({}))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, PolicyError::Unavailable { .. }), "{err}");
-
-    let refusing = start(axum::Router::new().route(
-        "/v1/data/{*path}",
-        route_post(|| async { (StatusCode::BAD_REQUEST, r#"{"code":"invalid_parameter"}"#) }),
-    ))
-    .await;
-    let err = RemoteEngine::new(&refusing.url)
-        .unwrap()
-        .decide(PolicyName::SpawnGate, &json!({}))
-        .await
-        .unwrap_err();
+    let remote = RemoteEngine::new(&refusing.url).unwrap();
+    let err = refusal(&remote, PolicyName::SpawnGate, json!({})).await;
     assert!(
         matches!(err, PolicyError::Rejected { status: 400, .. }),
         "{err}"
@@ -348,4 +346,42 @@ async fn policy_config_builds_either_backend() {
     .build(Arc::new(NullAuditSink), "test")
     .unwrap();
     assert_eq!(remote.backend(), "remote");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_opa_shape() {
+    let opa = start_bundled().await;
+    let (status, answer) = get(&format!("{}/v2/nothing", opa.url)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(answer["code"], "resource_not_found", "{answer}");
+    assert!(answer.get("error").is_none(), "{answer}");
+
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/v1/policies", opa.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["code"], "method_not_allowed", "{answer}");
+    assert!(answer["message"].is_string(), "{answer}");
+}
+
+#[tokio::test]
+async fn common_routes_and_request_ids() {
+    let opa = start_bundled().await;
+    let (status, doc) = get(&format!("{}/openapi.json", opa.url)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["paths"]["/v1/data/{path}"]["post"].is_object(), "{doc}");
+    let resp = reqwest::get(format!("{}/metrics", opa.url)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/data/no/such/doc", opa.url))
+        .header("x-request-id", "opa-req-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "opa-req-1");
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({}));
 }

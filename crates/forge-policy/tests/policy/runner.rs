@@ -1,9 +1,6 @@
-//! The Rego test runner and the `forge policy` CLI pieces.
+//! The Rego test runner (`forge policy test` itself is tested in forge-cli).
 
-use std::path::PathBuf;
-
-use forge_policy::cli::{PolicyCommand, run};
-use forge_policy::{PolicyName, run_tests};
+use forge_policy::run_tests;
 
 use crate::common::{fixture, policies_dir};
 
@@ -28,40 +25,10 @@ fn bundled_policy_tests_all_pass() {
     );
 }
 
-fn failing_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("gate.rego"),
-        "package ops.gate\nimport rego.v1\ndefault allow := false\nallow if input.ok == true\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("gate_test.rego"),
-        r#"package ops.gate_test
-import rego.v1
-import data.ops.gate
-
-# test_in_a_comment is not a test
-test_passes if gate.allow with input as {"ok": true}
-
-test_fails if gate.allow with input as {"ok": false}
-
-test_not_a_boolean := 7
-
-test_errors if {
-	x := 1 / 0
-	x > 0
-}
-"#,
-    )
-    .unwrap();
-    dir
-}
-
 #[test]
 fn failing_tests_are_reported_by_name() {
-    let dir = failing_dir();
-    let report = run_tests(dir.path()).unwrap();
+    // Shared with forge-cli's `forge policy test` check.
+    let report = run_tests(&fixture("failing")).unwrap();
     let by_name = |n: &str| {
         report
             .results
@@ -103,85 +70,10 @@ fn v0_tests_run_too() {
 }
 
 #[test]
-fn cli_test_exit_codes() {
-    let code = run(PolicyCommand::Test {
-        dir: Some(policies_dir()),
-        verbose: false,
-    })
-    .unwrap();
-    assert_eq!(code, 0);
-    let dir = failing_dir();
-    let code = run(PolicyCommand::Test {
-        dir: Some(dir.path().to_path_buf()),
-        verbose: true,
-    })
-    .unwrap();
-    assert_eq!(code, 1);
+fn a_missing_directory_is_an_error_not_an_empty_pass() {
+    let err = run_tests(std::path::Path::new("/nonexistent/forge-policies")).unwrap_err();
     assert!(
-        run(PolicyCommand::Test {
-            dir: Some(PathBuf::from("/nonexistent/forge-policies")),
-            verbose: false,
-        })
-        .is_err()
-    );
-}
-
-#[test]
-fn cli_eval_prints_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.json");
-    std::fs::write(&input, crate::common::netplus_template().to_string()).unwrap();
-    let code = run(PolicyCommand::Eval {
-        policy: PolicyName::TrainingGate,
-        input: input.clone(),
-        policy_dir: None,
-    })
-    .unwrap();
-    assert_eq!(code, 0);
-
-    std::fs::write(&input, "{broken").unwrap();
-    let err = run(PolicyCommand::Eval {
-        policy: PolicyName::TrainingGate,
-        input,
-        policy_dir: None,
-    })
-    .unwrap_err();
-    assert!(format!("{err:#}").contains("is not valid JSON"), "{err:#}");
-}
-
-#[test]
-fn cli_parses_with_clap() {
-    use clap::{Parser, Subcommand};
-    #[derive(Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        cmd: Cmd,
-    }
-    #[derive(Subcommand)]
-    enum Cmd {
-        #[command(subcommand)]
-        Policy(PolicyCommand),
-    }
-    let cli = Cli::try_parse_from([
-        "forge", "policy", "eval", "--policy", "llm_gate", "--input", "in.json",
-    ])
-    .unwrap();
-    let Cmd::Policy(PolicyCommand::Eval { policy, .. }) = cli.cmd else {
-        panic!("not eval");
-    };
-    assert_eq!(policy, PolicyName::LlmGate);
-    let cli = Cli::try_parse_from(["forge", "policy", "test", "-v"]).unwrap();
-    assert!(matches!(
-        cli.cmd,
-        Cmd::Policy(PolicyCommand::Test {
-            dir: None,
-            verbose: true
-        })
-    ));
-    assert!(
-        Cli::try_parse_from([
-            "forge", "policy", "eval", "--policy", "nope", "--input", "x"
-        ])
-        .is_err()
+        err.to_string().contains("/nonexistent/forge-policies"),
+        "{err}"
     );
 }

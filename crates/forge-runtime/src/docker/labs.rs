@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
@@ -17,14 +18,17 @@ use super::DockerRuntime;
 use crate::error::{RuntimeError, status_of};
 use crate::fabric::Fabric;
 use crate::{
-    LabContainer, LabSummary, ReconcileReport, TeardownReport, labels, netns, scenario_of_namespace,
+    ContainerState, LabContainer, LabSummary, ReconcileReport, TeardownReport, labels, netns,
+    scenario_of_namespace,
 };
 
-async fn lab_containers(
+/// Containers in any state (a dead one still belongs to its lab) matching the engine-side
+/// `filters`; `what` names the listing in the error.
+pub(super) async fn list_containers(
     rt: &DockerRuntime,
-    label_filter: String,
-) -> Result<Vec<bollard::models::ContainerSummary>, RuntimeError> {
-    let filters = HashMap::from([("label".to_owned(), vec![label_filter])]);
+    filters: HashMap<String, Vec<String>>,
+    what: &str,
+) -> Result<Vec<ContainerSummary>, RuntimeError> {
     let opts = ListContainersOptions {
         all: true,
         filters: Some(filters),
@@ -33,7 +37,16 @@ async fn lab_containers(
     rt.docker()
         .list_containers(Some(opts))
         .await
-        .map_err(|e| RuntimeError::docker("list containers", e))
+        .map_err(|e| RuntimeError::docker(what, e))
+}
+
+/// Containers whose labels pass `label_filter` (`key` or `key=value`).
+pub(super) async fn lab_containers(
+    rt: &DockerRuntime,
+    label_filter: String,
+) -> Result<Vec<ContainerSummary>, RuntimeError> {
+    let filters = HashMap::from([("label".to_owned(), vec![label_filter])]);
+    list_containers(rt, filters, "list containers").await
 }
 
 pub(super) async fn teardown(
@@ -132,7 +145,10 @@ pub(super) async fn list(rt: &DockerRuntime) -> Result<Vec<LabSummary>, RuntimeE
                 .map(|n| n.trim_start_matches('/').to_owned())
                 .unwrap_or_default(),
             id: c.id.clone().unwrap_or_default(),
-            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            state: c
+                .state
+                .map(|s| ContainerState::from_engine(s.as_ref()))
+                .unwrap_or(ContainerState::Unknown),
         });
     }
     // Namespaces whose containers are all gone (a crash between the two teardown steps, or

@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{CreateContainerOptions, ListContainersOptions};
+use bollard::query_parameters::CreateContainerOptions;
 use chrono::{SecondsFormat, Utc};
+use forge_core::ScenarioId;
 use forge_core::template::{Attachment, plan_lab};
 use futures::future::{join_all, try_join_all};
 
@@ -167,20 +168,7 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
 }
 
 async fn has_containers(rt: &DockerRuntime, scenario: &str) -> Result<bool, RuntimeError> {
-    let filters = HashMap::from([(
-        "label".to_owned(),
-        vec![format!("{}={scenario}", labels::SCENARIO_ID)],
-    )]);
-    let opts = ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    let found = rt
-        .docker()
-        .list_containers(Some(opts))
-        .await
-        .map_err(|e| RuntimeError::docker("list containers", e))?;
+    let found = labs::lab_containers(rt, format!("{}={scenario}", labels::SCENARIO_ID)).await?;
     Ok(!found.is_empty())
 }
 
@@ -252,11 +240,7 @@ async fn create_and_start(
 }
 
 /// Starts a container and returns its init's host PID (whose netns we plumb).
-pub(crate) async fn start_and_pid(
-    rt: &DockerRuntime,
-    id: &str,
-    name: &str,
-) -> Result<u32, RuntimeError> {
+async fn start_and_pid(rt: &DockerRuntime, id: &str, name: &str) -> Result<u32, RuntimeError> {
     rt.docker()
         .start_container(id, None)
         .await
@@ -276,7 +260,7 @@ pub(crate) async fn start_and_pid(
 }
 
 /// Runs a container's setup commands in order; a non-zero exit fails the launch.
-pub(crate) async fn run_setup(
+async fn run_setup(
     rt: &DockerRuntime,
     target: &str,
     display: &str,
@@ -307,30 +291,20 @@ pub(crate) async fn run_setup(
 
 /// Starts a stopped lab container again and rebuilds its links, default route and setup from
 /// its labels (works from Docker state alone, e.g. after our own restart).
-pub(crate) async fn revive(rt: &DockerRuntime, id: &str) -> Result<(), RuntimeError> {
-    let info = rt
-        .docker()
-        .inspect_container(id, None)
-        .await
-        .map_err(|e| RuntimeError::docker("inspect", e))?;
-    let name = info
-        .name
-        .clone()
-        .unwrap_or_default()
-        .trim_start_matches('/')
-        .to_owned();
+pub(super) async fn revive(
+    rt: &DockerRuntime,
+    scenario: &ScenarioId,
+    container: &str,
+) -> Result<(), RuntimeError> {
+    let name = container_name(scenario, container);
+    let info = exec::inspect(rt.docker(), &name, container, scenario.as_str()).await?;
     let lbl = info.config.and_then(|c| c.labels).unwrap_or_default();
     let bad = |what: &str| {
         RuntimeError::Invalid(format!("container {name}: label {what} missing or invalid"))
     };
-    let scenario = lbl
-        .get(labels::SCENARIO_ID)
-        .ok_or_else(|| bad(labels::SCENARIO_ID))?
-        .clone();
-    let display = lbl
-        .get(labels::CONTAINER)
-        .cloned()
-        .unwrap_or_else(|| name.clone());
+    if lbl.get(labels::SCENARIO_ID).map(String::as_str) != Some(scenario.as_str()) {
+        return Err(bad(labels::SCENARIO_ID));
+    }
     let index: usize = lbl
         .get(labels::INDEX)
         .and_then(|s| s.parse().ok())
@@ -344,15 +318,11 @@ pub(crate) async fn revive(rt: &DockerRuntime, id: &str) -> Result<(), RuntimeEr
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
     let gateway: Option<Ipv4Addr> = lbl.get(labels::GATEWAY).and_then(|s| s.parse().ok());
-    let ns = scenario
-        .strip_prefix("scn-")
-        .map(|h| format!("forge_scn_{h}"))
-        .ok_or_else(|| bad(labels::SCENARIO_ID))?;
 
     // Fabric first: a lab whose namespace is gone is being (or was) torn down, and starting
     // its container would resurrect it.
-    let fabric = Fabric::open(&ns).await?;
-    let pid = start_and_pid(rt, id, &name).await?;
+    let fabric = Fabric::open(&scenario.network_id()).await?;
+    let pid = start_and_pid(rt, &name, &name).await?;
     fabric
         .plumb(&Plumbing {
             index,
@@ -361,5 +331,5 @@ pub(crate) async fn revive(rt: &DockerRuntime, id: &str) -> Result<(), RuntimeEr
             gateway,
         })
         .await?;
-    run_setup(rt, &name, &display, &scenario, &setup).await
+    run_setup(rt, &name, container, scenario.as_str(), &setup).await
 }

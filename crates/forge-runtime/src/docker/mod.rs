@@ -7,8 +7,7 @@
 
 mod labs;
 mod launch;
-
-pub(crate) use launch::revive;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,12 +16,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bollard::Docker;
 use forge_core::ScenarioId;
+use futures::stream::BoxStream;
 
 use crate::error::RuntimeError;
 use crate::images::{BuildOutcome, ImageCatalog};
 use crate::{
-    ExecRequest, ExecResult, FileContent, LabHandle, LabSpec, LabSummary, ReconcileReport, Runtime,
-    TeardownReport, TtySession, container_name, exec, files,
+    ContainerSnapshot, ContainerState, ExecRequest, ExecResult, FileContent, LabHandle, LabSpec,
+    LabSummary, ReconcileReport, Runtime, RuntimeEvent, StoppedContainer, TeardownReport,
+    TtySession, container_name, exec, files, netns,
 };
 
 /// How long a torn-down lab stays marked so late `die` events are ignored.
@@ -66,15 +67,15 @@ impl DockerRuntime {
         &self.inner.docker
     }
 
-    /// Builds the images in `references` that are missing or stale (all with `force`), from
-    /// the discovered image catalog.
+    /// Builds the images in `references` that are missing or stale (all with `force`) from
+    /// `catalog`, with the catalog's busybox.
     pub async fn ensure_images(
         &self,
+        catalog: &ImageCatalog,
         references: &[&str],
         force: bool,
     ) -> Result<Vec<(String, BuildOutcome)>, RuntimeError> {
-        let catalog = ImageCatalog::discover()?;
-        crate::images::ensure_images(self.docker(), &catalog, references, force).await
+        crate::images::ensure_images(self.docker(), catalog, references, force).await
     }
 
     fn mark_teardown(&self, scenario: &str) {
@@ -144,7 +145,7 @@ impl Runtime for DockerRuntime {
         &self,
         scenario: &ScenarioId,
         container: &str,
-    ) -> Result<serde_json::Value, RuntimeError> {
+    ) -> Result<ContainerSnapshot, RuntimeError> {
         let target = container_name(scenario, container);
         exec::snapshot(self.docker(), &target, container, scenario.as_str()).await
     }
@@ -172,5 +173,41 @@ impl Runtime for DockerRuntime {
         alive: &(dyn for<'s> Fn(&'s str) -> bool + Send + Sync),
     ) -> Result<ReconcileReport, RuntimeError> {
         labs::reconcile(self, alive).await
+    }
+
+    async fn events(
+        &self,
+        label_filters: &[String],
+    ) -> Result<BoxStream<'static, RuntimeEvent>, RuntimeError> {
+        Ok(watch::events(self, label_filters))
+    }
+
+    async fn stopped_containers(
+        &self,
+        label_filters: &[String],
+    ) -> Result<Vec<StoppedContainer>, RuntimeError> {
+        watch::stopped_containers(self, label_filters).await
+    }
+
+    async fn lab_alive(&self, scenario: &ScenarioId) -> bool {
+        !self.is_tearing_down(scenario.as_str()) && netns::namespace_exists(&scenario.network_id())
+    }
+
+    async fn container_state(
+        &self,
+        scenario: &ScenarioId,
+        container: &str,
+    ) -> Result<ContainerState, RuntimeError> {
+        let target = container_name(scenario, container);
+        watch::container_state(self, &target, container, scenario.as_str()).await
+    }
+
+    async fn revive(&self, scenario: &ScenarioId, container: &str) -> Result<(), RuntimeError> {
+        launch::revive(self, scenario, container).await
+    }
+
+    async fn kill(&self, scenario: &ScenarioId, container: &str) -> Result<(), RuntimeError> {
+        let target = container_name(scenario, container);
+        watch::kill(self, &target, container, scenario.as_str()).await
     }
 }

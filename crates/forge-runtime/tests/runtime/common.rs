@@ -8,7 +8,13 @@ use std::time::Duration;
 
 use forge_core::ScenarioId;
 use forge_core::template::ScenarioTemplate;
-use forge_runtime::{DockerRuntime, ExecRequest, ExecResult, LabHandle, LabSpec, Runtime};
+use forge_runtime::{
+    DockerRuntime, ExecRequest, ExecResult, ImageCatalog, LabHandle, LabSpec, Runtime,
+};
+pub use forge_testkit::cmd::run;
+use forge_testkit::sweep;
+
+pub use crate::shared::fixture;
 
 pub const TEST_RUN_LABEL: &str = "forge.test_run";
 
@@ -42,17 +48,13 @@ pub async fn runtime() -> DockerRuntime {
                 "forge/web:1",
                 "forge/server:1",
             ];
-            rt.ensure_images(&refs, false).await.expect("images build");
+            let catalog = ImageCatalog::discover(None).expect("image catalog");
+            rt.ensure_images(&catalog, &refs, false)
+                .await
+                .expect("images build");
         })
         .await;
     rt
-}
-
-pub fn fixture(name: &str) -> ScenarioTemplate {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).expect("fixture readable");
-    forge_core::template::load(&path, &text)
-        .unwrap_or_else(|e| panic!("fixture {name} invalid: {e}"))
 }
 
 pub fn spec(t: &ScenarioTemplate) -> LabSpec {
@@ -89,22 +91,9 @@ impl LabGuard {
 
 impl Drop for LabGuard {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            sweep::teardown_labs(None, [self.scenario.to_string()]);
         }
-        let scenario = self.scenario.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(r) = DockerRuntime::connect().await {
-                    let _ = r.teardown(&scenario).await;
-                }
-            });
-        })
-        .join();
     }
 }
 
@@ -138,6 +127,21 @@ pub async fn sh(rt: &DockerRuntime, scn: &ScenarioId, container: &str, cmd: &str
         .unwrap_or_else(|e| panic!("exec `{cmd}` in {container}: {e}"))
 }
 
+/// Asserts that `cmd` in `container` prints `needle` (on stdout).
+pub async fn assert_prints(
+    rt: &DockerRuntime,
+    scn: &ScenarioId,
+    container: &str,
+    cmd: &str,
+    needle: &str,
+) {
+    let out = sh(rt, scn, container, cmd).await.stdout;
+    assert!(
+        out.contains(needle),
+        "`{cmd}` in {container} printed {out:?}, without {needle:?}"
+    );
+}
+
 /// A test-only network namespace `forge_t_<run id><suffix>`, removed on drop.
 pub struct TestNs {
     pub name: String,
@@ -164,19 +168,6 @@ impl Drop for TestNs {
             .args(["netns", "del", &self.name])
             .status();
     }
-}
-
-pub fn run(argv: &[&str]) -> String {
-    let out = std::process::Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{argv:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `docker inspect` through the CLI: an independent view of what the engine applied.

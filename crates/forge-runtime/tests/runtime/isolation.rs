@@ -27,12 +27,7 @@ async fn routing_lab_works_end_to_end() {
         ip.contains("10.10.0.1/24") && ip.contains("10.20.0.1/24"),
         "{ip}"
     );
-    assert!(
-        sh(&rt, scn, "web", "ip route")
-            .await
-            .stdout
-            .contains("default via 10.20.0.1")
-    );
+    assert_prints(&rt, scn, "web", "ip route", "default via 10.20.0.1").await;
     assert!(
         !sh(&rt, scn, "learner", "ip route")
             .await
@@ -123,12 +118,7 @@ async fn identical_labs_cannot_reach_each_other() {
     );
     let from_b = sh(&rt, &b.scenario_id, "alpha", &fetch).await;
     assert!(from_b.stdout.contains("lab-b-listener"), "{from_b:?}");
-    assert!(
-        sh(&rt, &a.scenario_id, "alpha", &fetch)
-            .await
-            .stdout
-            .contains("lab-a-listener")
-    );
+    assert_prints(&rt, &a.scenario_id, "alpha", &fetch, "lab-a-listener").await;
     tokio::join!(guard_a.close(&rt), guard_b.close(&rt));
 }
 

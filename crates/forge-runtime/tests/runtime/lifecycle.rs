@@ -2,11 +2,13 @@
 //! re-plumb (or failure report).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use forge_runtime::{LabEvent, Runtime, Supervisor, SupervisorConfig};
+use forge_runtime::{ContainerState, LabEvent, Runtime, Supervisor, SupervisorConfig};
 
 use crate::common::*;
+use crate::shared::counted;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn teardown_is_complete_and_idempotent() {
@@ -24,7 +26,10 @@ async fn teardown_is_complete_and_idempotent() {
     assert!(
         me.namespace_exists
             && me.containers.len() == 2
-            && me.containers.iter().all(|c| c.state == "running")
+            && me
+                .containers
+                .iter()
+                .all(|c| c.state == ContainerState::Running)
     );
     assert_eq!(me.tenant_id.as_deref(), Some("tenant-test"));
 
@@ -106,22 +111,7 @@ async fn cleanup_keeps_young_labs() {
     guard.close(&rt).await;
 }
 
-fn restarts_counted() -> u64 {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-    static SNAP: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
-    let snap = SNAP.get_or_init(|| {
-        let r = DebuggingRecorder::new();
-        let s = r.snapshotter();
-        r.install().expect("recorder installed once");
-        s
-    });
-    snap.snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(k, ..)| k.key().name() == "forge_container_restarts_total")
-        .map(|(.., v)| if let DebugValue::Counter(c) = v { c } else { 0 })
-        .sum()
-}
+const RESTARTS: &str = "forge_container_restarts_total";
 
 async fn next_event(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<LabEvent>,
@@ -145,14 +135,14 @@ async fn next_event(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_container_is_restarted_and_replumbed() {
-    restarts_counted(); // install the recorder before anything records
+    counted(RESTARTS); // install the recorder before anything records
     let rt = runtime().await;
     let case = format!("restart-{}", run_id());
     let cfg = SupervisorConfig {
         label_filters: vec![format!("{TEST_CASE_LABEL}={case}")],
         ..Default::default()
     };
-    let (sup, mut events) = Supervisor::new(rt.clone(), cfg);
+    let (sup, mut events) = Supervisor::new(Arc::new(rt.clone()), cfg);
     let task = sup.spawn();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -167,12 +157,7 @@ async fn a_killed_container_is_restarted_and_replumbed() {
     )
     .await;
     let fetch = "timeout 3 wget -qO- http://10.20.0.10/";
-    assert!(
-        sh(&rt, scn, "learner", fetch)
-            .await
-            .stdout
-            .contains("FrostGate target")
-    );
+    assert_prints(&rt, scn, "learner", fetch, "FrostGate target").await;
 
     let web = forge_runtime::container_name(scn, "web");
     let pid_before = docker_inspect(&web)["State"]["Pid"].as_i64().unwrap();
@@ -189,16 +174,11 @@ async fn a_killed_container_is_restarted_and_replumbed() {
         "a new process in a new namespace"
     );
     // Re-plumbed: address, default route via the gateway, and the page answers again.
-    assert!(
-        sh(&rt, scn, "web", "ip route")
-            .await
-            .stdout
-            .contains("default via 10.20.0.1")
-    );
+    assert_prints(&rt, scn, "web", "ip route", "default via 10.20.0.1").await;
     let again = sh(&rt, scn, "learner", fetch).await;
     assert!(again.stdout.contains("FrostGate target"), "{again:?}");
     assert!(
-        restarts_counted() >= 1,
+        counted(RESTARTS) >= 1,
         "forge_container_restarts_total counted"
     );
 
@@ -218,7 +198,7 @@ async fn an_unrecoverable_container_fails_the_lab_with_a_reason() {
         backoff: Duration::from_millis(50),
         ..Default::default()
     };
-    let (sup, mut events) = Supervisor::new(rt.clone(), cfg);
+    let (sup, mut events) = Supervisor::new(Arc::new(rt.clone()), cfg);
     let task = sup.spawn();
     tokio::time::sleep(Duration::from_millis(200)).await;
 

@@ -9,10 +9,10 @@
 //!   jitter. A gateway outage loses nothing (the outbox is durable) and never charges twice (the
 //!   key is stable, so the gateway dedupes retries; we stop once it said yes).
 //!
-//! `forge billing report` ([`cli`]) sums the ledger per tenant and period.
+//! [`report`] sums the ledger per tenant and period (`forge billing report`).
 
-pub mod cli;
 pub mod dispatcher;
+pub mod report;
 
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ impl std::str::FromStr for BillingMode {
             "stub" => Ok(Self::Stub),
             "gateway" => Ok(Self::Gateway),
             other => Err(format!(
-                "BILLING_MODE must be stub or gateway, got `{other}`"
+                "billing mode must be stub or gateway, got `{other}`"
             )),
         }
     }

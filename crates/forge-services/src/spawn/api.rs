@@ -1,11 +1,11 @@
 //! Wire types of the spawn API and its OpenAPI document.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use forge_core::{ScenarioId, Track};
+use forge_core::ScenarioId;
+use forge_http::ErrorEnvelope;
 use forge_store::ScenarioRecord;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 
 /// Body of `POST /v1/spawn` (documentation mirror of `forge_core::SpawnRequest`, which is what
 /// the handler parses; unknown fields are refused).
@@ -50,43 +50,6 @@ impl SpawnResponse {
     }
 }
 
-/// Payload of `spawn.request` on the bus; the orchestrator consumes it. Message id:
-/// `{tenant_id}:{request_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpawnRequested {
-    pub scenario_id: ScenarioId,
-    pub tenant_id: String,
-    pub owner_sub: String,
-    pub track: Track,
-    pub template: String,
-    pub request_id: String,
-}
-
-impl SpawnRequested {
-    pub fn msg_id(tenant_id: &str, request_id: &str) -> String {
-        format!("{tenant_id}:{request_id}")
-    }
-}
-
-/// The error envelope of every Forge API.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorEnvelope {
-    pub error: ErrorBody,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    /// Stable machine-readable code, e.g. `rate_limited`, `policy_denied`.
-    pub code: String,
-    /// What is wrong, for humans.
-    pub message: String,
-    /// Structured extras: `deny_reasons`, `supported_tracks`, `retry_after_seconds`, ...
-    #[schema(value_type = Object)]
-    pub details: serde_json::Value,
-}
-
 /// Documentation of `POST /v1/spawn` (the handler itself is in `handler.rs`).
 #[utoipa::path(
     post,
@@ -115,40 +78,8 @@ pub struct ErrorBody {
 #[allow(dead_code)]
 fn spawn_doc() {}
 
-/// Documentation of `GET /health`.
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = "ops",
-    responses((status = 200, description = "Service is up", body = crate::http::Health))
-)]
-#[allow(dead_code)]
-fn health_doc() {}
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
-
 #[derive(OpenApi)]
-#[openapi(
-    info(title = "FrostGate Forge API", description = "Spawn service; later services merge their paths into this document."),
-    paths(spawn_doc, health_doc),
-    components(schemas(SpawnRequestBody, SpawnResponse, ErrorEnvelope, ErrorBody, crate::http::Health)),
-    modifiers(&BearerAuth)
-)]
+#[openapi(paths(spawn_doc), components(schemas(SpawnRequestBody, SpawnResponse)))]
 struct SpawnApiDoc;
 
 /// The spawn service's OpenAPI document; other services `merge` theirs into it.

@@ -8,18 +8,19 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use forge_auth::{AuthError, Caller, roles};
-use forge_bus::{BusExt, subjects};
+use forge_bus::BusExt;
+use forge_bus::messages::SpawnRequested;
 use forge_core::ScenarioId;
 use forge_core::audit::{AuditEvent, Outcome};
+use forge_http::{ApiError, ApiJson, Kind};
 use forge_store::{Began, Billing, IdempotencyBegin, NewScenario, StoreError};
 use serde_json::{Value, json};
 
 use super::SpawnState;
-use super::api::{SpawnRequested, SpawnResponse, expiry};
+use super::api::{SpawnResponse, expiry};
 use super::gate::{GateError, gate_input};
 use super::request::{ValidSpawn, validate};
 use crate::billing::{self, BillingMode};
-use crate::http::{ApiError, ApiJson, Kind};
 use crate::ratelimit::retry_after_secs;
 use crate::tenants::Tenant;
 
@@ -264,11 +265,7 @@ async fn create(
     // Same message id on every retry: the bus drops duplicates within its window, and the
     // orchestrator's state machine ignores a scenario that already left `pending`.
     deps.bus
-        .publish_json(
-            subjects::SPAWN_REQUEST,
-            &SpawnRequested::msg_id(&record.tenant_id, &record.request_id),
-            &msg,
-        )
+        .publish_msg(&msg)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, scenario_id = %record.scenario_id, "publishing spawn.request failed");

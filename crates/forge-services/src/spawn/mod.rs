@@ -1,4 +1,4 @@
-//! forge_spawn_service (:8082): the front door (spec: Spawn Service API; design.md §5).
+//! forge_spawn_service (:8082): the front door (spec: Spawn Service API; docs/design.md §5).
 //!
 //! `POST /v1/spawn` → authenticate (JWT) → role `forge.spawn` → tenant from the token only →
 //! per-tenant rate limit → validate body, request_id, track, template → claim the idempotency
@@ -16,31 +16,26 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
-use axum::extract::FromRef;
 use axum::routing::post;
 use forge_auth::Verifier;
 use forge_bus::Bus;
 use forge_catalog::Catalog;
 use forge_core::audit::AuditSink;
+use forge_http::Service;
 use forge_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::billing::BillingMode;
 use crate::billing::dispatcher::GatewayDispatcher;
-use crate::http;
 use crate::ratelimit::RateLimiter;
 use crate::tenants::TenantDirectory;
 
-pub use api::{SpawnRequested, SpawnResponse, openapi};
+pub use api::{SpawnResponse, openapi};
 pub use config::SpawnConfig;
 pub use gate::{GateDecision, GateError, SpawnGate, StaticGate};
-
-/// The service name `/health` reports.
-pub const SERVICE_NAME: &str = "forge_spawn_service";
-/// The spec's port.
-pub const DEFAULT_PORT: u16 = 8082;
 
 /// What the spawn service is built from; the caller chooses every backend.
 pub struct SpawnDeps {
@@ -95,22 +90,24 @@ impl SpawnState {
     }
 }
 
-impl FromRef<SpawnState> for Arc<Verifier> {
-    fn from_ref(s: &SpawnState) -> Self {
-        s.inner.deps.verifier.clone()
-    }
-}
-
 /// The spawn service's routes, ready to serve (or to merge into `forge up`'s listener set).
 pub fn router(state: SpawnState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] with `extra` routes merged in before [`forge_http::finish`], so they share the body
+/// limit, the JSON fallbacks and request ids.
+fn router_with(state: SpawnState, extra: Router) -> Router {
     let limit = state.config().body_limit;
+    let verifier = state.inner.deps.verifier.clone();
     let api = Router::new()
         .route("/v1/spawn", post(handler::spawn))
         .with_state(state);
-    http::finish(
-        http::common_routes(SERVICE_NAME, openapi()).merge(api),
-        limit,
-    )
+    let routes = forge_http::common_routes(Service::Spawn, openapi())
+        .merge(api)
+        .merge(extra)
+        .layer(Extension(verifier));
+    forge_http::finish(routes, limit)
 }
 
 /// Serves the spawn service on `listener` until `shutdown` resolves, with its background work:
@@ -152,10 +149,8 @@ pub async fn serve_with(
         state.store().clone(),
         stopped(),
     )));
-    let app = router(state).merge(extra);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let app = router_with(state, extra);
+    let result = forge_http::serve(listener, app, shutdown).await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

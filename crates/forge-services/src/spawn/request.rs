@@ -7,10 +7,9 @@ use axum::http::{HeaderMap, HeaderName};
 use forge_catalog::Catalog;
 use forge_core::template::ScenarioTemplate;
 use forge_core::{SpawnRequest, Track};
+use forge_http::ApiError;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-
-use crate::http::ApiError;
 
 /// Longest accepted request_id.
 pub const MAX_REQUEST_ID_LEN: usize = 255;

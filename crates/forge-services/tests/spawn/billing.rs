@@ -1,5 +1,5 @@
 //! Billing: stub ledger rows, the gateway outbox against a receiver that goes away and comes
-//! back (every spawn charged exactly once), and `forge billing report`.
+//! back (every spawn charged exactly once), and the usage report over the ledger.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use forge_services::billing::BillingConfig;
-use forge_services::billing::cli::{BillingCommand, Format, Period, run_to};
+use forge_services::billing::report::{Period, ReportError, UsageQuery, usage_report};
 use forge_store::{LedgerQuery, Store};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -73,47 +73,79 @@ async fn stub_mode_records_one_ledger_row_per_charged_spawn_and_reports_it() {
         "stub mode sends nothing"
     );
 
-    let mut out = Vec::new();
-    let cmd = BillingCommand::Report {
-        from: None,
-        to: None,
-        tenant: None,
-        period: Period::Total,
-        format: Format::Json,
-        data_dir: h.dir.path().to_owned(),
-    };
-    assert_eq!(run_to(cmd, &mut out).await.unwrap(), 0);
-    let report: Value = serde_json::from_slice(&out).unwrap();
-    let summary: Vec<(String, u64, i64)> = report["rows"]
-        .as_array()
-        .unwrap()
+    let rows = usage_report(
+        &*h.store,
+        &UsageQuery {
+            period: Period::Total,
+            ..UsageQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    let summary: Vec<(&str, u64, i64, &str)> = rows
         .iter()
         .map(|r| {
             (
-                r["tenant_id"].as_str().unwrap().to_owned(),
-                r["spawns"].as_u64().unwrap(),
-                r["amount_cents"].as_i64().unwrap(),
+                r.tenant_id.as_str(),
+                r.spawns,
+                r.amount_cents,
+                r.period.as_str(),
             )
         })
         .collect();
     assert_eq!(
         summary,
-        vec![("acme".into(), 2, 350), ("globex".into(), 1, 800)]
+        vec![("acme", 2, 350, "total"), ("globex", 1, 800, "total")]
     );
-    let mut text = Vec::new();
-    let cmd = BillingCommand::Report {
-        from: Some(forge_services::billing::cli::parse_time("2000-01-01").unwrap()),
-        to: None,
-        tenant: Some("acme".into()),
-        period: Period::Month,
-        format: Format::Text,
-        data_dir: h.dir.path().to_owned(),
-    };
-    run_to(cmd, &mut text).await.unwrap();
-    let text = String::from_utf8(text).unwrap();
+    assert_eq!(rows[0].by_track, BTreeMap::from([("netplus".into(), 2)]));
+
+    let since_2000 = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let acme = usage_report(
+        &*h.store,
+        &UsageQuery {
+            tenant_id: Some("acme".into()),
+            from: Some(since_2000),
+            to: None,
+            period: Period::Month,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(acme.len(), 1, "{acme:?}");
+    assert_eq!(
+        (
+            acme[0].tenant_id.as_str(),
+            acme[0].amount_cents,
+            acme[0].currency.as_str()
+        ),
+        ("acme", 350, "usd")
+    );
+    assert_eq!(acme[0].period.len(), "2026-01".len(), "{acme:?}");
+    let future = usage_report(
+        &*h.store,
+        &UsageQuery {
+            from: Some(chrono::Utc::now() + chrono::Duration::days(1)),
+            ..UsageQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(future.is_empty());
+    let backwards = usage_report(
+        &*h.store,
+        &UsageQuery {
+            from: Some(chrono::Utc::now()),
+            to: Some(since_2000),
+            ..UsageQuery::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert!(
-        text.contains("acme") && text.contains("3.50 usd") && !text.contains("globex"),
-        "{text}"
+        matches!(backwards, ReportError::EmptyRange { .. }),
+        "{backwards}"
     );
     h.stop().await;
 }

@@ -1,5 +1,5 @@
 //! One request_id per tenant yields one scenario, one charge and one bus message, however many
-//! times and however concurrently it is sent (design.md §6).
+//! times and however concurrently it is sent (docs/design.md §6).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Bad input gets a clear 4xx naming what is wrong, never a 500 (design.md §6).
+//! Bad input gets a clear 4xx naming what is wrong, never a 500 (docs/design.md §6).
 
 use serde_json::json;
 

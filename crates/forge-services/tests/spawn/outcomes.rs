@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use forge_bus::messages::SpawnRequested;
 use forge_bus::{Bus, BusError, MemoryBus, PublishAck, Subscription};
 use forge_core::audit::Outcome;
 use forge_core::{ScenarioId, ScenarioStatus};
-use forge_services::spawn::{GateDecision, GateError, SpawnRequested, StaticGate};
+use forge_services::spawn::{GateDecision, GateError, StaticGate};
 use forge_store::Store;
 use serde_json::json;
 

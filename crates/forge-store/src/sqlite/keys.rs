@@ -60,10 +60,6 @@ impl KeyRow {
 const SELECT_KEY: &str = "SELECT request_hash, state, status_code, response_body, locked_until, \
                           expires_at FROM idempotency_keys WHERE tenant_id = ? AND key = ?";
 
-const INSERT_KEY_IF_ABSENT: &str = "INSERT INTO idempotency_keys (tenant_id, key, request_hash, \
-     state, created_at, locked_until, expires_at) VALUES (?, ?, ?, 'in_flight', ?, ?, ?) \
-     ON CONFLICT (tenant_id, key) DO NOTHING";
-
 /// Claims a key, all on the writer connection (one job, so no other write interleaves).
 pub(super) async fn begin(
     conn: &mut SqliteConnection,
@@ -74,17 +70,24 @@ pub(super) async fn begin(
     lease_until: i64,
     expires_at: i64,
 ) -> Result<Began, StoreError> {
-    // Fast path for the common case, a new key: one statement; the primary key makes exactly
-    // one of any number of concurrent claimers win.
-    let inserted = sqlx::query(INSERT_KEY_IF_ABSENT)
+    // The claim itself, written in flight unless the key exists: the same statement for a new
+    // key and for taking over a dead one.
+    let insert_if_absent = || {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, state, created_at, \
+             locked_until, expires_at) VALUES (?, ?, ?, 'in_flight', ?, ?, ?) \
+             ON CONFLICT (tenant_id, key) DO NOTHING",
+        )
         .bind(&tenant_id)
         .bind(&key)
         .bind(&hash)
         .bind(now)
         .bind(lease_until)
         .bind(expires_at)
-        .execute(&mut *conn)
-        .await?;
+    };
+    // Fast path for the common case, a new key: one statement; the primary key makes exactly
+    // one of any number of concurrent claimers win.
+    let inserted = insert_if_absent().execute(&mut *conn).await?;
     if inserted.rows_affected() == 1 {
         return Ok(Began::New);
     }
@@ -105,15 +108,7 @@ pub(super) async fn begin(
         .bind(&key)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(INSERT_KEY_IF_ABSENT)
-        .bind(&tenant_id)
-        .bind(&key)
-        .bind(&hash)
-        .bind(now)
-        .bind(lease_until)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
+    insert_if_absent().execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(Began::New)
 }
@@ -135,26 +130,6 @@ pub(super) async fn peek(
         Some(row) => KeyRow::from_row(&row)?.classify(hash, now),
         None => Ok(None),
     }
-}
-
-pub(super) async fn complete(
-    conn: &mut SqliteConnection,
-    tenant_id: String,
-    key: String,
-    status: u16,
-    body: Vec<u8>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET state = 'done', status_code = ?, response_body = ? \
-         WHERE tenant_id = ? AND key = ? AND state = 'in_flight'",
-    )
-    .bind(i64::from(status))
-    .bind(body)
-    .bind(tenant_id)
-    .bind(key)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 pub(super) async fn insert_charge(

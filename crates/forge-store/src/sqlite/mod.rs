@@ -176,28 +176,12 @@ impl Store for SqliteStore {
         tenant_id: &str,
         id: &ScenarioId,
     ) -> Result<Option<ScenarioRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            scenario_cols!(),
-            " FROM scenarios WHERE scenario_id = ? AND tenant_id = ?"
-        ))
-        .bind(id.as_str())
-        .bind(tenant_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(scenario_from_row).transpose()
+        let found = scenarios::fetch(&self.reader, id).await?;
+        Ok(found.filter(|r| r.tenant_id == tenant_id))
     }
 
     async fn get_any(&self, id: &ScenarioId) -> Result<Option<ScenarioRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            scenario_cols!(),
-            " FROM scenarios WHERE scenario_id = ?"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(scenario_from_row).transpose()
+        scenarios::fetch(&self.reader, id).await
     }
 
     async fn transition(
@@ -252,10 +236,24 @@ impl Store for SqliteStore {
         network_id: &str,
         containers: &[String],
     ) -> Result<(), StoreError> {
-        let (id, net, cs) = (id.clone(), network_id.to_owned(), containers.to_vec());
-        self.writer
-            .run(move |c| Box::pin(scenarios::set_runtime_info(c, id, net, cs)))
-            .await
+        let containers = serde_json::to_string(containers).expect("strings serialize");
+        let changed = self
+            .writer
+            .execute(
+                sqlx::query(
+                    "UPDATE scenarios SET network_id = ?, containers = ?, updated_at = ? \
+                     WHERE scenario_id = ?",
+                )
+                .bind(network_id)
+                .bind(containers)
+                .bind(ms(Utc::now()))
+                .bind(id.as_str()),
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        Ok(())
     }
 
     async fn begin(&self, req: &IdempotencyBegin<'_>) -> Result<Began, StoreError> {
@@ -285,47 +283,46 @@ impl Store for SqliteStore {
         status: u16,
         body: &[u8],
     ) -> Result<(), StoreError> {
-        let (t, k, b) = (tenant_id.to_owned(), key.to_owned(), body.to_vec());
         self.writer
-            .run(move |c| Box::pin(keys::complete(c, t, k, status, b)))
-            .await
+            .execute(
+                sqlx::query(
+                    "UPDATE idempotency_keys SET state = 'done', status_code = ?, \
+                     response_body = ? WHERE tenant_id = ? AND key = ? AND state = 'in_flight'",
+                )
+                .bind(i64::from(status))
+                .bind(body)
+                .bind(tenant_id)
+                .bind(key),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn abandon(&self, tenant_id: &str, key: &str) -> Result<(), StoreError> {
-        let (t, k) = (tenant_id.to_owned(), key.to_owned());
         self.writer
-            .run(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "DELETE FROM idempotency_keys \
-                         WHERE tenant_id = ? AND key = ? AND state = 'in_flight'",
-                    )
-                    .bind(t)
-                    .bind(k)
-                    .execute(&mut *c)
-                    .await?;
-                    Ok(())
-                })
-            })
-            .await
+            .execute(
+                sqlx::query(
+                    "DELETE FROM idempotency_keys \
+                     WHERE tenant_id = ? AND key = ? AND state = 'in_flight'",
+                )
+                .bind(tenant_id)
+                .bind(key),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let now = ms(now);
         self.writer
-            .run(move |c| {
-                Box::pin(async move {
-                    let done = sqlx::query(
-                        "DELETE FROM idempotency_keys WHERE expires_at <= ? \
-                         AND (state = 'done' OR locked_until <= ?)",
-                    )
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *c)
-                    .await?;
-                    Ok(done.rows_affected())
-                })
-            })
+            .execute(
+                sqlx::query(
+                    "DELETE FROM idempotency_keys WHERE expires_at <= ? \
+                     AND (state = 'done' OR locked_until <= ?)",
+                )
+                .bind(now)
+                .bind(now),
+            )
             .await
     }
 
@@ -342,22 +339,17 @@ impl Store for SqliteStore {
     }
 
     async fn mark_delivered(&self, event_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let (id, now) = (event_id.to_owned(), ms(now));
         self.writer
-            .run(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE outbox SET delivered_at = ?, last_error = NULL \
-                         WHERE event_id = ? AND delivered_at IS NULL",
-                    )
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *c)
-                    .await?;
-                    Ok(())
-                })
-            })
-            .await
+            .execute(
+                sqlx::query(
+                    "UPDATE outbox SET delivered_at = ?, last_error = NULL \
+                     WHERE event_id = ? AND delivered_at IS NULL",
+                )
+                .bind(ms(now))
+                .bind(event_id),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn mark_attempt_failed(
@@ -366,23 +358,18 @@ impl Store for SqliteStore {
         next_attempt_at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
-        let (id, next, err) = (event_id.to_owned(), ms(next_attempt_at), error.to_owned());
         self.writer
-            .run(move |c| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, \
-                         last_error = ? WHERE event_id = ? AND delivered_at IS NULL",
-                    )
-                    .bind(next)
-                    .bind(err)
-                    .bind(id)
-                    .execute(&mut *c)
-                    .await?;
-                    Ok(())
-                })
-            })
-            .await
+            .execute(
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, \
+                     last_error = ? WHERE event_id = ? AND delivered_at IS NULL",
+                )
+                .bind(ms(next_attempt_at))
+                .bind(error)
+                .bind(event_id),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn outbox_backlog(&self) -> Result<u64, StoreError> {

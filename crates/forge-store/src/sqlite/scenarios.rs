@@ -5,7 +5,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use forge_core::{ScenarioId, ScenarioStatus, Track};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Executor, Row, Sqlite};
 
 use super::{OwnedBilling, from_ms, keys, ms};
 use crate::model::BILLING_TOPIC;
@@ -76,8 +76,9 @@ fn record_of(new: &NewScenario) -> ScenarioRecord {
     }
 }
 
-pub(super) async fn fetch(
-    conn: &mut SqliteConnection,
+/// The scenario `id`, through the reader pool or the writer connection alike.
+pub(super) async fn fetch<'e>(
+    executor: impl Executor<'e, Database = Sqlite>,
     id: &ScenarioId,
 ) -> Result<Option<ScenarioRecord>, StoreError> {
     let row = sqlx::query(concat!(
@@ -86,7 +87,7 @@ pub(super) async fn fetch(
         " FROM scenarios WHERE scenario_id = ?"
     ))
     .bind(id.as_str())
-    .fetch_optional(&mut *conn)
+    .fetch_optional(executor)
     .await?;
     row.as_ref().map(scenario_from_row).transpose()
 }
@@ -218,7 +219,7 @@ pub(super) async fn transition(
     .await?;
     match row {
         Some(row) => scenario_from_row(&row),
-        None => match fetch(conn, &id).await? {
+        None => match fetch(&mut *conn, &id).await? {
             None => Err(StoreError::NotFound(id.to_string())),
             Some(cur) => Err(StoreError::Conflict {
                 id: id.to_string(),
@@ -227,26 +228,4 @@ pub(super) async fn transition(
             }),
         },
     }
-}
-
-pub(super) async fn set_runtime_info(
-    conn: &mut SqliteConnection,
-    id: ScenarioId,
-    network_id: String,
-    containers: Vec<String>,
-) -> Result<(), StoreError> {
-    let containers = serde_json::to_string(&containers).expect("strings serialize");
-    let done = sqlx::query(
-        "UPDATE scenarios SET network_id = ?, containers = ?, updated_at = ? WHERE scenario_id = ?",
-    )
-    .bind(network_id)
-    .bind(containers)
-    .bind(ms(Utc::now()))
-    .bind(id.as_str())
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(id.to_string()));
-    }
-    Ok(())
 }

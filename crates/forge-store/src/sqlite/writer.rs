@@ -8,13 +8,17 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use sqlx::ConnectOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A statement with its arguments bound (sqlx copies them in, so it borrows nothing).
+pub(crate) type SqliteQuery = Query<'static, Sqlite, SqliteArguments>;
 
 type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, ()> + Send>;
 
@@ -101,6 +105,16 @@ impl Writer {
         });
         self.tx.send(Msg::Job(job)).map_err(|_| gone())?;
         done_rx.await.map_err(|_| gone())?
+    }
+
+    /// Runs one statement on the writer connection and returns how many rows it changed. A
+    /// single statement is atomic by itself, so the many one-statement writes need no job of
+    /// their own: their query, arguments bound, is the whole job.
+    pub async fn execute(&self, query: SqliteQuery) -> Result<u64, StoreError> {
+        self.run(move |c| {
+            Box::pin(async move { Ok(query.execute(&mut *c).await?.rows_affected()) })
+        })
+        .await
     }
 
     /// Finishes queued jobs, then closes the connection.

@@ -3,71 +3,59 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Duration as ChronoDuration;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use forge_store::{Began, Billing, LedgerQuery, Store};
 
-use super::{begin_at, charge_for, concurrently, new_scenario, t0};
+use super::{begin_at, charge_for, concurrently, new_scenario, t0, tenant_ledger};
+
+/// What `begin` answers for `tenant`'s `key` with body `hash` at `at` (default lease and
+/// retention).
+async fn began(s: &dyn Store, tenant: &str, key: &str, hash: &str, at: DateTime<Utc>) -> Began {
+    s.begin(&begin_at(tenant, key, hash, at)).await.unwrap()
+}
 
 pub async fn idempotency_key_states(s: Arc<dyn Store>) {
     let now = t0();
+    assert_eq!(began(&*s, "acme", "k", "h1", now).await, Began::New);
+    assert_eq!(began(&*s, "acme", "k", "h1", now).await, Began::InFlight);
     assert_eq!(
-        s.begin(&begin_at("acme", "k", "h1", now)).await.unwrap(),
-        Began::New
-    );
-    assert_eq!(
-        s.begin(&begin_at("acme", "k", "h1", now)).await.unwrap(),
-        Began::InFlight
-    );
-    assert_eq!(
-        s.begin(&begin_at("acme", "k", "h2", now)).await.unwrap(),
+        began(&*s, "acme", "k", "h2", now).await,
         Began::Mismatch,
         "another body under an in-flight key"
     );
     // Keys are scoped by tenant.
-    assert_eq!(
-        s.begin(&begin_at("globex", "k", "h2", now)).await.unwrap(),
-        Began::New
-    );
+    assert_eq!(began(&*s, "globex", "k", "h2", now).await, Began::New);
 
     s.complete("acme", "k", 201, br#"{"ok":true}"#)
         .await
         .unwrap();
     assert_eq!(
-        s.begin(&begin_at("acme", "k", "h1", now)).await.unwrap(),
+        began(&*s, "acme", "k", "h1", now).await,
         Began::Done {
             status: 201,
             body: br#"{"ok":true}"#.to_vec()
         }
     );
-    assert_eq!(
-        s.begin(&begin_at("acme", "k", "h2", now)).await.unwrap(),
-        Began::Mismatch
-    );
+    assert_eq!(began(&*s, "acme", "k", "h2", now).await, Began::Mismatch);
     // Completing or abandoning a done key changes nothing.
     s.abandon("acme", "k").await.unwrap();
     s.complete("acme", "k", 500, b"x").await.unwrap();
     assert!(matches!(
-        s.begin(&begin_at("acme", "k", "h1", now)).await.unwrap(),
+        began(&*s, "acme", "k", "h1", now).await,
         Began::Done { status: 201, .. }
     ));
 
     // Abandoned in-flight keys may be claimed again, even with another body.
-    assert_eq!(
-        s.begin(&begin_at("acme", "a", "h1", now)).await.unwrap(),
-        Began::New
-    );
+    assert_eq!(began(&*s, "acme", "a", "h1", now).await, Began::New);
     s.abandon("acme", "a").await.unwrap();
-    assert_eq!(
-        s.begin(&begin_at("acme", "a", "h9", now)).await.unwrap(),
-        Began::New
-    );
+    assert_eq!(began(&*s, "acme", "a", "h9", now).await, Began::New);
 }
 
 pub async fn idempotency_concurrent_begin_has_one_winner(s: Arc<dyn Store>) {
     let now = t0();
     let results = concurrently(50, |_| {
         let s = s.clone();
-        async move { s.begin(&begin_at("acme", "hot", "h", now)).await.unwrap() }
+        async move { began(&*s, "acme", "hot", "h", now).await }
     })
     .await;
     let new = results.iter().filter(|b| **b == Began::New).count();
@@ -83,12 +71,7 @@ pub async fn idempotency_expiry_lease_and_purge(s: Arc<dyn Store>) {
     s.complete("acme", "old", 201, b"{}").await.unwrap();
     // Past retention the key is new again, whatever the body.
     let later = now + ChronoDuration::hours(2);
-    assert_eq!(
-        s.begin(&begin_at("acme", "old", "other", later))
-            .await
-            .unwrap(),
-        Began::New
-    );
+    assert_eq!(began(&*s, "acme", "old", "other", later).await, Began::New);
 
     // An in-flight key past its lease (owner died) is taken over by the same request only.
     let mut held = begin_at("acme", "stale", "h1", now);
@@ -96,15 +79,11 @@ pub async fn idempotency_expiry_lease_and_purge(s: Arc<dyn Store>) {
     assert_eq!(s.begin(&held).await.unwrap(), Began::New);
     let after_lease = now + ChronoDuration::seconds(11);
     assert_eq!(
-        s.begin(&begin_at("acme", "stale", "h2", after_lease))
-            .await
-            .unwrap(),
+        began(&*s, "acme", "stale", "h2", after_lease).await,
         Began::Mismatch
     );
     assert_eq!(
-        s.begin(&begin_at("acme", "stale", "h1", after_lease))
-            .await
-            .unwrap(),
+        began(&*s, "acme", "stale", "h1", after_lease).await,
         Began::New
     );
 
@@ -120,14 +99,7 @@ pub async fn idempotency_expiry_lease_and_purge(s: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(purged, 1);
     assert!(matches!(
-        s.begin(&begin_at(
-            "acme",
-            "stale",
-            "h1",
-            now + ChronoDuration::minutes(5)
-        ))
-        .await
-        .unwrap(),
+        began(&*s, "acme", "stale", "h1", now + ChronoDuration::minutes(5)).await,
         Began::InFlight | Began::New
     ));
 }
@@ -147,13 +119,7 @@ pub async fn ledger_queries(s: Arc<dyn Store>) {
     let all = s.ledger(&LedgerQuery::default()).await.unwrap();
     assert_eq!(all.len(), 3);
     assert!(all.windows(2).all(|w| w[0].created_at <= w[1].created_at));
-    let acme = s
-        .ledger(&LedgerQuery {
-            tenant_id: Some("acme".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let acme = tenant_ledger(&*s, "acme").await;
     assert_eq!(acme.iter().map(|c| c.amount_cents).sum::<i64>(), 300);
     let january = s
         .ledger(&LedgerQuery {

@@ -197,13 +197,7 @@ pub async fn concurrent_inserts_yield_one_scenario_and_one_charge(s: Arc<dyn Sto
         .map(|r| r.record.scenario_id.clone())
         .collect();
     assert_eq!(ids.len(), 1, "every caller sees the same scenario");
-    let ledger = s
-        .ledger(&LedgerQuery {
-            tenant_id: Some("acme".into()),
-            ..LedgerQuery::default()
-        })
-        .await
-        .unwrap();
+    let ledger = tenant_ledger(&*s, "acme").await;
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].scenario_id, *ids.iter().next().unwrap());
     assert_eq!(s.outbox_backlog().await.unwrap(), 1);
@@ -253,6 +247,15 @@ pub async fn count_list_and_runtime_info(s: Arc<dyn Store>) {
 /// A fixed instant, so expiry checks need no sleeping.
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 11, 12, 0, 0).unwrap()
+}
+
+/// The ledger rows of `tenant`, oldest first.
+pub async fn tenant_ledger(s: &dyn Store, tenant: &str) -> Vec<Charge> {
+    let query = LedgerQuery {
+        tenant_id: Some(tenant.into()),
+        ..LedgerQuery::default()
+    };
+    s.ledger(&query).await.unwrap()
 }
 
 pub fn begin_at<'a>(

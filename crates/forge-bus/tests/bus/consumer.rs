@@ -1,0 +1,229 @@
+//! The consumer loop ([`forge_bus::consume`]): outcomes, dead letters, bounded concurrency and
+//! shutdown, on the in-process bus.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use forge_bus::{
+    Bus, BusExt, ConsumerConfig, DeadLetter, Delivery, MemoryBus, Outcome, consume, subjects,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Job {
+    n: u32,
+}
+
+fn bus() -> Arc<dyn Bus> {
+    Arc::new(MemoryBus::default())
+}
+
+async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("within 5 s")
+        .expect("channel open")
+}
+
+#[tokio::test]
+async fn handler_gets_typed_messages_and_acked_ones_are_not_redelivered() {
+    let bus = bus();
+    let (stop, shutdown) = watch::channel(false);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(consume(
+        bus.clone(),
+        ConsumerConfig::new("jobs.run", "worker"),
+        shutdown,
+        move |job: Job, d: Delivery| {
+            let tx = tx.clone();
+            async move {
+                tx.send((job.n, d.delivered)).unwrap();
+                Outcome::Ack
+            }
+        },
+    ));
+    for n in 0..3 {
+        bus.publish_json("jobs.run", &format!("j{n}"), &Job { n })
+            .await
+            .unwrap();
+    }
+    let mut got = vec![
+        recv(&mut rx).await,
+        recv(&mut rx).await,
+        recv(&mut rx).await,
+    ];
+    got.sort();
+    assert_eq!(got, vec![(0, 1), (1, 1), (2, 1)]);
+    assert!(
+        timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err()
+    );
+    stop.send(true).unwrap();
+    timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn retry_redelivers_after_the_delay() {
+    let bus = bus();
+    let (_stop, shutdown) = watch::channel(false);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(consume(
+        bus.clone(),
+        ConsumerConfig::new("jobs.retry", "worker"),
+        shutdown,
+        move |_: Job, d: Delivery| {
+            let tx = tx.clone();
+            async move {
+                tx.send(d.delivered).unwrap();
+                if d.delivered < 3 {
+                    Outcome::Retry(Duration::from_millis(50))
+                } else {
+                    Outcome::Ack
+                }
+            }
+        },
+    ));
+    bus.publish_json("jobs.retry", "r1", &Job { n: 1 })
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut rx).await, 1);
+    assert_eq!(recv(&mut rx).await, 2);
+    assert_eq!(recv(&mut rx).await, 3);
+    assert!(
+        timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn poisoned_message_is_dead_lettered_and_others_still_flow() {
+    let bus = bus();
+    let (_stop, shutdown) = watch::channel(false);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(consume(
+        bus.clone(),
+        ConsumerConfig::new("jobs.poison", "worker")
+            .max_deliveries(3)
+            .concurrency(2),
+        shutdown,
+        move |job: Job, _: Delivery| {
+            let tx = tx.clone();
+            async move {
+                if job.n == 13 {
+                    Outcome::Retry(Duration::from_millis(20))
+                } else {
+                    tx.send(job.n).unwrap();
+                    Outcome::Ack
+                }
+            }
+        },
+    ));
+    let mut letters = bus
+        .subscribe(&subjects::dead_letter("jobs.poison"), "ops")
+        .await
+        .unwrap();
+    bus.publish_json("jobs.poison", "bad", &Job { n: 13 })
+        .await
+        .unwrap();
+    bus.publish("jobs.poison", "garbage", b"{not json".to_vec())
+        .await
+        .unwrap();
+    for n in 0..5 {
+        bus.publish_json("jobs.poison", &format!("ok{n}"), &Job { n })
+            .await
+            .unwrap();
+    }
+    let mut served = Vec::new();
+    for _ in 0..5 {
+        served.push(recv(&mut rx).await);
+    }
+    served.sort();
+    assert_eq!(served, vec![0, 1, 2, 3, 4]);
+
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let m = timeout(Duration::from_secs(5), letters.next())
+            .await
+            .expect("a dead letter within 5 s")
+            .unwrap();
+        let letter: DeadLetter = m.json().unwrap();
+        m.ack().await.unwrap();
+        dead.push(letter);
+    }
+    dead.sort_by(|a, b| a.msg_id.cmp(&b.msg_id));
+    assert_eq!(dead[0].msg_id, "bad");
+    assert_eq!(dead[0].delivered, 3);
+    assert!(
+        dead[0].reason.contains("3 deliveries"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(
+        serde_json::from_slice::<Job>(&dead[0].payload().unwrap()).unwrap(),
+        Job { n: 13 }
+    );
+    assert_eq!(dead[1].msg_id, "garbage");
+    assert_eq!(dead[1].delivered, 1);
+    assert!(dead[1].reason.contains("malformed"), "{}", dead[1].reason);
+    assert_eq!(dead[1].payload().unwrap(), b"{not json");
+}
+
+#[tokio::test]
+async fn concurrency_bounds_handlers_in_flight_and_shutdown_waits_for_them() {
+    let bus = bus();
+    let (stop, shutdown) = watch::channel(false);
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let (r, p, d) = (running.clone(), peak.clone(), done.clone());
+    let task = tokio::spawn(consume(
+        bus.clone(),
+        ConsumerConfig::new("jobs.slow", "worker").concurrency(3),
+        shutdown,
+        move |_: Job, _: Delivery| {
+            let (r, p, d) = (r.clone(), p.clone(), d.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                d.fetch_add(1, Ordering::SeqCst);
+                Outcome::Ack
+            }
+        },
+    ));
+    for n in 0..9 {
+        bus.publish_json("jobs.slow", &format!("s{n}"), &Job { n })
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.send(true).unwrap();
+    timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        3,
+        "at most 3 at once, and 3 used"
+    );
+    let finished = done.load(Ordering::SeqCst);
+    assert_eq!(
+        running.load(Ordering::SeqCst),
+        0,
+        "shutdown waited for handlers"
+    );
+    assert!(
+        (3..9).contains(&finished),
+        "stopped pulling on shutdown: {finished}"
+    );
+}

@@ -1,0 +1,213 @@
+//! The routes every service has, without authentication: `GET /health`, `GET /metrics`
+//! (Prometheus text) and `GET /openapi.json`, and the process-wide metrics recorder behind them.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+
+use crate::Service;
+
+/// Buckets of every `*_duration_seconds` histogram: 1 ms to 60 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use. If another recorder was
+/// installed first (a test's, or the binary's own), this one still renders, just empty: metrics
+/// must never stop a service from starting.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), DURATION_BUCKETS)
+            .expect("buckets are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        let upkeep = handle.clone();
+        // Histograms need periodic upkeep; a plain thread works with or without a runtime.
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("spawn metrics upkeep thread");
+        handle
+    })
+}
+
+/// Body of `GET /health`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// [`Service::name`], e.g. `forge_spawn_service`.
+    #[schema(example = "forge_spawn_service")]
+    pub service: &'static str,
+}
+
+/// `GET /health` → `{"status":"ok","service":NAME}` ([`Service::name`]), `GET /metrics`
+/// (Prometheus text) and `GET /openapi.json` (`openapi`).
+pub fn common_routes<S>(service: Service, openapi: utoipa::openapi::OpenApi) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    metrics_handle();
+    let doc = with_common_docs(service, openapi)
+        .to_json()
+        .expect("openapi document serializes");
+    let health = Health {
+        status: "ok",
+        service: service.name(),
+    };
+    Router::new()
+        .route("/health", get(move || async move { Json(health) }))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(CONTENT_TYPE, "application/json")], doc) }
+            }),
+        )
+}
+
+/// Documentation of `GET /health`.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "ops",
+    responses((status = 200, description = "Service is up", body = Health))
+)]
+#[allow(dead_code)]
+fn health_doc() {}
+
+/// Documentation of `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"))
+)]
+#[allow(dead_code)]
+fn metrics_doc() {}
+
+/// The bearer-token scheme every service's `security(("bearer" = []))` refers to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(health_doc, metrics_doc),
+    components(schemas(Health, crate::ErrorEnvelope, crate::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+struct CommonApiDoc;
+
+/// `openapi` plus what every service has: its title and description from the registry,
+/// `/health`, `/metrics`, the error envelope's schema and the bearer scheme, documented here
+/// once.
+pub fn with_common_docs(
+    service: Service,
+    mut openapi: utoipa::openapi::OpenApi,
+) -> utoipa::openapi::OpenApi {
+    use utoipa::{Modify as _, OpenApi as _};
+    openapi.info.title = service.name().to_owned();
+    openapi.info.description = Some(service.description().to_owned());
+    openapi.merge(CommonApiDoc::openapi());
+    // `merge` leaves security schemes alone; the modifier adds the one every route names.
+    BearerAuth.modify(&mut openapi);
+    openapi
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_handle().render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::extract::Request;
+    use axum::http::StatusCode;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get(app: &Router, path: &str) -> (StatusCode, String, Vec<u8>) {
+        let resp = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ct = resp.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
+        let body = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, ct, body.to_vec())
+    }
+
+    #[tokio::test]
+    async fn health_metrics_and_openapi() {
+        let mut doc = utoipa::openapi::OpenApi::default();
+        doc.info.title = "test api".into();
+        let app: Router = common_routes(Service::Observer, doc);
+
+        let (status, ct, body) = get(&app, "/health").await;
+        assert_eq!((status, ct.as_str()), (StatusCode::OK, "application/json"));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            json!({"status": "ok", "service": "forge_observer_hub"})
+        );
+
+        let (status, ct, _) = get(&app, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(ct.starts_with("text/plain"), "{ct}");
+
+        let (status, _, body) = get(&app, "/openapi.json").await;
+        assert_eq!(status, StatusCode::OK);
+        let doc: Value = serde_json::from_slice(&body).unwrap();
+        // Title and description come from the registry; the common routes, the error envelope
+        // and the bearer scheme are documented for every service.
+        assert_eq!(doc["info"]["title"], "forge_observer_hub");
+        assert_eq!(doc["info"]["description"], Service::Observer.description());
+        assert!(doc["paths"]["/health"]["get"].is_object(), "{doc}");
+        assert!(doc["paths"]["/metrics"]["get"].is_object(), "{doc}");
+        assert!(
+            doc["components"]["schemas"]["ErrorEnvelope"].is_object(),
+            "{doc}"
+        );
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! The one scenario access check. Every route that takes a scenario id goes through
+//! [`ScenarioAccess::authorize`]: load the scenario within the caller's tenant, decide by role
+//! and ownership, and audit a refusal the same way every time.
+//!
+//! Who may do what (roles are the table in `forge_auth::roles`, all tenant-scoped):
+//!
+//! | action | allowed |
+//! |---|---|
+//! | [`Action::View`], [`Action::Operate`] | the scenario's owner, an instructor, the orchestrator role |
+//! | [`Action::ReadScore`] | the above, or `forge.score.read` |
+//! | [`Action::RunPlaybook`] | an instructor or the orchestrator role (checked before any lookup) |
+//!
+//! Anyone else gets the same 404 as for an id that does not exist (no existence oracle across
+//! tenants or owners). A refusal of an existing scenario, in this tenant or another, is recorded
+//! as an `access.denied` audit event naming the caller, the scenario and the action.
+//!
+//! Routes with an `{id}` path parameter take an [`Authorized<P>`] extractor (`P` names the
+//! action) and get the caller and the scenario; others call [`ScenarioAccess::authorize`]. A
+//! router gets the check and the token verifier as request extensions from
+//! [`ScenarioAccess::install`].
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, RawPathParams};
+use axum::http::request::Parts;
+use axum::{Extension, Router};
+use chrono::Utc;
+use forge_auth::{Caller, Verifier, roles};
+use forge_core::ScenarioId;
+use forge_core::audit::{AuditEvent, AuditSink, Outcome};
+use forge_http::{ApiError, Service};
+use forge_store::{ScenarioRecord, Store};
+
+/// What the caller wants to do with a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read its status and details.
+    View,
+    /// Work in the lab: check, submit, exec, terminal, end it.
+    Operate,
+    /// Read its score and bundle files.
+    ReadScore,
+    /// Run a standalone playbook in it (any container).
+    RunPlaybook,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::View => "view",
+            Action::Operate => "operate",
+            Action::ReadScore => "read_score",
+            Action::RunPlaybook => "run_playbook",
+        }
+    }
+
+    /// Roles that grant the action on any scenario of the caller's tenant.
+    fn tenant_roles(self) -> &'static [&'static str] {
+        match self {
+            Action::View | Action::Operate | Action::RunPlaybook => {
+                &[roles::INSTRUCTOR, roles::ORCHESTRATOR]
+            }
+            Action::ReadScore => &[roles::INSTRUCTOR, roles::ORCHESTRATOR, roles::SCORE_READ],
+        }
+    }
+
+    /// Whether the owner of a scenario may do this without a role.
+    fn owner_may(self) -> bool {
+        !matches!(self, Action::RunPlaybook)
+    }
+
+    /// Whether `caller` may do this to `rec` (already known to be in the caller's tenant).
+    pub fn allows(self, caller: &Caller, rec: &ScenarioRecord) -> bool {
+        caller.tenant_id == rec.tenant_id
+            && ((self.owner_may() && caller.sub == rec.owner_sub)
+                || self.tenant_roles().iter().any(|r| caller.has_role(r)))
+    }
+}
+
+/// The check, with what it needs: the verifier for tokens, the store to look up, the audit sink
+/// to record refusals.
+#[derive(Clone)]
+pub struct ScenarioAccess {
+    verifier: Arc<Verifier>,
+    store: Arc<dyn Store>,
+    audit: Arc<dyn AuditSink>,
+    actor: &'static str,
+}
+
+impl ScenarioAccess {
+    pub fn new(verifier: Arc<Verifier>, store: Arc<dyn Store>, audit: Arc<dyn AuditSink>) -> Self {
+        Self {
+            verifier,
+            store,
+            audit,
+            actor: "forge_platform",
+        }
+    }
+
+    /// The same check, recording `service` as where a refusal happened.
+    pub fn for_service(&self, service: Service) -> Self {
+        Self {
+            actor: service.name(),
+            ..self.clone()
+        }
+    }
+
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    /// Gives every route of `router` the token verifier (for [`Caller`]) and this check (for
+    /// [`Authorized`]).
+    pub fn install(&self, router: Router) -> Router {
+        router
+            .layer(Extension(self.verifier.clone()))
+            .layer(Extension(self.clone()))
+    }
+
+    /// The scenario `id` if `caller` may do `action` to it; otherwise the 404 (or, for an
+    /// action that needs a role the caller lacks, a 403 before anything is looked up).
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        id: &str,
+        action: Action,
+    ) -> Result<ScenarioRecord, ApiError> {
+        if !action.owner_may() && !action.tenant_roles().iter().any(|r| caller.has_role(r)) {
+            return Err(ApiError::forbidden(
+                "missing_role",
+                format!("role {} is required", action.tenant_roles().join(" or ")),
+            ));
+        }
+        let not_found =
+            || ApiError::not_found("scenario_not_found", format!("scenario `{id}` not found"));
+        let Ok(sid) = id.parse::<ScenarioId>() else {
+            return Err(not_found());
+        };
+        let found = self
+            .store
+            .get(&caller.tenant_id, &sid)
+            .await
+            .map_err(ApiError::internal)?;
+        match found {
+            Some(rec) if action.allows(caller, &rec) => Ok(rec),
+            Some(_) => {
+                self.deny(caller, &sid, action, "same_tenant");
+                Err(not_found())
+            }
+            None => {
+                // Another tenant's scenario: the caller learns nothing, the audit log does.
+                if self
+                    .store
+                    .get_any(&sid)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .is_some()
+                {
+                    self.deny(caller, &sid, action, "cross_tenant");
+                }
+                Err(not_found())
+            }
+        }
+    }
+
+    fn deny(&self, caller: &Caller, id: &ScenarioId, action: Action, scope: &str) {
+        metrics::counter!("forge_access_denied_total", "action" => action.as_str()).increment(1);
+        self.audit.record(
+            AuditEvent::new(
+                Utc::now(),
+                "access.denied",
+                caller.sub.clone(),
+                id.as_str(),
+                action.as_str(),
+                Outcome::Denied,
+            )
+            .with_detail("tenant_id", caller.tenant_id.clone())
+            .with_detail("scope", scope)
+            .with_detail("service", self.actor),
+        );
+    }
+}
+
+/// The action an [`Authorized`] route needs, as a type.
+pub trait Permission: Send + Sync + 'static {
+    const ACTION: Action;
+}
+
+/// [`Action::View`].
+pub struct CanView;
+/// [`Action::Operate`].
+pub struct CanOperate;
+/// [`Action::ReadScore`].
+pub struct CanReadScore;
+
+impl Permission for CanView {
+    const ACTION: Action = Action::View;
+}
+impl Permission for CanOperate {
+    const ACTION: Action = Action::Operate;
+}
+impl Permission for CanReadScore {
+    const ACTION: Action = Action::ReadScore;
+}
+
+/// The extractor of every route with an `{id}` path parameter: the authenticated caller and
+/// the scenario they may do `P` to, or the check's 401/404.
+pub struct Authorized<P> {
+    pub caller: Caller,
+    pub scenario: ScenarioRecord,
+    permission: PhantomData<P>,
+}
+
+impl<S: Send + Sync, P: Permission> FromRequestParts<S> for Authorized<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let Some(access) = parts.extensions.get::<ScenarioAccess>().cloned() else {
+            return Err(ApiError::internal(
+                "route has no scenario access check installed",
+            ));
+        };
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
+        let Some(id) = params
+            .iter()
+            .find(|(k, _)| *k == "id")
+            .map(|(_, v)| v.to_owned())
+        else {
+            return Err(ApiError::internal("route has no {id} parameter"));
+        };
+        let scenario = access.authorize(&caller, &id, P::ACTION).await?;
+        Ok(Self {
+            caller,
+            scenario,
+            permission: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! What the orchestrator consumes: `spawn.request` (build the lab), `scenario.scored` (tear it
+//! down and record the end), and the runtime supervisor's lab events (fail a lab that could not
+//! be kept whole). Bus messages go through the one consumer loop (`forge_bus::consume`) and are
+//! acked only once the state change they cause is durable.
+
+use forge_bus::messages::{EndReason, ScenarioScored, SpawnRequested};
+use forge_bus::{ConsumerConfig, subjects};
+use forge_core::{ScenarioId, ScenarioStatus};
+use forge_runtime::LabEvent;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::Orchestrator;
+use crate::{settle, spawn_consumer};
+
+/// `spawn.request` handlers at once; launches themselves are bounded by
+/// `OrchestratorConfig::max_parallel_launches`, so this only keeps admission from queueing
+/// behind a slow launch.
+const SPAWN_CONCURRENCY: usize = 64;
+const DURABLE: &str = "orchestrator";
+
+impl Orchestrator {
+    /// Runs the consumers until `shutdown` turns true: `spawn.request`, `scenario.scored`, and
+    /// the runtime supervisor's lab events when given.
+    pub fn run(
+        &self,
+        shutdown: watch::Receiver<bool>,
+        lab_events: Option<mpsc::UnboundedReceiver<LabEvent>>,
+    ) -> JoinHandle<()> {
+        let bus = self.deps().bus.clone();
+        let config = ConsumerConfig::new(subjects::SPAWN_REQUEST, DURABLE);
+        let spawns = spawn_consumer(
+            self,
+            bus.clone(),
+            config.concurrency(SPAWN_CONCURRENCY),
+            shutdown.clone(),
+            |o, req: SpawnRequested| async move {
+                let done = o.handle_spawn(&req.scenario_id).await;
+                settle(done, subjects::SPAWN_REQUEST, &req.scenario_id)
+            },
+        );
+        let config = ConsumerConfig::new(subjects::SCENARIO_SCORED, DURABLE);
+        let scored = spawn_consumer(
+            self,
+            bus,
+            config.concurrency(8),
+            shutdown.clone(),
+            |o, s: ScenarioScored| async move {
+                let to = match s.reason {
+                    EndReason::Submit => ScenarioStatus::Completed,
+                    EndReason::Timeout => ScenarioStatus::Timeout,
+                };
+                let done = o.finish(&s.scenario_id, to, None).await;
+                settle(done, subjects::SCENARIO_SCORED, &s.scenario_id)
+            },
+        );
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Some(rx) = lab_events {
+                this.consume_lab_events(rx, shutdown).await;
+            }
+            let _ = tokio::join!(spawns, scored);
+            this.cancel_all_timers();
+        })
+    }
+
+    async fn consume_lab_events(
+        &self,
+        mut rx: mpsc::UnboundedReceiver<LabEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let ev = tokio::select! {
+                e = rx.recv() => e,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let Some(ev) = ev else { return };
+            match ev {
+                LabEvent::Restarted {
+                    scenario_id,
+                    container,
+                    attempt,
+                } => {
+                    tracing::info!(%scenario_id, %container, attempt, "lab container restarted and re-plumbed");
+                }
+                LabEvent::Failed {
+                    scenario_id,
+                    container,
+                    reason,
+                } => {
+                    let Ok(id) = scenario_id.parse::<ScenarioId>() else {
+                        continue;
+                    };
+                    let Ok(Some(rec)) = self.deps().store.get_any(&id).await else {
+                        continue;
+                    };
+                    let why = format!("container {container} could not be kept running: {reason}");
+                    let from = [ScenarioStatus::Creating, ScenarioStatus::Running];
+                    if let Err(e) = self.fail(&rec, &from, &why).await {
+                        tracing::warn!(error = %e, %scenario_id, "failing a broken lab");
+                    }
+                }
+            }
+        }
+    }
+}

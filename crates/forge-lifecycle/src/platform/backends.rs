@@ -1,0 +1,120 @@
+//! The backends a platform runs on, passed in rather than built inside it: the state store, the
+//! bus, the evidence store, the lab runtime, the audit log and the policy engines.
+//! [`Backends::embedded`] is what `forge up` uses (SQLite, the in-process bus, a local evidence
+//! directory, the signed audit log, embedded regorus or a remote OPA, the local Docker Engine);
+//! [`Backends::local`] is the same around a runtime the caller chooses (the fake runtime in
+//! fast tests). Distributed mode swaps these for NATS, PostgreSQL and S3 behind the same traits.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use forge_bus::{Bus, MemoryBus};
+use forge_catalog::Catalog;
+use forge_core::audit::AuditSink;
+use forge_evidence::{
+    AuditLog, AuditLogConfig, EvidenceStore, KeyPurpose, KeySource, Keyring, LocalStore,
+};
+use forge_policy::{EmbeddedEngine, PolicyEngine, RemoteEngine};
+use forge_runtime::{DockerRuntime, Runtime};
+use forge_store::{SqliteStore, Store};
+
+use super::PlatformConfig;
+
+/// Everything a platform's services are built on.
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub evidence: Arc<dyn EvidenceStore>,
+    pub runtime: Arc<dyn Runtime>,
+    /// The signed, hash-chained audit log every service records into.
+    pub audit_log: Arc<AuditLog>,
+    /// The embedded engine, served as the OPA endpoint (:8181).
+    pub opa: Arc<EmbeddedEngine>,
+    /// What the gates ask: `opa`, or a remote OPA.
+    pub policy: Arc<dyn PolicyEngine>,
+}
+
+impl Backends {
+    /// The embedded defaults on the local Docker Engine; builds missing lab images when the
+    /// configuration asks for it.
+    pub async fn embedded(cfg: &PlatformConfig) -> anyhow::Result<Self> {
+        let docker = DockerRuntime::connect()
+            .await
+            .context("connecting to the Docker Engine")?;
+        if cfg.build_images {
+            let catalog =
+                Catalog::load(cfg.template_dir.as_deref()).context("loading the lab catalog")?;
+            let mut images: Vec<String> = catalog
+                .entries()
+                .flat_map(|e| {
+                    e.template
+                        .spec
+                        .assets
+                        .containers
+                        .iter()
+                        .map(|c| c.image.clone())
+                })
+                .collect();
+            images.sort();
+            images.dedup();
+            let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+            let images = forge_runtime::ImageCatalog::discover(cfg.images_dir.as_deref())
+                .context("finding the lab image definitions")?
+                .with_busybox(&cfg.busybox);
+            docker
+                .ensure_images(&images, &refs, false)
+                .await
+                .context("building lab images")?;
+        }
+        Self::local(cfg, Arc::new(docker)).await
+    }
+
+    /// The embedded defaults in the data dir around `runtime`.
+    pub async fn local(cfg: &PlatformConfig, runtime: Arc<dyn Runtime>) -> anyhow::Result<Self> {
+        let data_dir = &cfg.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open_in_dir(data_dir)
+                .await
+                .context("opening the state store")?,
+        );
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(cfg.bus.clone()));
+        let evidence: Arc<dyn EvidenceStore> = Arc::new(
+            LocalStore::new(data_dir.join("evidence"), "forge-evidence")
+                .context("opening the evidence store")?,
+        );
+
+        let mut audit_keys = Keyring::open(data_dir, KeyPurpose::Audit).context("audit keyring")?;
+        let audit_signer = audit_keys.signer().context("audit signing key")?;
+        let audit_log = Arc::new(
+            AuditLog::open(
+                &AuditLog::default_path(data_dir),
+                audit_signer,
+                &KeySource::from_keyring(&audit_keys)?,
+                AuditLogConfig::default(),
+            )
+            .context("opening the audit log")?,
+        );
+        let audit: Arc<dyn AuditSink> = audit_log.clone();
+
+        let mut opa = EmbeddedEngine::builder().audit(audit.clone(), "forge_opa");
+        if let Some(dir) = &cfg.policy_dir {
+            opa = opa.operator_dir(dir);
+        }
+        let opa = Arc::new(opa.build().context("loading policies")?);
+        let policy: Arc<dyn PolicyEngine> = match &cfg.opa_url {
+            Some(u) => Arc::new(RemoteEngine::new(u)?.with_audit(audit, "forge_platform")),
+            None => opa.clone(),
+        };
+        Ok(Self {
+            store,
+            bus,
+            evidence,
+            runtime,
+            audit_log,
+            opa,
+            policy,
+        })
+    }
+}

@@ -1,0 +1,111 @@
+//! What a platform is configured with: plain values, no environment reads. The `forge` binary
+//! assembles this from its flags and environment (one table in the README); tests build it
+//! directly.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use forge_auth::AuthSettings;
+use forge_bus::MemoryBusConfig;
+use forge_http::Service;
+use forge_runtime::SupervisorConfig;
+use forge_services::spawn::SpawnConfig;
+
+use crate::orchestrator::OrchestratorConfig;
+
+/// The port of every service; 0 picks a free one (tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports(BTreeMap<Service, u16>);
+
+impl Ports {
+    /// The spec's service registry (`Service::default_port`).
+    pub fn spec() -> Self {
+        Self(Service::ALL.map(|s| (s, s.default_port())).into())
+    }
+
+    /// Every service on a free port.
+    pub fn ephemeral() -> Self {
+        Self(Service::ALL.map(|s| (s, 0)).into())
+    }
+
+    pub fn with(mut self, service: Service, port: u16) -> Self {
+        self.0.insert(service, port);
+        self
+    }
+
+    pub fn get(&self, service: Service) -> u16 {
+        self.0
+            .get(&service)
+            .copied()
+            .unwrap_or(service.default_port())
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self::spec()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    /// State, keys, the audit log and the local evidence store live here.
+    pub data_dir: PathBuf,
+    /// Address the services bind (default loopback).
+    pub bind: IpAddr,
+    pub ports: Ports,
+    /// Host name in the URLs handed to learners (`access_url`, the page's API links).
+    pub public_host: String,
+    /// Operator templates added to the bundled catalog (`TEMPLATE_DIR`).
+    pub template_dir: Option<PathBuf>,
+    /// Operator policies (`POLICY_DIR`).
+    pub policy_dir: Option<PathBuf>,
+    /// A remote OPA (`OPA_URL`) instead of the embedded engine.
+    pub opa_url: Option<String>,
+    /// Tenants and plans (`FORGE_TENANTS_FILE`); the bundled example (tenant `demo`) when absent.
+    pub tenants_file: Option<PathBuf>,
+    /// Who may call: issuer, audience, JWKS, local HS256 tokens (secret in the data dir).
+    pub auth: AuthSettings,
+    /// The front door's settings; an empty `base_url` (of `access_url`) means
+    /// `http://{public_host}:{the spawn service's bound port}`.
+    pub spawn: SpawnConfig,
+    pub orchestrator: OrchestratorConfig,
+    /// Lab images: build the missing ones at start (Docker runtime only).
+    pub build_images: bool,
+    /// Where lab image definitions live (`FORGE_IMAGES_DIR`); found next to the binary's
+    /// working tree when absent.
+    pub images_dir: Option<PathBuf>,
+    /// The statically linked busybox copied into every lab image (`FORGE_BUSYBOX`).
+    pub busybox: PathBuf,
+    pub bus: MemoryBusConfig,
+    /// Which labs the supervisor keeps alive (label filters narrow it to one test run).
+    pub supervisor: SupervisorConfig,
+}
+
+impl PlatformConfig {
+    /// The embedded defaults in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: Ports::spec(),
+            public_host: "localhost".into(),
+            template_dir: None,
+            policy_dir: None,
+            opa_url: None,
+            tenants_file: None,
+            auth: AuthSettings::default(),
+            spawn: SpawnConfig {
+                base_url: String::new(),
+                ..SpawnConfig::default()
+            },
+            orchestrator: OrchestratorConfig::default(),
+            build_images: true,
+            images_dir: None,
+            busybox: forge_runtime::images::DEFAULT_BUSYBOX.into(),
+            bus: MemoryBusConfig::default(),
+            supervisor: SupervisorConfig::default(),
+        }
+    }
+}
