@@ -39,6 +39,7 @@ use crate::observer::{Observer, ObserverDeps};
 use crate::orchestrator::{Orchestrator, OrchestratorDeps};
 use crate::runner::Runner;
 use crate::scoreboard::{Scoreboard, ScoreboardDeps};
+use crate::spawn_consumer;
 use crate::worker::{Worker, WorkerDeps};
 
 /// The spawn gate decided by the policy layer (`spawn_gate`), whichever backend it has.
@@ -214,8 +215,20 @@ impl Platform {
 
         let mut tasks = vec![
             orchestrator.run(shutdown_rx.clone(), Some(lab_events)),
-            worker.run(shutdown_rx.clone()),
-            scoreboard.run(shutdown_rx.clone()),
+            spawn_consumer(
+                &worker,
+                bus.clone(),
+                Worker::consumer(),
+                shutdown_rx.clone(),
+                Worker::on_execute,
+            ),
+            spawn_consumer(
+                &scoreboard,
+                bus.clone(),
+                Scoreboard::consumer(),
+                shutdown_rx.clone(),
+                Scoreboard::on_completed,
+            ),
             observer.run(shutdown_rx.clone()),
         ];
         for (service, listener) in listeners {

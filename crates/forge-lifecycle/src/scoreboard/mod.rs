@@ -20,11 +20,9 @@ use forge_core::{RunId, ScoreResult};
 use forge_evidence::bundle::{ArtifactInput, Bundle, BundleInput, BundleMeta};
 use forge_evidence::{EvidenceStore, Keyring, ObjectKey, publish_bundle};
 use forge_store::Store;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::authz::ScenarioAccess;
-use crate::{settle, spawn_consumer};
+use crate::settle;
 
 pub use api::{ScoreView, router};
 
@@ -84,26 +82,21 @@ impl Scoreboard {
         &self.inner.deps.access
     }
 
-    /// Consumes `scenario.completed` until `shutdown` turns true. An evaluation that can never
-    /// be scored (a bad run id, undecodable evidence) is dead-lettered; anything else that
-    /// fails (keys, evidence store, bus) is retried.
-    pub fn run(&self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        let config = ConsumerConfig::new(subjects::SCENARIO_COMPLETED, "scoreboard").concurrency(4);
-        let bus = self.deps().bus.clone();
-        spawn_consumer(
-            self,
-            bus,
-            config,
-            shutdown,
-            |s, c: ScenarioCompleted| async move {
-                let id = c.scenario_id.clone();
-                match s.publish(c).await {
-                    Ok(_) => forge_bus::Outcome::Ack,
-                    Err(ScoreboardError::Invalid(why)) => forge_bus::Outcome::DeadLetter(why),
-                    Err(e) => settle(Err(e), subjects::SCENARIO_COMPLETED, &id),
-                }
-            },
-        )
+    /// What the scoreboard consumes: `scenario.completed`.
+    pub fn consumer() -> ConsumerConfig {
+        ConsumerConfig::new(subjects::SCENARIO_COMPLETED, "scoreboard").concurrency(4)
+    }
+
+    /// One evaluation: an evaluation that can never be scored (a bad run id, undecodable
+    /// evidence) is dead-lettered; anything else that fails (keys, evidence store, bus) is
+    /// retried.
+    pub async fn on_completed(self, c: ScenarioCompleted) -> forge_bus::Outcome {
+        let id = c.scenario_id.clone();
+        match self.publish(c).await {
+            Ok(_) => forge_bus::Outcome::Ack,
+            Err(ScoreboardError::Invalid(why)) => forge_bus::Outcome::DeadLetter(why),
+            Err(e) => settle(Err(e), subjects::SCENARIO_COMPLETED, &id),
+        }
     }
 
     /// Scores, bundles, signs and publishes one evaluation; announces `scenario.scored`.

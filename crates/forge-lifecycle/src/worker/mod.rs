@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use forge_bus::messages::{CollectedArtifact, ExecuteRequested, ScenarioCompleted};
-use forge_bus::{Bus, BusExt, ConsumerConfig, subjects};
+use forge_bus::{Bus, BusExt, ConsumerConfig, Outcome, subjects};
 use forge_catalog::Catalog;
 use forge_core::audit::AuditSink;
 use forge_core::template::ScenarioTemplate;
@@ -25,11 +25,9 @@ use forge_core::{RunId, ScenarioId, ScenarioStatus};
 use forge_runtime::Runtime;
 use forge_runtime::template_test::{EvaluatedCriterion, evaluate_criteria};
 use forge_store::{ScenarioRecord, Store};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::authz::ScenarioAccess;
-use crate::{settle, spawn_consumer};
+use crate::settle;
 
 pub use api::{CheckReport, CheckedCriterion, router};
 
@@ -120,21 +118,15 @@ impl Worker {
         })
     }
 
-    /// Consumes `scenario.execute` until `shutdown` turns true.
-    pub fn run(&self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        let config = ConsumerConfig::new(subjects::SCENARIO_EXECUTE, "worker")
-            .concurrency(EXECUTE_CONCURRENCY);
-        let bus = self.deps().bus.clone();
-        spawn_consumer(
-            self,
-            bus,
-            config,
-            shutdown,
-            |w, req: ExecuteRequested| async move {
-                let done = w.handle_execute(&req).await;
-                settle(done, subjects::SCENARIO_EXECUTE, &req.scenario_id)
-            },
-        )
+    /// What the worker consumes: `scenario.execute`, evaluations at once bounded.
+    pub fn consumer() -> ConsumerConfig {
+        ConsumerConfig::new(subjects::SCENARIO_EXECUTE, "worker").concurrency(EXECUTE_CONCURRENCY)
+    }
+
+    /// One `scenario.execute`: collect, then publish `scenario.completed` (retried on failure).
+    pub async fn on_execute(self, req: ExecuteRequested) -> Outcome {
+        let done = self.handle_execute(&req).await;
+        settle(done, subjects::SCENARIO_EXECUTE, &req.scenario_id)
     }
 
     /// Collects the final evidence and publishes `scenario.completed`.
