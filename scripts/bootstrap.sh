@@ -21,11 +21,15 @@ declare -A PKGS=(
   [pkg-config]=/usr/bin/pkg-config
   [cmake]=/usr/bin/cmake
   [curl]=/usr/bin/curl
+  # Distributed-mode backends, started by their conformance tests on free loopback ports.
+  [nats-server]=/usr/sbin/nats-server
 )
 missing=()
 for p in "${!PKGS[@]}"; do
   [ -e "${PKGS[$p]}" ] || missing+=("$p")
 done
+# The PostgreSQL server (any major version), which the store's conformance tests start.
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 # busybox-static must really be the static build: lab images copy it into FROM scratch images.
 if [ -e /bin/busybox ] && ldd /bin/busybox >/dev/null 2>&1; then missing+=(busybox-static); fi
 

@@ -12,11 +12,13 @@
 //!   messages (each message goes to one of them); different durables each get every message.
 //!
 //! The trait is shaped after async-nats' JetStream API (publish with a `Nats-Msg-Id` header,
-//! pull consumers, `AckKind::Ack`/`Nak`) so a NATS implementation is a thin adapter.
+//! pull consumers, `AckKind::Ack`/`Nak`), so [`nats::NatsBus`] is a thin adapter; both
+//! implementations pass the same conformance suite (`tests/bus.rs`).
 
 pub mod consumer;
 pub mod memory;
 pub mod messages;
+pub mod nats;
 
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ use serde::de::DeserializeOwned;
 pub use consumer::{ConsumerConfig, DeadLetter, Delivery, Outcome, consume};
 pub use memory::{MemoryBus, MemoryBusConfig};
 pub use messages::subjects;
+pub use nats::{NatsBus, NatsBusConfig};
 
 /// The counter every implementation increments once per accepted (non-duplicate) publish.
 pub const MESSAGES_TOTAL: &str = "forge_nats_messages_total";
@@ -41,6 +44,10 @@ pub enum BusError {
     InvalidDurable(String),
     #[error("message id must not be empty")]
     EmptyMessageId,
+    #[error("invalid message id `{0}`: no control characters or surrounding whitespace")]
+    InvalidMessageId(String),
+    #[error("invalid bus configuration: {0}")]
+    InvalidConfig(String),
     #[error("cannot encode message payload: {0}")]
     Encode(String),
     #[error("the bus was shut down")]
@@ -50,7 +57,8 @@ pub enum BusError {
 /// What a publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishAck {
-    /// Position of the message in its subject's log (for a duplicate: the original's).
+    /// Position of the message in the log (for a duplicate: the original's). Grows with publish
+    /// order on a subject; the in-process bus counts per subject, JetStream per stream.
     pub sequence: u64,
     /// The message id was already accepted within the dedup window; nothing new was stored.
     pub duplicate: bool,
@@ -69,7 +77,7 @@ pub struct Message {
     pub subject: String,
     pub msg_id: String,
     pub payload: Vec<u8>,
-    /// Position in the subject's log.
+    /// Position in the log, as in [`PublishAck::sequence`].
     pub sequence: u64,
     /// 1 on first delivery, 2 on the first redelivery, ...
     pub delivered: u32,
@@ -193,6 +201,18 @@ pub fn validate_subject(subject: &str) -> Result<(), BusError> {
     }
     if subject.contains(['*', '>']) {
         return bad("wildcards are not supported here");
+    }
+    Ok(())
+}
+
+/// Checks a message id: not empty, and carried unchanged in a NATS header (which cannot hold
+/// line breaks and trims surrounding whitespace), so both backends accept the same ids.
+pub fn validate_msg_id(msg_id: &str) -> Result<(), BusError> {
+    if msg_id.is_empty() {
+        return Err(BusError::EmptyMessageId);
+    }
+    if msg_id.chars().any(char::is_control) || msg_id.trim() != msg_id {
+        return Err(BusError::InvalidMessageId(msg_id.to_owned()));
     }
     Ok(())
 }

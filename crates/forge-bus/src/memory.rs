@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::{
     Acker, Bus, BusError, MESSAGES_TOTAL, Message, PublishAck, Subscription, validate_durable,
-    validate_subject,
+    validate_msg_id, validate_subject,
 };
 
 /// Tuning of the in-process bus; the defaults are JetStream's where it has one.
@@ -174,9 +174,7 @@ impl Bus for MemoryBus {
         payload: Vec<u8>,
     ) -> Result<PublishAck, BusError> {
         validate_subject(subject)?;
-        if msg_id.is_empty() {
-            return Err(BusError::EmptyMessageId);
-        }
+        validate_msg_id(msg_id)?;
         let log = self.log(subject);
         let ack = {
             let mut st = lock(&log.state);

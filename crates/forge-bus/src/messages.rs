@@ -27,6 +27,21 @@ pub mod subjects {
     pub const TELEMETRY_LOGS: &str = "telemetry.logs";
     pub const AUDIT_EVENTS: &str = "audit.events";
 
+    /// Every subject above, for backends that must declare them (the NATS stream).
+    pub const ALL: [&str; 8] = [
+        SPAWN_REQUEST,
+        SCENARIO_CREATED,
+        SCENARIO_EXECUTE,
+        SCENARIO_COMPLETED,
+        SCENARIO_SCORED,
+        TELEMETRY_METRICS,
+        TELEMETRY_LOGS,
+        AUDIT_EVENTS,
+    ];
+
+    /// The wildcard that covers every dead-letter subject.
+    pub const DEAD_LETTERS: &str = "deadletter.>";
+
     /// Where a consumer puts a message it gives up on: `deadletter.<subject>`.
     pub fn dead_letter(subject: &str) -> String {
         format!("deadletter.{subject}")

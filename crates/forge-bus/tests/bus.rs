@@ -1,7 +1,10 @@
-//! Conformance suite for [`Bus`] implementations, run here against the in-process bus. A NATS
-//! JetStream implementation runs the same functions with its own constructor.
+//! Conformance suite for [`Bus`] implementations: `bus_conformance_suite!(make)` runs every
+//! check against buses made by the async `make(SuiteConfig) -> TestBus`. Here against the
+//! in-process bus; `bus/nats.rs` runs it against NATS JetStream on a real `nats-server`, and
+//! `bus/consumer.rs` does the same for the consumer loop.
 
 use std::collections::BTreeSet;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,17 +18,45 @@ struct SuiteConfig {
     dedup_window: Duration,
 }
 
-fn memory(c: SuiteConfig) -> Arc<dyn Bus> {
-    Arc::new(MemoryBus::new(MemoryBusConfig {
-        ack_wait: c.ack_wait,
-        dedup_window: c.dedup_window,
-        ..MemoryBusConfig::default()
-    }))
+/// A bus under test, and what it needs to stay up (a NATS server) until the test ends.
+struct TestBus {
+    bus: Arc<dyn Bus>,
+    _server: Option<nats_server::NatsServer>,
+}
+
+impl TestBus {
+    fn arc(&self) -> Arc<dyn Bus> {
+        self.bus.clone()
+    }
+}
+
+impl Deref for TestBus {
+    type Target = dyn Bus;
+    fn deref(&self) -> &Self::Target {
+        self.bus.as_ref()
+    }
+}
+
+async fn memory(c: SuiteConfig) -> TestBus {
+    TestBus {
+        bus: Arc::new(MemoryBus::new(MemoryBusConfig {
+            ack_wait: c.ack_wait,
+            dedup_window: c.dedup_window,
+            ..MemoryBusConfig::default()
+        })),
+        _server: None,
+    }
 }
 
 const FAST: SuiteConfig = SuiteConfig {
     ack_wait: Duration::from_millis(150),
     dedup_window: Duration::from_millis(300),
+};
+
+/// The backends' own defaults (JetStream's): for tests that do not depend on timing.
+const DEFAULTS: SuiteConfig = SuiteConfig {
+    ack_wait: Duration::from_secs(30),
+    dedup_window: Duration::from_secs(120),
 };
 
 async fn next(sub: &mut Box<dyn Subscription>) -> forge_bus::Message {
@@ -46,35 +77,39 @@ macro_rules! bus_conformance_suite {
     ($make:expr) => {
         #[tokio::test]
         async fn dedup_by_message_id_within_window() {
-            dedup_by_message_id_within_window_impl($make).await
+            crate::dedup_by_message_id_within_window_impl($make).await
         }
         #[tokio::test]
         async fn ack_nak_and_redelivery() {
-            ack_nak_and_redelivery_impl($make).await
+            crate::ack_nak_and_redelivery_impl($make).await
         }
         #[tokio::test]
         async fn two_durables_each_get_every_message() {
-            two_durables_each_get_every_message_impl($make).await
+            crate::two_durables_each_get_every_message_impl($make).await
         }
         #[tokio::test]
         async fn shared_durable_spreads_messages() {
-            shared_durable_spreads_messages_impl($make).await
+            crate::shared_durable_spreads_messages_impl($make).await
         }
         #[tokio::test]
         async fn durable_resumes_after_reconnect() {
-            durable_resumes_after_reconnect_impl($make).await
+            crate::durable_resumes_after_reconnect_impl($make).await
         }
         #[tokio::test]
         async fn rejects_bad_names() {
-            rejects_bad_names_impl($make).await
+            crate::rejects_bad_names_impl($make).await
+        }
+        #[test]
+        fn counts_messages_per_subject() {
+            crate::counts_messages_per_subject_impl($make)
         }
     };
 }
 
 bus_conformance_suite!(memory);
 
-async fn dedup_by_message_id_within_window_impl(make: fn(SuiteConfig) -> Arc<dyn Bus>) {
-    let bus = make(FAST);
+async fn dedup_by_message_id_within_window_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) {
+    let bus = make(FAST).await;
     let mut sub = bus
         .subscribe("spawn.request", "orchestrator")
         .await
@@ -112,8 +147,8 @@ async fn dedup_by_message_id_within_window_impl(make: fn(SuiteConfig) -> Arc<dyn
     assert_eq!(next(&mut sub).await.json::<String>().unwrap(), "third");
 }
 
-async fn ack_nak_and_redelivery_impl(make: fn(SuiteConfig) -> Arc<dyn Bus>) {
-    let bus = make(FAST);
+async fn ack_nak_and_redelivery_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) {
+    let bus = make(FAST).await;
     let mut sub = bus.subscribe("scenario.execute", "worker").await.unwrap();
     for i in 0..3 {
         bus.publish("scenario.execute", &format!("m{i}"), vec![i])
@@ -142,8 +177,8 @@ async fn ack_nak_and_redelivery_impl(make: fn(SuiteConfig) -> Arc<dyn Bus>) {
     nothing_within(&mut sub, FAST.ack_wait * 2).await;
 }
 
-async fn two_durables_each_get_every_message_impl(make: fn(SuiteConfig) -> Arc<dyn Bus>) {
-    let bus = make(FAST);
+async fn two_durables_each_get_every_message_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) {
+    let bus = make(FAST).await;
     let mut a = bus
         .subscribe("scenario.completed", "scoreboard")
         .await
@@ -168,11 +203,12 @@ async fn two_durables_each_get_every_message_impl(make: fn(SuiteConfig) -> Arc<d
     }
 }
 
-async fn shared_durable_spreads_messages_impl(make: fn(SuiteConfig) -> Arc<dyn Bus>) {
+async fn shared_durable_spreads_messages_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) {
     let bus = make(SuiteConfig {
         ack_wait: Duration::from_secs(5),
         ..FAST
-    });
+    })
+    .await;
     const N: u32 = 60;
     let mut handles = Vec::new();
     for _ in 0..2 {
@@ -212,8 +248,8 @@ async fn shared_durable_spreads_messages_impl(make: fn(SuiteConfig) -> Arc<dyn B
     );
 }
 
-async fn durable_resumes_after_reconnect_impl(make: fn(SuiteConfig) -> Arc<dyn Bus>) {
-    let bus = make(FAST);
+async fn durable_resumes_after_reconnect_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) {
+    let bus = make(FAST).await;
     {
         let mut sub = bus.subscribe("scenario.created", "worker").await.unwrap();
         for i in 0..5u8 {
@@ -243,8 +279,8 @@ async fn durable_resumes_after_reconnect_impl(make: fn(SuiteConfig) -> Arc<dyn B
     nothing_within(&mut sub, FAST.ack_wait * 2).await;
 }
 
-async fn rejects_bad_names_impl(make: fn(SuiteConfig) -> Arc<dyn Bus>) {
-    let bus = make(FAST);
+async fn rejects_bad_names_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) {
+    let bus = make(FAST).await;
     for subject in ["", "a..b", "spawn.*", "has space", "x.>"] {
         let err = bus.publish(subject, "id", vec![]).await.unwrap_err();
         assert!(
@@ -256,14 +292,18 @@ async fn rejects_bad_names_impl(make: fn(SuiteConfig) -> Arc<dyn Bus>) {
         bus.publish("a.b", "", vec![]).await.unwrap_err(),
         BusError::EmptyMessageId
     );
+    // Ids must travel unchanged in a NATS header, whichever backend is in use.
+    for id in ["two\nlines", " padded", "tab\t"] {
+        let err = bus.publish("a.b", id, vec![]).await.unwrap_err();
+        assert_eq!(err, BusError::InvalidMessageId(id.to_owned()));
+    }
     let err = bus.subscribe("a.b", "bad.name").await.err().unwrap();
     assert!(err.to_string().contains("bad.name"), "{err}");
 }
 
 /// The publish counter carries the subject (spec: `forge_nats_messages_total{subject}`) and
 /// counts accepted messages only, not duplicates.
-#[test]
-fn counts_messages_per_subject() {
+fn counts_messages_per_subject_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
@@ -273,7 +313,7 @@ fn counts_messages_per_subject() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let bus = MemoryBus::default();
+            let bus = make(DEFAULTS).await;
             bus.publish("spawn.request", "a", vec![]).await.unwrap();
             bus.publish("spawn.request", "a", vec![]).await.unwrap();
             bus.publish("spawn.request", "b", vec![]).await.unwrap();
@@ -302,5 +342,10 @@ fn counts_messages_per_subject() {
     );
 }
 
+#[macro_use]
 #[path = "bus/consumer.rs"]
 mod consumer;
+#[path = "bus/nats.rs"]
+mod nats;
+#[path = "bus/nats_server.rs"]
+mod nats_server;

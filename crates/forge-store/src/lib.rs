@@ -1,9 +1,9 @@
 //! Durable state of FrostGate Forge behind one trait, [`Store`]: scenarios and their state
 //! machine, idempotency keys, the billing ledger and the outbox.
 //!
-//! One implementation today, [`SqliteStore`] (a file in the data dir, for `forge up`); the
-//! PostgreSQL one for distributed mode implements the same trait and must pass the same
-//! conformance suite (`tests/store.rs`).
+//! Two implementations, both passing the one conformance suite (`tests/store.rs`):
+//! [`SqliteStore`] (a file in the data dir, for `forge up`) and [`PgStore`] (one PostgreSQL
+//! database shared by any number of replicas, for distributed mode).
 //!
 //! Invariants the implementations uphold (docs/design.md §6):
 //! - one `(tenant_id, request_id)` yields one scenario and at most one ledger row, however
@@ -13,7 +13,9 @@
 //! - tenant-facing reads are scoped by tenant: [`Store::get`] never returns another tenant's
 //!   scenario.
 
+mod idempotency;
 mod model;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -24,6 +26,7 @@ pub use model::{
     BILLING_TOPIC, Began, Billing, Charge, IdempotencyBegin, Inserted, LedgerQuery, NewScenario,
     OutboxItem, ScenarioRecord,
 };
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,12 @@ pub enum StoreError {
     Backend(String),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
 }
 
 /// The state store.

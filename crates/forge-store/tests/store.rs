@@ -1,13 +1,16 @@
 //! Conformance suite for [`Store`] implementations (docs/design.md §2: one suite, every backend).
 //! Each check is a plain async fn over `&dyn Store`; `store_conformance_suite!` instantiates all
-//! of them for one backend constructor. PostgreSQL adds one more `store_conformance_suite!` line.
+//! of them for one backend constructor: SQLite on a temp dir, PostgreSQL on a fresh database of
+//! a server the tests start themselves (`pg`). Backends that replicas share also run the
+//! `suite::replicas_*` checks, on two handles of one database.
 
+mod pg;
 mod suite;
 
 use std::any::Any;
 use std::sync::Arc;
 
-use forge_store::{SqliteStore, Store};
+use forge_store::{PgStore, SqliteStore, Store, StoreError};
 
 /// A store plus whatever must live as long as it (a temp dir, a database).
 pub struct Fixture {
@@ -53,6 +56,62 @@ async fn sqlite_fixture() -> Fixture {
 }
 
 store_conformance_suite!(sqlite, crate::sqlite_fixture);
+
+async fn postgres_fixture() -> Fixture {
+    let db = pg::TestDatabase::create().await;
+    let store = PgStore::connect(&db.url()).await.unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _guard: Box::new(db),
+    }
+}
+
+store_conformance_suite!(postgres, crate::postgres_fixture);
+
+/// Two replicas: two stores, each with its own pool, on one database.
+async fn postgres_replicas() -> (Arc<dyn Store>, Arc<dyn Store>, pg::TestDatabase) {
+    let db = pg::TestDatabase::create().await;
+    let a = PgStore::connect(&db.url()).await.unwrap();
+    let b = PgStore::connect(&db.url()).await.unwrap();
+    (Arc::new(a), Arc::new(b), db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_claim_a_key_once() {
+    let (a, b, _db) = postgres_replicas().await;
+    suite::replicas_claim_a_key_once(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_insert_once_and_keep_the_quota() {
+    let (a, b, _db) = postgres_replicas().await;
+    suite::replicas_insert_once_and_keep_the_quota(a, b).await;
+}
+
+/// PostgreSQL specifics: migrations run once per database whoever connects, data outlives a
+/// store, and a connection error never repeats the url's password.
+#[tokio::test]
+async fn postgres_reconnect_keeps_data_and_errors_hide_the_password() {
+    use forge_store::{Billing, NewScenario};
+    let db = pg::TestDatabase::create().await;
+    let store = PgStore::connect(&db.url()).await.unwrap();
+    let new: NewScenario = suite::new_scenario("t1", "r1");
+    store.insert_pending(&new, Billing::None).await.unwrap();
+    store.close().await;
+    let again = PgStore::connect(&db.url()).await.unwrap();
+    let got = again.get("t1", &new.scenario_id).await.unwrap().unwrap();
+    assert_eq!(got.request_id, "r1");
+    again.close().await;
+
+    let url = db.url().replace("postgres@", "postgres:s3cret@") + "_missing";
+    match PgStore::connect(&url).await {
+        Err(e @ StoreError::Open { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("_missing") && !msg.contains("s3cret"), "{msg}");
+        }
+        other => panic!("expected an open error, got {other:?}"),
+    }
+}
 
 /// SQLite specifics: the file lives in the data dir, migrations run once, data survives reopen.
 #[tokio::test]

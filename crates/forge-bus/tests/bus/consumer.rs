@@ -1,13 +1,12 @@
 //! The consumer loop ([`forge_bus::consume`]): outcomes, dead letters, bounded concurrency and
-//! shutdown, on the in-process bus.
+//! shutdown. `consumer_suite!(make)` runs it on any backend: here on the in-process bus,
+//! in `nats.rs` on NATS JetStream.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use forge_bus::{
-    Bus, BusExt, ConsumerConfig, DeadLetter, Delivery, MemoryBus, Outcome, consume, subjects,
-};
+use forge_bus::{BusExt, ConsumerConfig, DeadLetter, Delivery, Outcome, consume, subjects};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
@@ -17,8 +16,37 @@ struct Job {
     n: u32,
 }
 
-fn bus() -> Arc<dyn Bus> {
-    Arc::new(MemoryBus::default())
+use crate::{DEFAULTS, SuiteConfig, TestBus};
+
+/// Runs every consumer-loop check against buses made by `make` (which must accept the
+/// `jobs.>` subjects).
+macro_rules! consumer_suite {
+    ($make:expr) => {
+        #[tokio::test]
+        async fn handler_gets_typed_messages_and_acked_ones_are_not_redelivered() {
+            crate::consumer::handler_gets_typed_messages_and_acked_ones_are_not_redelivered($make)
+                .await
+        }
+        #[tokio::test]
+        async fn retry_redelivers_after_the_delay() {
+            crate::consumer::retry_redelivers_after_the_delay($make).await
+        }
+        #[tokio::test]
+        async fn poisoned_message_is_dead_lettered_and_others_still_flow() {
+            crate::consumer::poisoned_message_is_dead_lettered_and_others_still_flow($make).await
+        }
+        #[tokio::test]
+        async fn concurrency_bounds_handlers_in_flight_and_shutdown_waits_for_them() {
+            crate::consumer::concurrency_bounds_handlers_in_flight_and_shutdown_waits_for_them(
+                $make,
+            )
+            .await
+        }
+    };
+}
+
+mod memory {
+    consumer_suite!(crate::memory);
 }
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -28,9 +56,11 @@ async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
         .expect("channel open")
 }
 
-#[tokio::test]
-async fn handler_gets_typed_messages_and_acked_ones_are_not_redelivered() {
-    let bus = bus();
+pub(crate) async fn handler_gets_typed_messages_and_acked_ones_are_not_redelivered(
+    make: impl AsyncFn(SuiteConfig) -> TestBus,
+) {
+    let fixture = make(DEFAULTS).await;
+    let bus = fixture.arc();
     let (stop, shutdown) = watch::channel(false);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(consume(
@@ -69,9 +99,9 @@ async fn handler_gets_typed_messages_and_acked_ones_are_not_redelivered() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn retry_redelivers_after_the_delay() {
-    let bus = bus();
+pub(crate) async fn retry_redelivers_after_the_delay(make: impl AsyncFn(SuiteConfig) -> TestBus) {
+    let fixture = make(DEFAULTS).await;
+    let bus = fixture.arc();
     let (_stop, shutdown) = watch::channel(false);
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(consume(
@@ -103,9 +133,11 @@ async fn retry_redelivers_after_the_delay() {
     );
 }
 
-#[tokio::test]
-async fn poisoned_message_is_dead_lettered_and_others_still_flow() {
-    let bus = bus();
+pub(crate) async fn poisoned_message_is_dead_lettered_and_others_still_flow(
+    make: impl AsyncFn(SuiteConfig) -> TestBus,
+) {
+    let fixture = make(DEFAULTS).await;
+    let bus = fixture.arc();
     let (_stop, shutdown) = watch::channel(false);
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(consume(
@@ -176,9 +208,11 @@ async fn poisoned_message_is_dead_lettered_and_others_still_flow() {
     assert_eq!(dead[1].payload().unwrap(), b"{not json");
 }
 
-#[tokio::test]
-async fn concurrency_bounds_handlers_in_flight_and_shutdown_waits_for_them() {
-    let bus = bus();
+pub(crate) async fn concurrency_bounds_handlers_in_flight_and_shutdown_waits_for_them(
+    make: impl AsyncFn(SuiteConfig) -> TestBus,
+) {
+    let fixture = make(DEFAULTS).await;
+    let bus = fixture.arc();
     let (stop, shutdown) = watch::channel(false);
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));

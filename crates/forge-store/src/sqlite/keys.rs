@@ -6,55 +6,20 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Connection, Row, Sqlite, Transaction};
 
 use super::{from_ms, ms};
+use crate::idempotency::StoredKey;
 use crate::{Began, Charge, LedgerQuery, OutboxItem, StoreError};
 
-/// One stored key, as far as [`begin`] needs it.
-struct KeyRow {
-    request_hash: String,
-    done: bool,
-    status: Option<i64>,
-    body: Option<Vec<u8>>,
-    locked_until: i64,
-    expires_at: i64,
-}
-
-impl KeyRow {
-    fn from_row(r: &SqliteRow) -> Result<Self, StoreError> {
-        let state: String = r.try_get("state")?;
-        Ok(Self {
-            request_hash: r.try_get("request_hash")?,
-            done: state == "done",
-            status: r.try_get("status_code")?,
-            body: r.try_get("response_body")?,
-            locked_until: r.try_get("locked_until")?,
-            expires_at: r.try_get("expires_at")?,
-        })
-    }
-
-    /// What this row means for a request with `hash` at `now`; `None`: the caller may claim it.
-    fn classify(&self, hash: &str, now: i64) -> Result<Option<Began>, StoreError> {
-        if self.expires_at <= now {
-            return Ok(None);
-        }
-        if self.request_hash != hash {
-            return Ok(Some(Began::Mismatch));
-        }
-        if self.done {
-            let status = self
-                .status
-                .and_then(|s| u16::try_from(s).ok())
-                .ok_or_else(|| StoreError::Corrupt("done idempotency key without status".into()))?;
-            return Ok(Some(Began::Done {
-                status,
-                body: self.body.clone().unwrap_or_default(),
-            }));
-        }
-        if self.locked_until > now {
-            return Ok(Some(Began::InFlight));
-        }
-        // In flight past its lease: the owner died; the same request may take it over.
-        Ok(None)
-    }
+/// The stored key in a row of [`SELECT_KEY`].
+fn stored_key(r: &SqliteRow) -> Result<StoredKey, StoreError> {
+    let state: String = r.try_get("state")?;
+    Ok(StoredKey {
+        request_hash: r.try_get("request_hash")?,
+        done: state == "done",
+        status: r.try_get("status_code")?,
+        body: r.try_get("response_body")?,
+        locked_until: r.try_get("locked_until")?,
+        expires_at: r.try_get("expires_at")?,
+    })
 }
 
 const SELECT_KEY: &str = "SELECT request_hash, state, status_code, response_body, locked_until, \
@@ -97,7 +62,7 @@ pub(super) async fn begin(
         .fetch_optional(&mut *conn)
         .await?;
     if let Some(row) = &row
-        && let Some(b) = KeyRow::from_row(row)?.classify(&hash, now)?
+        && let Some(b) = stored_key(row)?.classify(&hash, now)?
     {
         return Ok(b);
     }
@@ -127,7 +92,7 @@ pub(super) async fn peek(
         .fetch_optional(reader)
         .await?;
     match row {
-        Some(row) => KeyRow::from_row(&row)?.classify(hash, now),
+        Some(row) => stored_key(&row)?.classify(hash, now),
         None => Ok(None),
     }
 }

@@ -1,7 +1,7 @@
 //! [`Store`] on SQLite: one file in the data dir, WAL journal, foreign keys on, embedded
 //! migrations.
 //!
-//! Writes run on one connection owned by a writer thread ([`writer`]): each logical write is a
+//! Writes run on one connection owned by a writer thread (`writer`): each logical write is a
 //! whole transaction sent there as one job. Reads go through a small pool of their own and never
 //! wait for the writer (WAL). Multi-statement writes use `BEGIN IMMEDIATE`, so a transaction
 //! never has to upgrade a read lock.
@@ -52,12 +52,6 @@ impl From<Billing<'_>> for OwnedBilling {
             Billing::Ledger(c) => Self::Ledger(c.clone()),
             Billing::LedgerAndOutbox(c) => Self::LedgerAndOutbox(c.clone()),
         }
-    }
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Backend(e.to_string())
     }
 }
 

@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 use ScenarioStatus::*;
 
 mod keys;
+mod replicas;
 pub use keys::*;
+pub use replicas::*;
 
 /// Runs `n` copies of `f(i)` concurrently and collects their results.
 pub async fn concurrently<T, F, Fut>(n: usize, f: F) -> Vec<T>
