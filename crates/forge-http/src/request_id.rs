@@ -69,14 +69,11 @@ pub(crate) async fn layer(mut req: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
 
     use axum::body::{Body, to_bytes};
     use axum::routing::get;
     use axum::{Extension, Router};
     use tower::ServiceExt;
-    use tracing::field::{Field, Visit};
-    use tracing_subscriber::layer::{Context, SubscriberExt};
 
     use super::*;
 
@@ -144,69 +141,5 @@ mod tests {
         let (echoed, body) = call("/nowhere", Some(HeaderValue::from_static("r-404"))).await;
         assert_eq!(echoed.as_deref(), Some("r-404"));
         assert!(body.contains("not_found"), "{body}");
-    }
-
-    /// Collects the `request_id` of every new span and of the span around every event.
-    #[derive(Clone, Default)]
-    struct Recorder {
-        spans: Arc<Mutex<Vec<String>>>,
-        events_in: Arc<Mutex<Vec<String>>>,
-    }
-
-    struct IdVisitor(Option<String>);
-
-    impl Visit for IdVisitor {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            if field.name() == "request_id" {
-                self.0 = Some(format!("{value:?}"));
-            }
-        }
-    }
-
-    struct SpanId(String);
-
-    impl<S> tracing_subscriber::Layer<S> for Recorder
-    where
-        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    {
-        fn on_new_span(
-            &self,
-            attrs: &tracing::span::Attributes<'_>,
-            id: &tracing::span::Id,
-            ctx: Context<'_, S>,
-        ) {
-            let mut v = IdVisitor(None);
-            attrs.record(&mut v);
-            if let Some(rid) = v.0 {
-                self.spans.lock().unwrap().push(rid.clone());
-                ctx.span(id).unwrap().extensions_mut().insert(SpanId(rid));
-            }
-        }
-
-        fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-            let scope = ctx.event_scope(event).into_iter().flatten();
-            for span in scope {
-                if let Some(SpanId(rid)) = span.extensions().get::<SpanId>() {
-                    self.events_in.lock().unwrap().push(rid.clone());
-                }
-            }
-        }
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn the_id_is_recorded_on_the_request_span() {
-        let recorder = Recorder::default();
-        let subscriber = tracing_subscriber::registry().with(recorder.clone());
-        let _guard = tracing::subscriber::set_default(subscriber);
-        // Callsite interest is cached process-wide: another test thread, running with no
-        // subscriber, may have marked these callsites "never" before this one existed.
-        tracing::callsite::rebuild_interest_cache();
-        call("/id", Some(HeaderValue::from_static("traced-1"))).await;
-        assert_eq!(*recorder.spans.lock().unwrap(), ["traced-1"]);
-        assert_eq!(
-            *recorder.events_in.lock().unwrap(),
-            ["traced-1"],
-            "the handler's log line is inside the request span"
-        );
     }
 }
