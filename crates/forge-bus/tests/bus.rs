@@ -21,7 +21,7 @@ struct SuiteConfig {
 /// A bus under test, and what it needs to stay up (a NATS server) until the test ends.
 struct TestBus {
     bus: Arc<dyn Bus>,
-    _server: Option<nats_server::NatsServer>,
+    _server: Option<forge_testkit::servers::NatsServer>,
 }
 
 impl TestBus {
@@ -347,5 +347,3 @@ fn counts_messages_per_subject_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) 
 mod consumer;
 #[path = "bus/nats.rs"]
 mod nats;
-#[path = "bus/nats_server.rs"]
-mod nats_server;

@@ -7,8 +7,8 @@
 //!   a retention window for retired keys and an exportable public keyset.
 //! - [`verify`]: offline verification of a bundle from a directory, bytes or an HTTP(S) base URL
 //!   ([`BundleLocation`] tells which a command-line target is).
-//! - [`store`]: a write-once evidence store trait, its local-directory backend and the conformance
-//!   suite every backend must pass.
+//! - [`store`]: a write-once evidence store trait, its local-directory and S3 (object lock)
+//!   backends and the conformance suite every backend must pass.
 //! - [`audit_log`]: the signed, hash-chained, append-only audit log behind
 //!   [`forge_core::audit::AuditSink`], and its verifier.
 //! - [`http`]: the `/audit/...` key and signature endpoints.
@@ -32,7 +32,8 @@ pub use bundle::{ArtifactInput, Bundle, BundleError, BundleInput, BundleMeta, Ma
 pub use http::{AuditHttpState, audit_router};
 pub use keyring::{KeyError, KeyPurpose, KeyRecord, KeySet, KeySource, KeyStatus, Keyring, Signer};
 pub use store::{
-    EvidenceStore, LocalStore, ObjectKey, PublishedBundle, StoreError, fetch_bundle, publish_bundle,
+    EvidenceStore, LocalStore, ObjectKey, PublishedBundle, RetentionMode, S3Config, S3Store,
+    StoreError, fetch_bundle, publish_bundle,
 };
 pub use verify::{
     BundleFiles, BundleLocation, NotABundle, VerifiedBundle, VerifyError, verify_bundle,

@@ -1,9 +1,9 @@
 //! The write-once evidence store (spec: "signatures are stored alongside evidence in the primary
 //! artifact store ... with immutable object locking").
 //!
-//! [`EvidenceStore`] is the seam: the local-directory backend here serves embedded mode, an
-//! S3-compatible backend (object lock) serves distributed mode. Write-once is part of the
-//! contract, not a backend feature: `put` on an existing key fails with
+//! [`EvidenceStore`] is the seam: the local-directory backend here serves embedded mode,
+//! [`S3Store`] (an S3-compatible bucket with object lock, `s3.rs`) serves distributed mode.
+//! Write-once is part of the contract, not a backend feature: `put` on an existing key fails with
 //! [`StoreError::AlreadyExists`] and never replaces the object. Every backend must pass the
 //! [`conformance`] suite (see [`crate::evidence_store_conformance`]).
 //!
@@ -21,6 +21,9 @@ use crate::util::write_new;
 use crate::verify::BundleFiles;
 
 pub mod conformance;
+mod s3;
+
+pub use s3::{DEFAULT_RETENTION, RetentionMode, S3Config, S3Store};
 
 /// The spec's bucket name (`MINIO_BUCKET`).
 pub const DEFAULT_BUCKET: &str = "forge-evidence";

@@ -1,6 +1,7 @@
 //! Integration tests of forge-evidence: bundles, keys, verification (local and over HTTP), the
-//! evidence store conformance suite, the audit log and its HTTP routes. The `forge keys|bundle|audit`
-//! commands are tested in forge-cli.
+//! evidence store conformance suite (on a local directory, and on S3 with object lock against a
+//! SeaweedFS server the tests start), the audit log and its HTTP routes. The
+//! `forge keys|bundle|audit` commands are tested in forge-cli.
 
 #[path = "evidence/common.rs"]
 mod common;
@@ -15,5 +16,9 @@ mod http;
 mod keys;
 #[path = "evidence/props.rs"]
 mod props;
+#[path = "evidence/s3.rs"]
+mod s3;
+#[path = "evidence/seaweed.rs"]
+mod seaweed;
 #[path = "evidence/store.rs"]
 mod store;

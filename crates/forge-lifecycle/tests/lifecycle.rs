@@ -1,7 +1,8 @@
 //! The scenario life cycle without root or Docker: the whole platform (`Platform::start` with
 //! every service, real SQLite, the in-process bus, the signed audit log, embedded policies) on
 //! the fake runtime, driven over HTTP. State machine, ack-after-durable and redelivery, recovery
-//! after a restart, timeout-versus-submit races, and the access rules of every route.
+//! after a restart, timeout-versus-submit races, and the access rules of every route; then the
+//! same platform on NATS JetStream and PostgreSQL (real servers the tests start on loopback).
 //!
 //! The Docker-backed end-to-end suite is the `docker` test binary (feature `docker`).
 
@@ -11,6 +12,8 @@ mod access;
 mod api;
 #[path = "lifecycle/delivery.rs"]
 mod delivery;
+#[path = "lifecycle/distributed.rs"]
+mod distributed;
 #[path = "lifecycle/flows.rs"]
 mod flows;
 #[path = "lifecycle/harness.rs"]

@@ -1,16 +1,16 @@
 //! Conformance suite for [`Store`] implementations (docs/design.md §2: one suite, every backend).
 //! Each check is a plain async fn over `&dyn Store`; `store_conformance_suite!` instantiates all
 //! of them for one backend constructor: SQLite on a temp dir, PostgreSQL on a fresh database of
-//! a server the tests start themselves (`pg`). Backends that replicas share also run the
+//! a server the tests start themselves (`forge_testkit::servers`). Backends that replicas share also run the
 //! `suite::replicas_*` checks, on two handles of one database.
 
-mod pg;
 mod suite;
 
 use std::any::Any;
 use std::sync::Arc;
 
 use forge_store::{PgStore, SqliteStore, Store, StoreError};
+use forge_testkit::servers::TestDatabase;
 
 /// A store plus whatever must live as long as it (a temp dir, a database).
 pub struct Fixture {
@@ -58,7 +58,7 @@ async fn sqlite_fixture() -> Fixture {
 store_conformance_suite!(sqlite, crate::sqlite_fixture);
 
 async fn postgres_fixture() -> Fixture {
-    let db = pg::TestDatabase::create().await;
+    let db = TestDatabase::create().await;
     let store = PgStore::connect(&db.url()).await.unwrap();
     Fixture {
         store: Arc::new(store),
@@ -69,8 +69,8 @@ async fn postgres_fixture() -> Fixture {
 store_conformance_suite!(postgres, crate::postgres_fixture);
 
 /// Two replicas: two stores, each with its own pool, on one database.
-async fn postgres_replicas() -> (Arc<dyn Store>, Arc<dyn Store>, pg::TestDatabase) {
-    let db = pg::TestDatabase::create().await;
+async fn postgres_replicas() -> (Arc<dyn Store>, Arc<dyn Store>, TestDatabase) {
+    let db = TestDatabase::create().await;
     let a = PgStore::connect(&db.url()).await.unwrap();
     let b = PgStore::connect(&db.url()).await.unwrap();
     (Arc::new(a), Arc::new(b), db)
@@ -93,7 +93,7 @@ async fn postgres_replicas_insert_once_and_keep_the_quota() {
 #[tokio::test]
 async fn postgres_reconnect_keeps_data_and_errors_hide_the_password() {
     use forge_store::{Billing, NewScenario};
-    let db = pg::TestDatabase::create().await;
+    let db = TestDatabase::create().await;
     let store = PgStore::connect(&db.url()).await.unwrap();
     let new: NewScenario = suite::new_scenario("t1", "r1");
     store.insert_pending(&new, Billing::None).await.unwrap();

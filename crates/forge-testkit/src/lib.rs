@@ -7,7 +7,10 @@
 //! - [`cmd`]: running a host command that must succeed.
 //! - [`sweep`]: removing what a test or benchmark left on the engine (labs, labelled
 //!   containers), from drop guards.
+//! - [`servers`]: real backend servers for a test (nats-server with JetStream, PostgreSQL), on
+//!   free loopback ports, stopped by their PID.
 
 pub mod cli_baseline;
 pub mod cmd;
+pub mod servers;
 pub mod sweep;

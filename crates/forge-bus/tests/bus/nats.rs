@@ -12,8 +12,8 @@ use std::time::Duration;
 use forge_bus::{Bus, BusError, BusExt, NatsBus, NatsBusConfig, Subscription};
 use tokio::time::timeout;
 
-use crate::nats_server::NatsServer;
 use crate::{SuiteConfig, TestBus, next, nothing_within};
+use forge_testkit::servers::NatsServer;
 
 /// The default stream, plus the consumer tests' `jobs.>`.
 fn test_config(c: SuiteConfig) -> NatsBusConfig {

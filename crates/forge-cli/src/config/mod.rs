@@ -112,6 +112,12 @@ pub struct PlatformArgs {
     /// A remote OPA (or `forge serve opa`) instead of the embedded engine
     #[arg(long, env = "OPA_URL", value_name = "URL")]
     pub opa_url: Option<String>,
+    /// NATS with JetStream (`nats://host:4222`) instead of the in-process bus
+    #[arg(long, env = "NATS_URL", value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// PostgreSQL (`postgres://user:password@host/db`) instead of SQLite in the data dir
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Tenants and plans [default: the bundled deploy/tenants.example.toml, tenant `demo`]
     #[arg(long = "tenants", env = "FORGE_TENANTS_FILE", value_name = "FILE")]
     pub tenants_file: Option<PathBuf>,
@@ -135,6 +141,17 @@ impl PlatformArgs {
         }
         if let Some(url) = &self.opa_url {
             require_http_url("OPA_URL (--opa-url)", url)?;
+        }
+        if let Some(url) = &self.nats_url
+            && !(url.starts_with("nats://") || url.starts_with("tls://"))
+        {
+            bail!("NATS_URL (--nats-url) `{url}` is not a nats:// or tls:// url");
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            // Never echo it: a database URL usually carries a password.
+            bail!("DATABASE_URL (--database-url) is not a postgres:// or postgresql:// url");
         }
         for (name, dir) in [
             (
@@ -164,6 +181,8 @@ impl PlatformArgs {
         cfg.template_dir = self.templates.template_dir.clone();
         cfg.policy_dir = self.policies.policy_dir.clone();
         cfg.opa_url = self.opa_url.clone();
+        cfg.nats_url = self.nats_url.clone();
+        cfg.database_url = self.database_url.clone();
         cfg.tenants_file = self.tenants_file.clone();
         let images = crate::cmd::images::catalog(&self.images)?;
         cfg.images_dir = Some(images.dir);

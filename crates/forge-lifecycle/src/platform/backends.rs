@@ -3,12 +3,13 @@
 //! [`Backends::embedded`] is what `forge up` uses (SQLite, the in-process bus, a local evidence
 //! directory, the signed audit log, embedded regorus or a remote OPA, the local Docker Engine);
 //! [`Backends::local`] is the same around a runtime the caller chooses (the fake runtime in
-//! fast tests). Distributed mode swaps these for NATS, PostgreSQL and S3 behind the same traits.
+//! fast tests). With `NATS_URL` and `DATABASE_URL` set, the bus is NATS JetStream and the store
+//! PostgreSQL, behind the same traits.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use forge_bus::{Bus, MemoryBus};
+use forge_bus::{Bus, MemoryBus, NatsBus, NatsBusConfig};
 use forge_catalog::Catalog;
 use forge_core::audit::AuditSink;
 use forge_evidence::{
@@ -16,7 +17,7 @@ use forge_evidence::{
 };
 use forge_policy::{EmbeddedEngine, PolicyEngine, RemoteEngine};
 use forge_runtime::{DockerRuntime, Runtime};
-use forge_store::{SqliteStore, Store};
+use forge_store::{PgStore, SqliteStore, Store};
 
 use super::PlatformConfig;
 
@@ -74,12 +75,26 @@ impl Backends {
         let data_dir = &cfg.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open_in_dir(data_dir)
-                .await
-                .context("opening the state store")?,
-        );
-        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(cfg.bus.clone()));
+        let store: Arc<dyn Store> = match &cfg.database_url {
+            Some(url) => Arc::new(
+                PgStore::connect(url)
+                    .await
+                    .context("connecting to PostgreSQL (DATABASE_URL)")?,
+            ),
+            None => Arc::new(
+                SqliteStore::open_in_dir(data_dir)
+                    .await
+                    .context("opening the state store")?,
+            ),
+        };
+        let bus: Arc<dyn Bus> = match &cfg.nats_url {
+            Some(url) => Arc::new(
+                NatsBus::connect(url, NatsBusConfig::default())
+                    .await
+                    .context("connecting to NATS JetStream (NATS_URL)")?,
+            ),
+            None => Arc::new(MemoryBus::new(cfg.bus.clone())),
+        };
         let evidence: Arc<dyn EvidenceStore> = Arc::new(
             LocalStore::new(data_dir.join("evidence"), "forge-evidence")
                 .context("opening the evidence store")?,

@@ -78,7 +78,12 @@ pub struct PlatformConfig {
     pub images_dir: Option<PathBuf>,
     /// The statically linked busybox copied into every lab image (`FORGE_BUSYBOX`).
     pub busybox: PathBuf,
+    /// The in-process bus's tuning, when `nats_url` is not set.
     pub bus: MemoryBusConfig,
+    /// NATS with JetStream (`NATS_URL`) instead of the in-process bus.
+    pub nats_url: Option<String>,
+    /// PostgreSQL (`DATABASE_URL`) instead of SQLite in the data dir.
+    pub database_url: Option<String>,
     /// Which labs the supervisor keeps alive (label filters narrow it to one test run).
     pub supervisor: SupervisorConfig,
 }
@@ -105,6 +110,8 @@ impl PlatformConfig {
             images_dir: None,
             busybox: forge_runtime::images::DEFAULT_BUSYBOX.into(),
             bus: MemoryBusConfig::default(),
+            nats_url: None,
+            database_url: None,
             supervisor: SupervisorConfig::default(),
         }
     }
