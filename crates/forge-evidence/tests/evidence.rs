@@ -18,7 +18,5 @@ mod keys;
 mod props;
 #[path = "evidence/s3.rs"]
 mod s3;
-#[path = "evidence/seaweed.rs"]
-mod seaweed;
 #[path = "evidence/store.rs"]
 mod store;

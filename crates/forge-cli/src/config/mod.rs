@@ -10,6 +10,7 @@
 //! with the variable's name ([`parse`]).
 
 mod auth;
+mod s3;
 mod spawn;
 
 use std::net::IpAddr;
@@ -127,6 +128,8 @@ pub struct PlatformArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub spawn: SpawnArgs,
+    #[command(flatten)]
+    pub s3: s3::S3Args,
 }
 
 impl PlatformArgs {
@@ -183,6 +186,7 @@ impl PlatformArgs {
         cfg.opa_url = self.opa_url.clone();
         cfg.nats_url = self.nats_url.clone();
         cfg.database_url = self.database_url.clone();
+        cfg.s3 = self.s3.s3_config()?;
         cfg.tenants_file = self.tenants_file.clone();
         let images = crate::cmd::images::catalog(&self.images)?;
         cfg.images_dir = Some(images.dir);

@@ -33,6 +33,18 @@ fn assert_refused(vars: &[(&str, &str)], code: i32, needles: &[&str]) {
 
 #[test]
 fn bad_settings_name_their_variable_and_flag() {
+    // Secrets never appear in the complaint, even when the setting carrying them is wrong.
+    for vars in [
+        &[("DATABASE_URL", "mysql://u:hunter2@db/forge")][..],
+        &[
+            ("FORGE_S3_ENDPOINT", "s3.example:9000"),
+            ("MINIO_ROOT_USER", "forge"),
+            ("MINIO_ROOT_PASSWORD", "hunter2"),
+        ],
+    ] {
+        let out = up_with(vars);
+        assert!(!out.stderr.contains("hunter2"), "{out:#?}");
+    }
     for (vars, code, needles) in [
         (
             &[
@@ -50,6 +62,30 @@ fn bad_settings_name_their_variable_and_flag() {
             &[("FORGE_JWKS_URL", "idp.example/jwks")],
             1,
             &["FORGE_JWKS_URL", "http"],
+        ),
+        (
+            &[("NATS_URL", "http://nats:4222")],
+            1,
+            &["NATS_URL (--nats-url)", "nats://"],
+        ),
+        (
+            &[("DATABASE_URL", "mysql://u:hunter2@db/forge")],
+            1,
+            &["DATABASE_URL (--database-url)", "postgres://"],
+        ),
+        (
+            &[("FORGE_S3_ENDPOINT", "http://127.0.0.1:9000")],
+            1,
+            &["MINIO_ROOT_USER (--s3-access-key)", "MINIO_ROOT_PASSWORD"],
+        ),
+        (
+            &[
+                ("FORGE_S3_ENDPOINT", "s3.example:9000"),
+                ("MINIO_ROOT_USER", "forge"),
+                ("MINIO_ROOT_PASSWORD", "hunter2"),
+            ],
+            1,
+            &["FORGE_S3_ENDPOINT (--s3-endpoint)", "http"],
         ),
         (
             &[("FORGE_AUTH_LOCAL_HS256", "false")],

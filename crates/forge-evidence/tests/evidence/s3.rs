@@ -15,12 +15,15 @@ use aws_sdk_s3::types::ObjectLockRetentionMode;
 use forge_evidence::store::{EvidenceStore, ObjectKey, StoreError};
 use forge_evidence::{RetentionMode, S3Config, S3Store};
 
-use crate::seaweed::{self, store_with};
+use forge_testkit::servers::seaweed::{self, store_with};
 
 mod s3_backend {
     forge_evidence::evidence_store_conformance!(
-        crate::seaweed::store_with(Default::default(), forge_evidence::store::DEFAULT_RETENTION)
-            .await
+        forge_testkit::servers::seaweed::store_with(
+            Default::default(),
+            forge_evidence::store::DEFAULT_RETENTION,
+        )
+        .await
     );
 }
 

@@ -3,8 +3,9 @@
 //! [`Backends::embedded`] is what `forge up` uses (SQLite, the in-process bus, a local evidence
 //! directory, the signed audit log, embedded regorus or a remote OPA, the local Docker Engine);
 //! [`Backends::local`] is the same around a runtime the caller chooses (the fake runtime in
-//! fast tests). With `NATS_URL` and `DATABASE_URL` set, the bus is NATS JetStream and the store
-//! PostgreSQL, behind the same traits.
+//! fast tests). With `NATS_URL`, `DATABASE_URL` and an S3 endpoint set, the bus is NATS
+//! JetStream, the store PostgreSQL and the evidence store S3 with object lock, behind the same
+//! traits.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use forge_bus::{Bus, MemoryBus, NatsBus, NatsBusConfig};
 use forge_catalog::Catalog;
 use forge_core::audit::AuditSink;
 use forge_evidence::{
-    AuditLog, AuditLogConfig, EvidenceStore, KeyPurpose, KeySource, Keyring, LocalStore,
+    AuditLog, AuditLogConfig, EvidenceStore, KeyPurpose, KeySource, Keyring, LocalStore, S3Store,
 };
 use forge_policy::{EmbeddedEngine, PolicyEngine, RemoteEngine};
 use forge_runtime::{DockerRuntime, Runtime};
@@ -95,10 +96,17 @@ impl Backends {
             ),
             None => Arc::new(MemoryBus::new(cfg.bus.clone())),
         };
-        let evidence: Arc<dyn EvidenceStore> = Arc::new(
-            LocalStore::new(data_dir.join("evidence"), "forge-evidence")
-                .context("opening the evidence store")?,
-        );
+        let evidence: Arc<dyn EvidenceStore> = match &cfg.s3 {
+            Some(s3) => Arc::new(
+                S3Store::connect(s3.clone())
+                    .await
+                    .context("connecting to the S3 evidence store")?,
+            ),
+            None => Arc::new(
+                LocalStore::new(data_dir.join("evidence"), "forge-evidence")
+                    .context("opening the evidence store")?,
+            ),
+        };
 
         let mut audit_keys = Keyring::open(data_dir, KeyPurpose::Audit).context("audit keyring")?;
         let audit_signer = audit_keys.signer().context("audit signing key")?;

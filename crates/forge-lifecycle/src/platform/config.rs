@@ -84,6 +84,8 @@ pub struct PlatformConfig {
     pub nats_url: Option<String>,
     /// PostgreSQL (`DATABASE_URL`) instead of SQLite in the data dir.
     pub database_url: Option<String>,
+    /// An S3 server with object lock instead of the evidence directory in the data dir.
+    pub s3: Option<forge_evidence::S3Config>,
     /// Which labs the supervisor keeps alive (label filters narrow it to one test run).
     pub supervisor: SupervisorConfig,
 }
@@ -112,6 +114,7 @@ impl PlatformConfig {
             bus: MemoryBusConfig::default(),
             nats_url: None,
             database_url: None,
+            s3: None,
             supervisor: SupervisorConfig::default(),
         }
     }

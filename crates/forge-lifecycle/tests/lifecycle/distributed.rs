@@ -1,19 +1,23 @@
-//! The same platform on distributed mode's backends: NATS JetStream for the bus and PostgreSQL
-//! for the store, real servers the tests start on loopback (still the fake runtime for labs).
+//! The same platform on distributed mode's backends: NATS JetStream for the bus, PostgreSQL for
+//! the store and S3 with object lock (SeaweedFS) for evidence, real servers the tests start on
+//! loopback (still the fake runtime for labs).
 
 use std::time::Duration;
 
-use forge_testkit::servers::{NatsServer, TestDatabase};
+use forge_testkit::servers::{NatsServer, TestDatabase, seaweed};
 
 use crate::harness::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lab_runs_end_to_end_on_nats_and_postgres() {
+async fn a_lab_runs_end_to_end_on_nats_postgres_and_s3() {
     let nats = NatsServer::start().await;
     let db = TestDatabase::create().await;
+    let s3 = seaweed::shared().await;
+    let bucket = seaweed::fresh_bucket();
     let h = Harness::start_with(|cfg| {
         cfg.nats_url = Some(nats.url());
         cfg.database_url = Some(db.url());
+        cfg.s3 = Some(s3.config(&bucket));
     })
     .await;
     let id = h.running().await;
@@ -25,10 +29,37 @@ async fn a_lab_runs_end_to_end_on_nats_and_postgres() {
         .await;
     let score = h.api.wait_score(&id, Duration::from_secs(10)).await;
     assert_eq!(score["score"]["value"].as_f64(), Some(1.0), "{score}");
+    assert_eq!(
+        score["evidence_url"],
+        format!("s3://{bucket}/{id}/evidence.tar.zst"),
+        "{score}"
+    );
     let dl = h.dir.join("download");
     h.api.download_bundle(&id, &dl).await;
     crate::api::verify(&h.platform.data_dir, &dl);
     assert!(!h.has_lab(&id));
+
+    // The four files are in the bucket, each under an object-lock retention.
+    let raw = s3.raw_client();
+    for file in [
+        "score.json",
+        "evidence.tar.zst",
+        "manifest.json",
+        "verdict.sig",
+    ] {
+        let key = format!("{id}/{file}");
+        let head = raw
+            .head_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{key} is not in the bucket: {e:?}"));
+        assert!(
+            head.object_lock_retain_until_date().is_some(),
+            "{key} is not locked"
+        );
+    }
     h.stop().await;
 }
 

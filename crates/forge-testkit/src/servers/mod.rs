@@ -3,6 +3,7 @@
 
 pub mod nats;
 pub mod postgres;
+pub mod seaweed;
 
 pub use nats::NatsServer;
 pub use postgres::{PgServer, TestDatabase};

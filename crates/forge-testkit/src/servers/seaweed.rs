@@ -1,4 +1,4 @@
-//! A real S3 server for the tests: SeaweedFS's `weed mini` (master, volume, filer and S3 gateway
+//! A real S3 server for the tests (the evidence store's, and the platform's in distributed mode): SeaweedFS's `weed mini` (master, volume, filer and S3 gateway
 //! in one process) on free loopback ports, with its data in a temporary directory and one
 //! identity whose access key and secret it checks on every request.
 //!
