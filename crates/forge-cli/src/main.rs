@@ -61,6 +61,12 @@ enum Command {
     /// Verify the tamper-evident audit log
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
+    /// Set up the NATS JetStream stream of distributed mode
+    #[command(subcommand)]
+    Nats(cmd::nats::NatsCommand),
+    /// Inspect the bus of distributed mode (dead letters)
+    #[command(subcommand)]
+    Bus(cmd::bus::BusCommand),
 }
 
 fn main() -> ExitCode {
@@ -116,5 +122,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Policy(c) => cmd::policy::run(c),
         Command::Serve(c) => cmd::serve::run(c).await,
         Command::Audit(c) => cmd::audit::run(&data_dir, c),
+        Command::Nats(c) => cmd::nats::run(c).await,
+        Command::Bus(c) => cmd::bus::run(c).await,
     }
 }

@@ -1,8 +1,11 @@
 //! The `forge` binary end to end: each test runs the built binary with a temp data dir and a
-//! cleared environment, and checks what it prints and its exit code. Nothing here needs Docker.
+//! cleared environment, and checks what it prints and its exit code. Nothing here needs Docker;
+//! the bus commands start their own `nats-server`.
 
 #[path = "cli/billing.rs"]
 mod billing;
+#[path = "cli/bus.rs"]
+mod bus;
 #[path = "cli/config.rs"]
 mod config;
 #[path = "cli/evidence.rs"]

@@ -137,8 +137,13 @@ pub fn verify_bundle(dir: &Path, keys: &KeySource) -> Result<VerifiedBundle, Ver
 pub async fn verify_bundle_url(
     base: &str,
     keys: &KeySource,
+    bearer: Option<&str>,
 ) -> Result<VerifiedBundle, VerifyError> {
-    verify_files(&BundleFiles::from_url(base).await?, keys, Utc::now())
+    verify_files(
+        &BundleFiles::from_url(base, bearer).await?,
+        keys,
+        Utc::now(),
+    )
 }
 
 /// Where a bundle is: a directory holding its four files, or the HTTP(S) base URL they are
@@ -155,11 +160,15 @@ pub enum BundleLocation {
 pub struct NotABundle(pub String);
 
 impl BundleLocation {
-    /// Verifies the bundle here now.
-    pub async fn verify(&self, keys: &KeySource) -> Result<VerifiedBundle, VerifyError> {
+    /// Verifies the bundle here now; `bearer` authenticates the download of a URL.
+    pub async fn verify(
+        &self,
+        keys: &KeySource,
+        bearer: Option<&str>,
+    ) -> Result<VerifiedBundle, VerifyError> {
         match self {
             Self::Dir(dir) => verify_bundle(dir, keys),
-            Self::Url(base) => verify_bundle_url(base, keys).await,
+            Self::Url(base) => verify_bundle_url(base, keys, bearer).await,
         }
     }
 }

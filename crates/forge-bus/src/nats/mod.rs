@@ -26,10 +26,13 @@
 //!   reconnects (a request waiting at the server dies with the connection).
 //! - **Ack/nak**: `+ACK` and `-NAK` (with the retry delay) are sent as requests: `ack()` returns
 //!   once the server has applied it, and a nak is in effect before the next pull goes out.
+//! - **Operators** read a subject's stored messages by sequence and delete one
+//!   ([`NatsBus::stored`], [`NatsBus::remove_stored`]: no consumer, so nothing is acked).
 //! - **Errors**: a server or connection failure is [`BusError::Unavailable`]. async-nats
 //!   reconnects on its own; publishes and pulls made meanwhile are sent once it is back.
 
 mod config;
+mod stored;
 mod subscription;
 
 use std::sync::Arc;
@@ -44,6 +47,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use config::NatsBusConfig;
+pub use stored::StoredMessage;
 use subscription::NatsSubscription;
 
 use crate::{

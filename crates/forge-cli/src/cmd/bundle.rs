@@ -1,6 +1,9 @@
 //! `forge bundle verify`: checks an evidence bundle offline (a directory, one of its files, or
 //! the http(s) base URL it is published under) and names whatever does not match. Exit 0 when
 //! it verifies, 1 when it does not.
+//!
+//! A URL is downloaded with the caller's token: `--token`/`FORGE_TOKEN`, else one minted from
+//! the data dir's secret when there is one (the machine runs the platform), else none.
 
 use std::path::{Path, PathBuf};
 
@@ -17,14 +20,29 @@ pub enum BundleCommand {
         /// A PEM public key or an exported keyset JSON [default: the data dir's verdict keyring]
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+        #[command(flatten)]
+        caller: super::client::Caller,
     },
 }
 
 pub async fn run(data_dir: &Path, cmd: BundleCommand) -> anyhow::Result<u8> {
-    let BundleCommand::Verify { target, public_key } = cmd;
+    let BundleCommand::Verify {
+        target,
+        public_key,
+        caller,
+    } = cmd;
     let target: BundleLocation = target.parse()?;
     let keys = super::keys::trusted_keys(data_dir, KeyPurpose::Verdict, public_key.as_deref())?;
-    match target.verify(&keys).await {
+    // Minting creates a secret where none is; a verifier on another machine must not.
+    let bearer = match &target {
+        BundleLocation::Url(_)
+            if caller.token.is_some() || forge_auth::secret_path(data_dir).exists() =>
+        {
+            Some(caller.token(data_dir)?)
+        }
+        _ => None,
+    };
+    match target.verify(&keys, bearer.as_deref()).await {
         Ok(v) => {
             let (m, s) = (&v.manifest, &v.score);
             println!(

@@ -22,6 +22,13 @@ pub struct Endpoint {
     /// Host the services listen on, each on its default port
     #[arg(long, env = "FORGE_HOST", default_value = "127.0.0.1")]
     pub host: String,
+    #[command(flatten)]
+    pub caller: Caller,
+}
+
+/// Who is calling: a bearer token, or the tenant and subject of one minted locally.
+#[derive(Args, Clone, Debug)]
+pub struct Caller {
     /// Bearer token [default: minted from the data dir's secret]
     #[arg(long, env = "FORGE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -31,6 +38,33 @@ pub struct Endpoint {
     /// Subject of the minted token
     #[arg(long, env = "FORGE_SUB", default_value = "demo-learner")]
     pub sub: String,
+}
+
+impl Caller {
+    /// `--token`, else one minted from the secret in `dir`.
+    pub fn token(&self, dir: &Path) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let issuer = forge_auth::LocalIssuer::load_or_create(
+            dir,
+            forge_auth::DEFAULT_ISSUER,
+            forge_auth::DEFAULT_AUDIENCE,
+        )
+        .with_context(|| {
+            format!(
+                "no --token given and cannot mint one from {}",
+                dir.display()
+            )
+        })?;
+        let roles = [roles::SPAWN, roles::SCORE_READ].map(String::from);
+        Ok(issuer.mint(
+            &self.tenant,
+            &roles,
+            &self.sub,
+            Duration::from_secs(12 * 3600),
+        )?)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,31 +147,6 @@ impl Endpoint {
     /// `http://host:port/path` of `service`.
     pub fn url(&self, service: Service, path: &str) -> String {
         format!("http://{}:{}{path}", self.host, service.default_port())
-    }
-
-    /// `--token`, else one minted from the secret in `dir`.
-    pub fn token(&self, dir: &Path) -> anyhow::Result<String> {
-        if let Some(t) = &self.token {
-            return Ok(t.clone());
-        }
-        let issuer = forge_auth::LocalIssuer::load_or_create(
-            dir,
-            forge_auth::DEFAULT_ISSUER,
-            forge_auth::DEFAULT_AUDIENCE,
-        )
-        .with_context(|| {
-            format!(
-                "no --token given and cannot mint one from {}",
-                dir.display()
-            )
-        })?;
-        let roles = [roles::SPAWN, roles::SCORE_READ].map(String::from);
-        Ok(issuer.mint(
-            &self.tenant,
-            &roles,
-            &self.sub,
-            Duration::from_secs(12 * 3600),
-        )?)
     }
 }
 
@@ -231,7 +240,7 @@ fn print_criteria(criteria: &Value, text_field: &str) {
 
 pub async fn run(data_dir: &Path, cmd: ClientCommand) -> anyhow::Result<u8> {
     let ep = cmd.endpoint().clone();
-    let token = ep.token(data_dir)?;
+    let token = ep.caller.token(data_dir)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;

@@ -4,9 +4,11 @@
 pub mod audit;
 pub mod billing;
 pub mod bundle;
+pub mod bus;
 pub mod client;
 pub mod images;
 pub mod keys;
+pub mod nats;
 pub mod playbook;
 pub mod policy;
 pub mod scenarios;

@@ -69,7 +69,9 @@ impl BundleFiles {
     }
 
     /// Downloads the four files from `<base>/<name>` with HTTP GET; 404 is a missing file.
-    pub async fn from_url(base: &str) -> Result<Self, VerifyError> {
+    /// Fetches the four files under `base`, with `bearer` as the token when the server wants
+    /// one (the scoreboard serves them to their owner and to score readers only).
+    pub async fn from_url(base: &str, bearer: Option<&str>) -> Result<Self, VerifyError> {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()
@@ -81,7 +83,7 @@ impl BundleFiles {
                 )
             })?;
         let base = base.trim_end_matches('/');
-        let fetches = Self::NAMES.map(|name| fetch(&client, format!("{base}/{name}"), name));
+        let fetches = Self::NAMES.map(|name| fetch(&client, format!("{base}/{name}"), bearer));
         let [a, b, c, d] = fetches;
         let (a, b, c, d) = tokio::join!(a, b, c, d);
         let mut files = Self::default();
@@ -96,15 +98,23 @@ impl BundleFiles {
 async fn fetch(
     client: &reqwest::Client,
     url: String,
-    _name: &str,
+    bearer: Option<&str>,
 ) -> Result<Option<Vec<u8>>, String> {
-    let mut resp = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+    let mut req = client.get(&url);
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    let mut resp = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
+    }
+    if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+        let why = if bearer.is_some() {
+            "the token was refused"
+        } else {
+            "the server wants a bearer token"
+        };
+        return Err(format!("GET {url}: http status 401: {why}"));
     }
     if !resp.status().is_success() {
         return Err(format!("GET {url}: http status {}", resp.status()));

@@ -274,21 +274,21 @@ async fn verifies_over_http_and_names_tampered_or_missing_files() {
         .collect();
 
     let url = serve(all.clone()).await;
-    let v = verify_bundle_url(&url, &keys.source())
+    let v = verify_bundle_url(&url, &keys.source(), None)
         .await
         .expect("verifies over http");
     assert_eq!(v.score, b.score);
 
     let mut tampered = all.clone();
     tampered.insert(SCORE_FILE.into(), flipped(&all[SCORE_FILE], 10));
-    let err = verify_bundle_url(&serve(tampered).await, &keys.source())
+    let err = verify_bundle_url(&serve(tampered).await, &keys.source(), None)
         .await
         .unwrap_err();
     assert_eq!(err.file(), SCORE_FILE, "{err}");
 
     let mut missing = all.clone();
     missing.remove(VERDICT_FILE);
-    let err = verify_bundle_url(&serve(missing).await, &keys.source())
+    let err = verify_bundle_url(&serve(missing).await, &keys.source(), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -309,7 +309,10 @@ async fn a_location_is_a_directory_one_of_its_files_or_a_url() {
     let manifest = dir.join("manifest.json");
     let as_file: BundleLocation = manifest.to_str().unwrap().parse().unwrap();
     assert_eq!(as_file, BundleLocation::Dir(dir.clone()));
-    let v = as_file.verify(&keys.source()).await.expect("verifies");
+    let v = as_file
+        .verify(&keys.source(), None)
+        .await
+        .expect("verifies");
     assert_eq!(v.score, b.score);
 
     let url = "https://scores.example/v1/scores/scn-def456789012";

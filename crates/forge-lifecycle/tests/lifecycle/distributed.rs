@@ -39,6 +39,19 @@ async fn a_lab_runs_end_to_end_on_nats_postgres_and_s3() {
     crate::api::verify(&h.platform.data_dir, &dl);
     assert!(!h.has_lab(&id));
 
+    // Verified straight from its URL with the learner's token (`forge bundle verify URL`);
+    // without a token the scoreboard refuses, and the verifier says so.
+    let keys = verdict_keys(&h);
+    let url = format!("{}/v1/scores/{id}", h.api.scoreboard);
+    let v = forge_evidence::verify_bundle_url(&url, &keys, Some(&h.api.token))
+        .await
+        .expect("the bundle verifies from its url");
+    assert_eq!(v.score.score, 1.0);
+    let refused = forge_evidence::verify_bundle_url(&url, &keys, None)
+        .await
+        .expect_err("no token, no bundle");
+    assert!(refused.to_string().contains("401"), "{refused}");
+
     // The four files are in the bucket, each under an object-lock retention.
     let raw = s3.raw_client();
     for file in [
@@ -106,4 +119,10 @@ async fn a_nats_crash_mid_lab_loses_nothing() {
         assert_eq!(h.audited("score.published", id).len(), 1, "scored once");
     }
     h.stop().await;
+}
+
+fn verdict_keys(h: &Harness) -> forge_evidence::KeySource {
+    use forge_evidence::{KeyPurpose, KeySource, Keyring};
+    let ring = Keyring::open(&h.platform.data_dir, KeyPurpose::Verdict).expect("verdict keyring");
+    KeySource::from_keyring(&ring).expect("key source")
 }
