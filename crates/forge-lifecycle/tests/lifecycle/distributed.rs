@@ -126,3 +126,119 @@ fn verdict_keys(h: &Harness) -> forge_evidence::KeySource {
     let ring = Keyring::open(&h.platform.data_dir, KeyPurpose::Verdict).expect("verdict keyring");
     KeySource::from_keyring(&ring).expect("key source")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_crash_during_a_burst_of_20_spawns_loses_none_and_builds_none_twice() {
+    use forge_store::LedgerQuery;
+    use serde_json::json;
+    use std::time::Instant;
+
+    let mut nats = NatsServer::start().await;
+    let db = TestDatabase::create().await;
+    let h = Harness::start_with(|cfg| {
+        cfg.nats_url = Some(nats.url());
+        cfg.database_url = Some(db.url());
+    })
+    .await;
+
+    // Twenty learners spawn. The first ten are accepted before the crash (their messages and
+    // builds are in flight when it hits); the other ten arrive while nats-server is down. The
+    // client library holds a publish until the server is back (within its request timeout), so
+    // those wait; past that the front door answers 503 and the learner retries with the same
+    // request_id, as the API tells clients to.
+    let spawn = |n: usize| {
+        let api = h.api.clone();
+        async move {
+            let body = json!({"track": "netplus", "template": crate::harness::TEMPLATE,
+                              "request_id": format!("burst-{n}")});
+            let start = Instant::now();
+            loop {
+                let sent = api
+                    .http
+                    .post(format!("{}/v1/spawn", api.spawn))
+                    .bearer_auth(&api.token)
+                    .json(&body)
+                    .send()
+                    .await;
+                if let Ok(r) = sent {
+                    let code = r.status().as_u16();
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    match code {
+                        201 => return v["scenario_id"].as_str().unwrap().to_owned(),
+                        503 => {}
+                        _ => panic!("spawn {n}: {code} {v}"),
+                    }
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "spawn {n} never accepted"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let mut ids = futures::future::join_all((0..10).map(spawn)).await;
+    nats.kill();
+    let outage = Instant::now();
+    let during = async {
+        let ids = futures::future::join_all((10..20).map(spawn)).await;
+        (ids, outage.elapsed())
+    };
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        nats.restart().await;
+    };
+    let ((later, waited), ()) = tokio::join!(during, restart);
+    ids.extend(later);
+    assert!(
+        waited >= Duration::from_millis(600),
+        "the second wave crossed the outage ({waited:?})"
+    );
+
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 20, "one scenario per request");
+    for id in &ids {
+        let start = Instant::now();
+        let status = loop {
+            let v = h.api.scenario(id).await.1;
+            let s = v["status"].as_str().unwrap_or_default().to_owned();
+            if s == "running" || s == "failed" {
+                if s == "failed" {
+                    assert!(v["error"].is_string(), "failed without a reason: {v}");
+                }
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{id} lost in {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(status, "running", "{id}");
+        assert_eq!(
+            h.audited("scenario.creating", id).len(),
+            1,
+            "{id} admitted once"
+        );
+        assert_eq!(
+            h.audited("scenario.running", id).len(),
+            1,
+            "{id} built once"
+        );
+    }
+    assert_eq!(h.fake.labs().len(), 20, "one lab each");
+    let ledger = h
+        .platform
+        .store
+        .ledger(&LedgerQuery {
+            tenant_id: Some("demo".into()),
+            from: None,
+            to: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ledger.len(), 20, "one billing row per spawn: {ledger:?}");
+    h.stop().await;
+}
