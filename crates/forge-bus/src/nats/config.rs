@@ -24,8 +24,13 @@ pub struct NatsBusConfig {
     pub max_messages_per_subject: i64,
     /// How long one pull request waits at the server before it is sent again.
     pub pull_expiry: Duration,
-    /// Bound on every request to the server: stream and consumer set-up, publish, ack.
+    /// Bound on every request to the server: stream and consumer set-up, publish.
     pub request_timeout: Duration,
+    /// Bound on one ack, nak or publish attempt. Short: a request sent just before the server
+    /// died is never answered, and waiting longer only holds a handler's slot (an unanswered
+    /// ack is redelivered after `ack_wait`, an unanswered publish is sent again, and both are
+    /// idempotent).
+    pub ack_timeout: Duration,
 }
 
 impl Default for NatsBusConfig {
@@ -39,6 +44,7 @@ impl Default for NatsBusConfig {
             max_messages_per_subject: 100_000,
             pull_expiry: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -79,8 +85,11 @@ impl NatsBusConfig {
                 return bad(format!("stream subject `{s}` is not a valid subject"));
             }
         }
-        if self.pull_expiry.is_zero() || self.request_timeout.is_zero() {
-            return bad("pull expiry and request timeout must be positive".to_owned());
+        if self.pull_expiry.is_zero()
+            || self.request_timeout.is_zero()
+            || self.ack_timeout.is_zero()
+        {
+            return bad("pull expiry, request timeout and ack timeout must be positive".to_owned());
         }
         Ok(())
     }

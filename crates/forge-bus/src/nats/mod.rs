@@ -254,17 +254,41 @@ impl Bus for NatsBus {
         validate_subject(subject)?;
         validate_msg_id(msg_id)?;
         self.check_in_stream(subject)?;
-        let message = PublishMessage::build()
-            .message_id(dedup_id(subject, msg_id))
-            .payload(payload.into());
-        let ack = self
-            .inner
-            .js
-            .send_publish(subject.to_owned(), message)
-            .await
-            .map_err(|e| publish_error(subject, e))?
-            .await
-            .map_err(|e| publish_error(subject, e))?;
+        // A publish whose PubAck was lost (the server died after storing it, or before) is sent
+        // again in short attempts until the request timeout: the message id makes a repeat a
+        // duplicate, never a second message, and a lost answer costs one attempt, not the
+        // whole timeout.
+        let c = &self.inner.config;
+        let deadline = tokio::time::Instant::now() + c.request_timeout;
+        let ack = loop {
+            let message = PublishMessage::build()
+                .message_id(dedup_id(subject, msg_id))
+                .payload(payload.clone().into());
+            let attempt = async {
+                self.inner
+                    .js
+                    .send_publish(subject.to_owned(), message)
+                    .await?
+                    .await
+            };
+            let retry = match tokio::time::timeout(c.ack_timeout, attempt).await {
+                Ok(Ok(ack)) => break ack,
+                Ok(Err(e)) => match e.kind() {
+                    PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                        publish_error(subject, e)
+                    }
+                    _ => return Err(publish_error(subject, e)),
+                },
+                Err(_) => BusError::Unavailable(format!(
+                    "cannot publish on `{subject}`: no acknowledgement within {:?}",
+                    c.ack_timeout
+                )),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(retry);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
         if !ack.duplicate {
             metrics::counter!(MESSAGES_TOTAL, "subject" => subject.to_owned()).increment(1);
         }
@@ -308,6 +332,7 @@ impl Bus for NatsBus {
             self.inner.js.clone(),
             subject,
             c.pull_expiry,
+            c.ack_timeout,
             self.inner.connections.clone(),
         )
         .await?;

@@ -21,6 +21,7 @@ pub(super) struct NatsSubscription {
     deliveries: Subscriber,
     subject: String,
     pull_expiry: Duration,
+    ack_timeout: Duration,
     /// The outstanding pull request: when we stop waiting for its answer.
     pull: Option<Instant>,
     connections: watch::Receiver<u64>,
@@ -34,6 +35,7 @@ impl NatsSubscription {
         context: jetstream::Context,
         subject: &str,
         pull_expiry: Duration,
+        ack_timeout: Duration,
         connections: watch::Receiver<u64>,
     ) -> Result<Self, BusError> {
         let client = context.client();
@@ -49,6 +51,7 @@ impl NatsSubscription {
             deliveries,
             subject: subject.to_owned(),
             pull_expiry,
+            ack_timeout,
             pull: None,
             connections,
         })
@@ -132,6 +135,7 @@ impl NatsSubscription {
         let acker = NatsAcker {
             client: self.context.client(),
             reply,
+            timeout: self.ack_timeout,
         };
         let subject = m.subject.to_string();
         let msg_id = match m
@@ -210,15 +214,21 @@ impl Subscription for NatsSubscription {
 struct NatsAcker {
     client: Client,
     reply: Subject,
+    timeout: Duration,
 }
 
 impl NatsAcker {
     async fn send(&self, kind: AckKind, what: &str) -> Result<(), BusError> {
-        self.client
-            .request(self.reply.clone(), kind.into())
-            .await
-            .map(drop)
-            .map_err(|e| BusError::Unavailable(format!("cannot {what} message: {e}")))
+        let request = self.client.request(self.reply.clone(), kind.into());
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(answered) => answered
+                .map(drop)
+                .map_err(|e| BusError::Unavailable(format!("cannot {what} message: {e}"))),
+            Err(_) => Err(BusError::Unavailable(format!(
+                "cannot {what} message: no answer within {:?}",
+                self.timeout
+            ))),
+        }
     }
 }
 
