@@ -1,7 +1,9 @@
 //! Front-door benchmark (docs/design.md §8): `POST /v1/spawn` (auth, rate limit, idempotency,
-//! gate, SQLite insert + ledger row, bus publish, audit; lab launch left out — nothing consumes
-//! the bus) against `GET /health`, in the same run, over real HTTP on loopback, K concurrent
-//! clients, a fixed number of requests each. Prints requests/s, p50/p99 and the ratio.
+//! gate, insert + ledger row, bus publish, audit; lab launch left out — nothing consumes the
+//! bus) against `GET /health`, in the same run, over real HTTP on loopback, K concurrent
+//! clients, a fixed number of requests each, on both deployment modes' backends: embedded
+//! (SQLite, the in-process bus) and distributed (PostgreSQL and NATS JetStream, real servers
+//! started for the run on loopback). Prints requests/s, p50/p99 and the ratios.
 //!
 //! `cargo bench -p forge-services --bench front_door`
 //! Knobs: `FRONT_DOOR_CLIENTS` (default 32), `FRONT_DOOR_REQUESTS` (total per phase, default
@@ -11,12 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use forge_auth::{AuthConfig, LocalIssuer, Verifier};
-use forge_bus::MemoryBus;
+use forge_bus::{Bus, MemoryBus, NatsBus, NatsBusConfig};
 use forge_catalog::Catalog;
 use forge_core::audit::NullAuditSink;
 use forge_services::spawn::{self, SpawnConfig, SpawnDeps, SpawnState, StaticGate};
 use forge_services::tenants::TenantDirectory;
-use forge_store::SqliteStore;
+use forge_store::{PgStore, SqliteStore, Store};
+use forge_testkit::servers::{NatsServer, TestDatabase};
 
 const TENANTS: &str = r#"
 [plans.bench]
@@ -104,29 +107,24 @@ fn main() {
     rt.block_on(run());
 }
 
-async fn run() {
-    forge_auth::install_crypto_provider();
-    let clients = env_usize("FRONT_DOOR_CLIENTS", 32);
-    let total = env_usize("FRONT_DOOR_REQUESTS", 20_000);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open_in_dir(dir.path()).await.unwrap());
-    let auth = AuthConfig::local(dir.path()).unwrap();
-    let token = LocalIssuer::load_or_create(dir.path(), "forge-local", "forge")
-        .unwrap()
-        .mint(
-            "bench",
-            &["forge.spawn".into()],
-            "bench",
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+/// One front door on `store` and `bus`, its URL, and the switch that stops it.
+async fn front_door(
+    dir: &std::path::Path,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let auth = AuthConfig::local(dir).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = SpawnState::new(SpawnDeps {
         config: SpawnConfig::default(),
         verifier: Arc::new(Verifier::new(&auth)),
-        store: store.clone(),
-        bus: Arc::new(MemoryBus::default()),
+        store,
+        bus,
         gate: Arc::new(StaticGate::like_policy()),
         audit: Arc::new(NullAuditSink),
         catalog: Arc::new(Catalog::bundled().unwrap()),
@@ -136,17 +134,36 @@ async fn run() {
     let server = tokio::spawn(spawn::serve(listener, state, async move {
         let _ = stopped.await;
     }));
+    (format!("http://{addr}"), stop, server)
+}
+
+async fn run() {
+    forge_auth::install_crypto_provider();
+    let clients = env_usize("FRONT_DOOR_CLIENTS", 32);
+    let total = env_usize("FRONT_DOOR_REQUESTS", 20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let token = LocalIssuer::load_or_create(dir.path(), "forge-local", "forge")
+        .unwrap()
+        .mint(
+            "bench",
+            &["forge.spawn".into()],
+            "bench",
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open_in_dir(dir.path()).await.unwrap());
+    let (base, stop, server) = front_door(dir.path(), sqlite, Arc::new(MemoryBus::default())).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
         .unwrap();
-    let spawn_url = format!("http://{addr}/v1/spawn");
-    let health_url = format!("http://{addr}/health");
+    let health_url = format!("{base}/health");
 
     let spawn_req = {
-        let (client, url, token) = (client.clone(), spawn_url.clone(), token.clone());
-        move |prefix: &'static str| {
-            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        let (client, token) = (client.clone(), token.clone());
+        move |base: &str, prefix: &'static str| {
+            let url = format!("{base}/v1/spawn");
+            let (client, token) = (client.clone(), token.clone());
             move |i: usize| {
                 let req = client
                     .post(&url)
@@ -171,18 +188,42 @@ async fn run() {
         "front door: {clients} concurrent clients, {total} requests per phase, loopback HTTP/1.1"
     );
     // Warm-up: connections, SQLite cache, allocator.
-    phase(clients, 2_000.min(total), spawn_req("warm")).await;
+    phase(clients, 2_000.min(total), spawn_req(&base, "warm")).await;
     phase(clients, 2_000.min(total), health_req.clone()).await;
 
     let health = phase(clients, total, health_req).await;
-    let spawns = phase(clients, total, spawn_req("run")).await;
+    let spawns = phase(clients, total, spawn_req(&base, "run")).await;
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
     print("GET /health", &health);
-    print("POST /v1/spawn", &spawns);
+    print("POST /v1/spawn, embedded (SQLite, in-process bus)", &spawns);
     println!(
         "ratio spawn/health: {:.2} (throughput), p99 x{:.1}",
         spawns.rps / health.rps,
         spawns.p99.as_secs_f64() / health.p99.as_secs_f64()
     );
+
+    // The same front door on distributed mode's backends.
+    let nats = NatsServer::start().await;
+    let db = TestDatabase::create().await;
+    let pg: Arc<dyn Store> = Arc::new(PgStore::connect(&db.url()).await.unwrap());
+    let jetstream: Arc<dyn Bus> = Arc::new(
+        NatsBus::connect(&nats.url(), NatsBusConfig::default())
+            .await
+            .unwrap(),
+    );
+    let (base, stop, server) = front_door(dir.path(), pg, jetstream).await;
+    phase(clients, 2_000.min(total), spawn_req(&base, "warm")).await;
+    let distributed = phase(clients, total, spawn_req(&base, "run")).await;
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+    print(
+        "POST /v1/spawn, distributed (PostgreSQL, NATS JetStream)",
+        &distributed,
+    );
+    println!(
+        "ratio distributed/embedded: {:.2} (throughput), p99 x{:.1}",
+        distributed.rps / spawns.rps,
+        distributed.p99.as_secs_f64() / spawns.p99.as_secs_f64()
+    );
 }
