@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use forge_core::{ScenarioId, ScenarioState, ScenarioStatus, Track};
 use serde::{Deserialize, Serialize};
 
+use crate::StoreError;
+
 /// A scenario as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScenarioRecord {
@@ -64,6 +66,28 @@ pub struct Inserted {
     pub record: ScenarioRecord,
     /// `false`: the tenant's request_id already had this scenario; nothing was written.
     pub created: bool,
+}
+
+impl Inserted {
+    /// The answer for a request whose `(tenant_id, request_id)` already has `existing`: the same
+    /// scenario again (a retry converges), unless the request asked for another track or
+    /// template, which is a reused request id. One rule for every backend.
+    pub(crate) fn existing(
+        existing: ScenarioRecord,
+        new: &NewScenario,
+    ) -> Result<Self, StoreError> {
+        if existing.track != new.track || existing.template != new.template {
+            return Err(StoreError::RequestIdReused {
+                tenant_id: new.tenant_id.clone(),
+                request_id: new.request_id.clone(),
+                existing: existing.scenario_id.to_string(),
+            });
+        }
+        Ok(Self {
+            record: existing,
+            created: false,
+        })
+    }
 }
 
 /// One charged spawn: a row of the billing ledger, and the body of the gateway event.

@@ -142,18 +142,7 @@ pub(super) async fn insert(
         .fetch_one(&mut *tx)
         .await?;
         tx.rollback().await?;
-        let record = scenario_from_row(&row)?;
-        if record.track != new.track || record.template != new.template {
-            return Err(StoreError::RequestIdReused {
-                tenant_id: new.tenant_id.clone(),
-                request_id: new.request_id.clone(),
-                existing: record.scenario_id.to_string(),
-            });
-        }
-        return Ok(Inserted {
-            record,
-            created: false,
-        });
+        return Inserted::existing(scenario_from_row(&row)?, new);
     }
     // Count it as active unless that passes the quota: one guarded upsert, atomic with the
     // insert above. (A quota of 0 refuses even the tenant's first scenario.)
