@@ -23,6 +23,8 @@ declare -A PKGS=(
   [curl]=/usr/bin/curl
   # Distributed-mode backends, started by their conformance tests on free loopback ports.
   [nats-server]=/usr/sbin/nats-server
+  # scripts/check-compose.sh parses deploy/compose.yaml with it.
+  [python3-yaml]=/usr/lib/python3/dist-packages/yaml/__init__.py
 )
 missing=()
 for p in "${!PKGS[@]}"; do

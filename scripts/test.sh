@@ -12,6 +12,7 @@ bash scripts/bootstrap.sh
 # `cargo test -p forge-lifecycle` runs only the fast suite, without root or Docker.
 cargo build --workspace --all-targets --all-features
 cargo test --workspace --all-features --no-fail-fast
+bash scripts/check-compose.sh
 forge="$CARGO_TARGET_DIR/debug/forge"
 "$forge" template validate templates/*.yaml
 if "$forge" policy --help >/dev/null 2>&1; then

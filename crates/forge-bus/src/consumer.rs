@@ -9,6 +9,10 @@
 //!   the original payload, for operators to inspect and replay), then the original is acked.
 //! - Pulling is bounded by `concurrency`: a message is taken from the bus only when a slot is
 //!   free, so a busy service leaves work for its replicas.
+//! - An optional admission gate (a semaphore the service owns, e.g. a lab host's free
+//!   capacity) is also taken before pulling; the handler may keep its permit past the message
+//!   ([`Delivery::reserved`]), so a host that is full pulls nothing and leaves the work to
+//!   hosts with room.
 //! - On shutdown the loop stops pulling and waits for the handlers in flight.
 
 use std::future::Future;
@@ -18,7 +22,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::messages::subjects;
@@ -45,6 +49,8 @@ pub struct ConsumerConfig {
     /// Deliveries after which a message that still asks for `Retry` is dead-lettered
     /// (`None`: retried for ever).
     pub max_deliveries: Option<u32>,
+    /// Admission gate: one permit is taken before each pull (see [`Delivery::reserved`]).
+    pub gate: Option<Arc<Semaphore>>,
 }
 
 impl ConsumerConfig {
@@ -54,11 +60,18 @@ impl ConsumerConfig {
             durable: durable.into(),
             concurrency: 1,
             max_deliveries: None,
+            gate: None,
         }
     }
 
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Pull only while `gate` has a permit to give.
+    pub fn gate(mut self, gate: Arc<Semaphore>) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -69,11 +82,29 @@ impl ConsumerConfig {
 }
 
 /// What a handler knows about the delivery besides the message itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     pub msg_id: String,
     /// 1 on first delivery.
     pub delivered: u32,
+    /// The admission gate's permit taken for this message, when the consumer has a gate.
+    pub reserved: Reserved,
+}
+
+/// A gate permit held for one delivery: released when the delivery is settled, unless the
+/// handler [`Reserved::take`]s it to hold on (a lab host keeps one per running lab).
+#[derive(Debug, Clone, Default)]
+pub struct Reserved(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl Reserved {
+    fn new(permit: Option<OwnedSemaphorePermit>) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(permit)))
+    }
+
+    /// The permit, now the caller's to release (by dropping it).
+    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// The envelope published on `deadletter.<subject>`.
@@ -126,6 +157,17 @@ pub async fn consume<T, H, Fut>(
                 p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
                 _ = shutdown.wait_for(|s| *s) => break 'subscribe,
             };
+            let admitted = match &cfg.gate {
+                None => None,
+                Some(gate) => tokio::select! {
+                    p = gate.clone().acquire_owned() => match p {
+                        Ok(p) => Some(p),
+                        // A closed gate admits nothing more: stop consuming.
+                        Err(_) => break 'subscribe,
+                    },
+                    _ = shutdown.wait_for(|s| *s) => break 'subscribe,
+                },
+            };
             let msg = tokio::select! {
                 m = sub.next() => m,
                 _ = shutdown.wait_for(|s| *s) => break 'subscribe,
@@ -139,17 +181,23 @@ pub async fn consume<T, H, Fut>(
                 }
             };
             let (bus, cfg, handler) = (bus.clone(), cfg.clone(), handler.clone());
+            let reserved = Reserved::new(admitted);
             in_flight.spawn(async move {
                 let _slot = permit;
-                settle(bus.as_ref(), &cfg, msg, handler.as_ref()).await;
+                settle(bus.as_ref(), &cfg, msg, handler.as_ref(), reserved).await;
             });
         }
     }
     while in_flight.join_next().await.is_some() {}
 }
 
-async fn settle<T, H, Fut>(bus: &dyn Bus, cfg: &ConsumerConfig, msg: Message, handler: &H)
-where
+async fn settle<T, H, Fut>(
+    bus: &dyn Bus,
+    cfg: &ConsumerConfig,
+    msg: Message,
+    handler: &H,
+    reserved: Reserved,
+) where
     T: DeserializeOwned,
     H: Fn(T, Delivery) -> Fut,
     Fut: Future<Output = Outcome>,
@@ -159,6 +207,7 @@ where
             let delivery = Delivery {
                 msg_id: msg.msg_id.clone(),
                 delivered: msg.delivered,
+                reserved,
             };
             handler(value, delivery).await
         }

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use consumer::{ConsumerConfig, DeadLetter, Delivery, Outcome, consume};
+pub use consumer::{ConsumerConfig, DeadLetter, Delivery, Outcome, Reserved, consume};
 pub use memory::{MemoryBus, MemoryBusConfig};
 pub use messages::subjects;
 pub use nats::{NatsBus, NatsBusConfig};

@@ -8,6 +8,8 @@ mod config;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[derive(Parser)]
 #[command(
@@ -86,9 +88,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // The bus layer publishes nothing until a platform binds its publisher (`telemetry::start`);
+    // until then, and in every other command, it is a cheap no-op next to stderr.
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(forge_lifecycle::telemetry::BusLogLayer::new())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -120,7 +125,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Keys(c) => cmd::keys::run(&data_dir, c),
         Command::Bundle(c) => cmd::bundle::run(&data_dir, c).await,
         Command::Policy(c) => cmd::policy::run(c),
-        Command::Serve(c) => cmd::serve::run(c).await,
+        Command::Serve(c) => cmd::serve::run(data_dir, c).await,
         Command::Audit(c) => cmd::audit::run(&data_dir, c),
         Command::Nats(c) => cmd::nats::run(c).await,
         Command::Bus(c) => cmd::bus::run(c).await,

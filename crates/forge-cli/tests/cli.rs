@@ -1,11 +1,15 @@
 //! The `forge` binary end to end: each test runs the built binary with a temp data dir and a
-//! cleared environment, and checks what it prints and its exit code. Nothing here needs Docker;
-//! the bus commands start their own `nats-server`.
+//! cleared environment, and checks what it prints and its exit code. Nothing here needs Docker
+//! (the bus commands start their own `nats-server`) except the local cluster's test, built with
+//! the feature `docker` (root, the Docker Engine).
 
 #[path = "cli/billing.rs"]
 mod billing;
 #[path = "cli/bus.rs"]
 mod bus;
+#[cfg(feature = "docker")]
+#[path = "cli/cluster.rs"]
+mod cluster;
 #[path = "cli/config.rs"]
 mod config;
 #[path = "cli/evidence.rs"]
@@ -53,5 +57,6 @@ pub fn run(cmd: &mut Command) -> Run {
 
 /// The repository's top directory.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(&*std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../..")
 }

@@ -9,9 +9,10 @@ use forge_core::template::{self, ScenarioTemplate, load, plan_lab, policy_input}
 use proptest::prelude::*;
 
 fn fixtures(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(kind);
+    let dir =
+        Path::new(&*std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(kind);
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -21,7 +22,9 @@ fn fixtures(kind: &str) -> Vec<PathBuf> {
 }
 
 fn repo_templates() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
+    let dir =
+        Path::new(&*std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("../../templates");
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -91,7 +94,8 @@ fn every_invalid_fixture_names_path_and_reason() {
 #[test]
 fn errors_carry_line_and_column() {
     let f =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid/unknown-subnet.yaml");
+        Path::new(&*std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/invalid/unknown-subnet.yaml");
     let err = load_path(&f).unwrap_err();
     let text = std::fs::read_to_string(&f).unwrap();
     let line = text
@@ -110,13 +114,16 @@ fn errors_carry_line_and_column() {
 
 #[test]
 fn all_errors_are_reported_in_one_run() {
-    let f = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/invalid/many-errors-at-once.yaml");
+    let f =
+        Path::new(&*std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/invalid/many-errors-at-once.yaml");
     assert!(load_path(&f).unwrap_err().errors.len() >= 2);
 }
 
 fn netplus() -> ScenarioTemplate {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates/netplus-routing.yaml");
+    let p =
+        Path::new(&*std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("../../templates/netplus-routing.yaml");
     load_path(&p).unwrap()
 }
 
@@ -133,7 +140,9 @@ fn lab_plan_honours_explicit_and_assigns_implicit_addresses() {
             .contains("10.20.0.10\ttarget_server target_server-target_net")
     );
 
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/spec-example.yaml");
+    let spec =
+        Path::new(&*std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/valid/spec-example.yaml");
     let plan = plan_lab(&load_path(&spec).unwrap()).unwrap();
     let addrs: Vec<String> = plan
         .containers
@@ -153,7 +162,9 @@ fn lab_plan_honours_explicit_and_assigns_implicit_addresses() {
 
 #[test]
 fn policy_input_is_flattened_with_object_attachments() {
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/spec-example.yaml");
+    let spec =
+        Path::new(&*std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/valid/spec-example.yaml");
     let v = policy_input(&load_path(&spec).unwrap());
     assert_eq!(v["metadata"]["labels"][0], "class:netplus");
     assert_eq!(v["limits"]["attacker_max_exploits"], 0);

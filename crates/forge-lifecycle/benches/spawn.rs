@@ -1,5 +1,5 @@
 //! Spawn benchmark (issue 7): the netplus lab spawned through the platform's HTTP API
-//! (`POST /v1/spawn`, then `GET /v1/scenarios/{id}` every 20 ms until `running`), N times
+//! (`POST /v1/spawn`, then `GET /v1/scenarios/{id}` every 10 ms until `running`), N times
 //! sequentially and 10 at a time, next to the plain `docker` CLI building the same 3-container
 //! lab (2 internal networks with per-run subnets, 3 hardened `docker run -d`, one
 //! `docker network connect`) in the same run.
@@ -10,11 +10,14 @@
 
 use std::time::{Duration, Instant};
 
-use forge_http::Service;
 use forge_lifecycle::platform::{Backends, Platform, PlatformConfig, Ports};
 use forge_testkit::cli_baseline::{CliLab, cleanup as cli_cleanup, ms, summary};
 use forge_testkit::sweep;
-use serde_json::{Value, json};
+
+#[path = "support/lab_api.rs"]
+mod lab_api;
+
+use lab_api::Api;
 
 const LABEL: &str = "forge.test_run";
 const CONCURRENT: usize = 10;
@@ -45,61 +48,6 @@ impl Drop for Cleanup {
     }
 }
 
-struct Api {
-    http: reqwest::Client,
-    spawn: String,
-    orchestrator: String,
-    token: String,
-}
-
-impl Api {
-    /// POST /v1/spawn, then polls every 20 ms until running; returns (id, spawn → running).
-    async fn spawn_to_running(&self) -> (String, Duration) {
-        let t0 = Instant::now();
-        let r = self
-            .http
-            .post(format!("{}/v1/spawn", self.spawn))
-            .bearer_auth(&self.token)
-            .json(&json!({"track": "netplus", "request_id": uuid::Uuid::new_v4().to_string()}))
-            .send()
-            .await
-            .expect("spawn");
-        assert_eq!(r.status().as_u16(), 201);
-        let v: Value = r.json().await.expect("spawn body");
-        let id = v["scenario_id"].as_str().unwrap().to_owned();
-        loop {
-            let v: Value = self
-                .http
-                .get(format!("{}/v1/scenarios/{id}", self.orchestrator))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .expect("status")
-                .json()
-                .await
-                .expect("status body");
-            match v["status"].as_str().unwrap_or_default() {
-                "running" => return (id, t0.elapsed()),
-                "pending" | "creating" => {}
-                other => panic!("{id} ended as {other}: {v}"),
-            }
-            assert!(t0.elapsed() < Duration::from_secs(180), "{id} never ran");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn end(&self, id: &str) {
-        let r = self
-            .http
-            .delete(format!("{}/v1/scenarios/{id}", self.orchestrator))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("delete");
-        assert_eq!(r.status().as_u16(), 200, "DELETE {id}");
-    }
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let n: usize = std::env::var("FORGE_BENCH_N")
@@ -119,14 +67,7 @@ async fn main() {
     let platform = Platform::start(cfg, backends)
         .await
         .expect("platform starts");
-    let api = Api {
-        http: reqwest::Client::new(),
-        spawn: platform.url(Service::Spawn),
-        orchestrator: platform.url(Service::Orchestrator),
-        token: platform
-            .mint("demo", &["forge.spawn"], "bench")
-            .expect("token"),
-    };
+    let api = Api::new(&platform);
     println!(
         "netplus lab (3 containers): spawn API -> running vs docker CLI, N = {n} sequential, \
          {CONCURRENT} concurrent, run {run}\n"

@@ -6,6 +6,8 @@
 //! - [`runner`] (:8087): the deterministic evaluator of success criteria and playbooks;
 //! - [`scoreboard`] (:8086): score, evidence bundle, signature, score API;
 //! - [`observer`] (:8085): telemetry hygiene, fairness metrics, audit key endpoints;
+//! - [`telemetry`]: what every service publishes for the observer (logs, metrics, audit
+//!   events), in embedded and distributed mode alike;
 //! - [`access`]: the learner's access page on the spawn service's port;
 //! - [`authz`]: the one check of who may do what to a scenario;
 //! - [`platform`]: all of them (plus the spawn service and the OPA endpoint) in one process,
@@ -21,6 +23,7 @@ pub mod orchestrator;
 pub mod platform;
 pub mod runner;
 pub mod scoreboard;
+pub mod telemetry;
 pub mod worker;
 
 use std::future::Future;

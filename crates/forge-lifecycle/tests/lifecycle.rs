@@ -18,5 +18,9 @@ mod distributed;
 mod flows;
 #[path = "lifecycle/harness.rs"]
 mod harness;
+#[path = "lifecycle/hosts.rs"]
+mod hosts;
 #[path = "lifecycle/recovery.rs"]
 mod recovery;
+#[path = "lifecycle/telemetry.rs"]
+mod telemetry;

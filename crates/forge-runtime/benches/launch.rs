@@ -53,7 +53,7 @@ async fn main() {
     let run = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
     let path = format!(
         "{}/tests/fixtures/netplus-lab.yaml",
-        env!("CARGO_MANIFEST_DIR")
+        &*std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
     );
     let t = forge_core::template::load(&path, &std::fs::read_to_string(&path).unwrap())
         .expect("fixture");

@@ -65,9 +65,14 @@ pub enum BuildOutcome {
     UpToDate,
 }
 
-/// The source tree's `images/`, the last resort of [`ImageCatalog::discover`].
+/// The source tree's `images/`, the last resort of [`ImageCatalog::discover`]: the package's
+/// directory as cargo gives it to the tests and benches it runs, else as it was when this crate
+/// was built (a build directory shared by several checkouts may have built it in another one).
 fn source_images_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images")
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    package.join("../../images")
 }
 
 /// The nearest non-empty `images/` directory in `start` or one of its ancestors. The CLI calls

@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use forge_core::{ScenarioId, ScenarioStatus};
 
 pub use model::{
-    BILLING_TOPIC, Began, Billing, Charge, IdempotencyBegin, Inserted, LedgerQuery, NewScenario,
-    OutboxItem, ScenarioRecord,
+    BILLING_TOPIC, Began, Billing, Charge, IdempotencyBegin, Inserted, LabHost, LedgerQuery,
+    NewScenario, OutboxItem, ScenarioRecord,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -138,6 +138,19 @@ pub trait Store: Send + Sync + 'static {
         network_id: &str,
         containers: &[String],
     ) -> Result<(), StoreError>;
+
+    // ---- lab hosts (distributed mode) ----
+
+    /// Moves a `pending` scenario to `creating` on lab host `host_id`, in one atomic step: of
+    /// any number of hosts claiming it at once, exactly one wins; the others get
+    /// [`StoreError::Conflict`] (or [`StoreError::NotFound`]).
+    async fn claim(&self, id: &ScenarioId, host_id: &str) -> Result<ScenarioRecord, StoreError>;
+
+    /// Registers `host` or renews its lease: the row is replaced by `host` as given.
+    async fn renew_lease(&self, host: &LabHost) -> Result<(), StoreError>;
+
+    /// Every registered lab host, by id, live or not.
+    async fn lab_hosts(&self) -> Result<Vec<LabHost>, StoreError>;
 
     // ---- idempotency keys (IETF Idempotency-Key draft) ----
 

@@ -29,6 +29,9 @@ pub struct ScenarioRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
+    /// The lab host that claimed it (distributed mode); `None` while pending.
+    #[serde(default)]
+    pub host_id: Option<String>,
 }
 
 impl ScenarioRecord {
@@ -171,4 +174,26 @@ pub enum Began {
     Done { status: u16, body: Vec<u8> },
     /// The key was used with another request body.
     Mismatch,
+}
+
+/// A lab host as registered: where it answers, how many labs it takes, and its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabHost {
+    pub host_id: String,
+    /// Where the host's worker answers lab actions (check, exec, terminal).
+    pub url: String,
+    /// Most labs the host runs at once.
+    pub capacity: u32,
+    /// When this run of the host started.
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    /// After this instant without a renewal, the host is presumed dead and its labs lost.
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+impl LabHost {
+    /// Whether the lease has run out at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.lease_expires_at <= now
+    }
 }

@@ -42,6 +42,8 @@ macro_rules! store_conformance_suite {
             check!(ledger_queries);
             check!(outbox_delivery_bookkeeping);
             check!(quota_is_enforced_atomically);
+            check!(claim_has_one_winner_and_records_the_host);
+            check!(leases_are_registered_renewed_and_listed);
         }
     };
 }

@@ -42,6 +42,10 @@ macro_rules! consumer_suite {
             )
             .await
         }
+        #[tokio::test]
+        async fn a_full_gate_pulls_nothing_until_a_kept_permit_is_released() {
+            crate::consumer::a_full_gate_pulls_nothing_until_a_kept_permit_is_released($make).await
+        }
     };
 }
 
@@ -260,4 +264,57 @@ pub(crate) async fn concurrency_bounds_handlers_in_flight_and_shutdown_waits_for
         (3..9).contains(&finished),
         "stopped pulling on shutdown: {finished}"
     );
+}
+
+/// A lab host's capacity: the handler keeps each message's gate permit (a running lab), so with
+/// a gate of 2 the third message stays on the bus until one permit is released.
+pub async fn a_full_gate_pulls_nothing_until_a_kept_permit_is_released(
+    make: impl AsyncFn(SuiteConfig) -> TestBus,
+) {
+    let fixture = make(DEFAULTS).await;
+    let bus = fixture.arc();
+    let (stop, shutdown) = watch::channel(false);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let gate = Arc::new(tokio::sync::Semaphore::new(2));
+    let task = tokio::spawn(consume(
+        bus.clone(),
+        ConsumerConfig::new("jobs.gated", "host")
+            .concurrency(8)
+            .gate(gate.clone()),
+        shutdown,
+        move |job: Job, d: Delivery| {
+            let tx = tx.clone();
+            async move {
+                let permit = d
+                    .reserved
+                    .take()
+                    .expect("a gated delivery carries its permit");
+                tx.send((job.n, permit)).unwrap();
+                Outcome::Ack
+            }
+        },
+    ));
+    for n in 0..3 {
+        bus.publish_json("jobs.gated", &format!("g{n}"), &Job { n })
+            .await
+            .unwrap();
+    }
+    let (a, permit_a) = recv(&mut rx).await;
+    let (b, _permit_b) = recv(&mut rx).await;
+    assert_ne!(a, b);
+    assert_eq!(gate.available_permits(), 0);
+    assert!(
+        timeout(Duration::from_millis(700), rx.recv())
+            .await
+            .is_err(),
+        "a full gate must not pull the third message"
+    );
+    drop(permit_a);
+    let (c, _permit_c) = recv(&mut rx).await;
+    assert!(![a, b].contains(&c));
+    stop.send(true).unwrap();
+    timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -1,6 +1,8 @@
 //! Client commands against a running platform: `forge spawn|status|score|check|submit|exec|shell`.
 //!
-//! They talk HTTP to the services on their default ports ([`Service::default_port`]). Without
+//! They talk HTTP to the services on their default ports ([`Service::default_port`]) of
+//! `FORGE_HOST`, or at the URLs `FORGE_SPAWN_URL`, `FORGE_ORCHESTRATOR_URL`, `FORGE_WORKER_URL`
+//! and `FORGE_SCOREBOARD_URL` name (a distributed platform, `scripts/cluster.sh`). Without
 //! `--token` they mint a short-lived token for `--tenant`/`--sub` from the data dir's HS256
 //! secret, which is what a learner on the `forge up` machine wants; against a remote platform,
 //! pass the token you were given.
@@ -22,6 +24,18 @@ pub struct Endpoint {
     /// Host the services listen on, each on its default port
     #[arg(long, env = "FORGE_HOST", default_value = "127.0.0.1")]
     pub host: String,
+    /// URL of the spawn service [default: http://FORGE_HOST:8082]
+    #[arg(long, env = "FORGE_SPAWN_URL", value_name = "URL")]
+    pub spawn_url: Option<String>,
+    /// URL of the orchestrator [default: http://FORGE_HOST:8083]
+    #[arg(long, env = "FORGE_ORCHESTRATOR_URL", value_name = "URL")]
+    pub orchestrator_url: Option<String>,
+    /// URL of the worker agent [default: http://FORGE_HOST:8084]
+    #[arg(long, env = "FORGE_WORKER_URL", value_name = "URL")]
+    pub worker_url: Option<String>,
+    /// URL of the scoreboard [default: http://FORGE_HOST:8086]
+    #[arg(long, env = "FORGE_SCOREBOARD_URL", value_name = "URL")]
+    pub scoreboard_url: Option<String>,
     #[command(flatten)]
     pub caller: Caller,
 }
@@ -144,9 +158,19 @@ impl ClientCommand {
 }
 
 impl Endpoint {
-    /// `http://host:port/path` of `service`.
+    /// `http://host:port/path` of `service`, or its configured URL + `path`.
     pub fn url(&self, service: Service, path: &str) -> String {
-        format!("http://{}:{}{path}", self.host, service.default_port())
+        let configured = match service {
+            Service::Spawn => &self.spawn_url,
+            Service::Orchestrator => &self.orchestrator_url,
+            Service::Worker => &self.worker_url,
+            Service::Scoreboard => &self.scoreboard_url,
+            _ => &None,
+        };
+        match configured {
+            Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+            None => format!("http://{}:{}{path}", self.host, service.default_port()),
+        }
     }
 }
 

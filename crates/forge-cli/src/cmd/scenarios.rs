@@ -9,11 +9,16 @@ use forge_runtime::{DockerRuntime, Runtime};
 
 #[derive(Subcommand)]
 pub enum ScenariosCommand {
-    /// Remove labs (containers and fabric namespaces) older than an age, e.g. --older-than 2h
+    /// Remove labs (containers and fabric namespaces) older than an age, e.g. --older-than 2h,
+    /// or every lab with a label, e.g. --label forge.host=cluster-a
     Cleanup {
-        /// Age such as 30m, 2h, 1d (also s, w; a bare number is seconds)
-        #[arg(long, value_parser = parse_age, default_value = "2h", value_name = "AGE")]
-        older_than: Duration,
+        /// Age such as 30m, 2h, 1d (also s, w; a bare number is seconds) [default: 2h without
+        /// --label]
+        #[arg(long, value_parser = parse_age, value_name = "AGE")]
+        older_than: Option<Duration>,
+        /// Only labs with this label (`key=value` or `key`; repeat to require several)
+        #[arg(long, value_name = "LABEL")]
+        label: Vec<String>,
     },
     /// List the labs present on this host
     List {
@@ -53,7 +58,38 @@ async fn docker() -> anyhow::Result<DockerRuntime> {
 
 pub async fn run(cmd: ScenariosCommand) -> anyhow::Result<u8> {
     match cmd {
-        ScenariosCommand::Cleanup { older_than } => {
+        ScenariosCommand::Cleanup { older_than, label } if !label.is_empty() => {
+            let docker = docker().await?;
+            let cutoff = older_than.and_then(|age| chrono::Duration::from_std(age).ok());
+            let (mut removed, mut failed) = (0, 0);
+            for lab in docker.list_labs().await? {
+                let old_enough = match (cutoff, lab.created_at) {
+                    (None, _) => true,
+                    (Some(age), Some(created)) => chrono::Utc::now() - created >= age,
+                    (Some(_), None) => false,
+                };
+                if !old_enough || !forge_runtime::labels_match(&lab.labels, &label) {
+                    continue;
+                }
+                let Ok(id) = lab.scenario_id.parse() else {
+                    continue;
+                };
+                match docker.teardown(&id).await {
+                    Ok(_) => {
+                        println!("removed {id}");
+                        removed += 1;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {id}: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            println!("{removed} removed");
+            Ok(if failed == 0 { 0 } else { 1 })
+        }
+        ScenariosCommand::Cleanup { older_than, .. } => {
+            let older_than = older_than.unwrap_or(Duration::from_secs(2 * 3600));
             let report = docker().await?.cleanup_older_than(older_than).await?;
             for id in &report.removed {
                 println!("removed {id}");

@@ -30,11 +30,12 @@ impl Drop for RawMode {
 }
 
 pub async fn run(ep: &Endpoint, token: &str, id: &str) -> anyhow::Result<u8> {
-    let url = format!(
-        "ws://{}:{}/v1/scenarios/{id}/terminal?access_token={token}",
-        ep.host,
-        Service::Worker.default_port()
-    );
+    let base = ep.url(Service::Worker, &format!("/v1/scenarios/{id}/terminal"));
+    let base = match base.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", base.trim_start_matches("http://")),
+    };
+    let url = format!("{base}?access_token={token}");
     let (ws, _) = tokio_tungstenite::connect_async(&url)
         .await
         .with_context(|| format!("cannot open the terminal of {id} (is it running, and yours?)"))?;

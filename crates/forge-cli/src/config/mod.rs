@@ -12,6 +12,7 @@
 mod auth;
 mod s3;
 mod spawn;
+mod topology;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use forge_services::tenants::TenantDirectory;
 
 pub use auth::{AuthArgs, ClaimArgs};
 pub use spawn::SpawnArgs;
+pub use topology::{TopologyArgs, hostname};
 
 /// `$HOME/.local/share/forge`, or `.forge-data` in the working directory when there is no home.
 pub fn default_data_dir() -> PathBuf {
@@ -130,6 +132,8 @@ pub struct PlatformArgs {
     pub spawn: SpawnArgs,
     #[command(flatten)]
     pub s3: s3::S3Args,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
 }
 
 impl PlatformArgs {
@@ -174,6 +178,7 @@ impl PlatformArgs {
             TenantDirectory::load(file).context("FORGE_TENANTS_FILE (--tenants)")?;
         }
         let mut cfg = PlatformConfig::new(data_dir);
+        self.topology.apply(&mut cfg)?;
         let spawn_url = format!(
             "http://{}:{}",
             self.public_host,

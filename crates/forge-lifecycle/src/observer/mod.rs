@@ -2,14 +2,17 @@
 //! Trail; docs/design.md §7.8 puts the audit endpoints here).
 //!
 //! Consumes `telemetry.logs` (PII redacted and flagged), `telemetry.metrics` (label cardinality
-//! capped per the spec's limits) and `scenario.scored` (fairness metrics per track, tier and
-//! template). Serves `/audit/keys/current`, `/audit/keys/{key_id}`,
-//! `/audit/events/{event_id}/signature`, `GET /v1/telemetry/logs` and `GET /v1/fairness`.
+//! capped per the spec's limits), `audit.events` (counted, PII flagged; [`streams`]),
+//! `scenario.created` (labs per track; [`streams`]) and `scenario.scored` (fairness metrics per
+//! track, tier and template). Serves `/audit/keys/current`, `/audit/keys/{key_id}`,
+//! `/audit/events/{event_id}/signature`, `GET /v1/audit/recent`, `GET /v1/telemetry/logs`,
+//! `GET /v1/telemetry/labs` and `GET /v1/fairness`.
 
 pub mod fairness;
+pub mod streams;
 pub mod telemetry;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -17,9 +20,10 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use forge_auth::{Caller, roles};
-use forge_bus::messages::ScenarioScored;
+use forge_bus::messages::{ScenarioCreated, ScenarioScored};
 use forge_bus::{Bus, ConsumerConfig, Outcome, subjects};
 use forge_catalog::Catalog;
+use forge_core::audit::AuditEvent;
 use forge_evidence::AuditLog;
 use forge_evidence::http::{AuditHttpState, audit_router};
 use forge_http::{ApiError, Service};
@@ -28,9 +32,11 @@ use tokio::task::JoinHandle;
 use utoipa::OpenApi;
 
 use self::fairness::{Disparity, Fairness};
+use self::streams::{AuditRecord, Labs};
 use self::telemetry::{CardinalityGuard, LogEvent, MetricSample, redact_pii};
 use crate::authz::ScenarioAccess;
 use crate::spawn_consumer;
+
 /// Recent log events kept for `GET /v1/telemetry/logs`.
 const RECENT_LOGS: usize = 1000;
 
@@ -53,6 +59,8 @@ struct Inner {
     guard: Mutex<CardinalityGuard>,
     fairness: Mutex<Fairness>,
     samples: Mutex<HashMap<String, u64>>,
+    audit: Mutex<VecDeque<AuditRecord>>,
+    labs: Mutex<Labs>,
 }
 
 impl Observer {
@@ -64,18 +72,28 @@ impl Observer {
                 guard: Mutex::default(),
                 fairness: Mutex::default(),
                 samples: Mutex::default(),
+                audit: Mutex::default(),
+                labs: Mutex::default(),
             }),
         }
     }
 
-    /// Redacts and stores one log event; returns it as stored.
+    /// Redacts and stores one log event (message and label values); returns it as stored.
     pub fn ingest_log(&self, mut ev: LogEvent) -> LogEvent {
-        let (message, kinds) = redact_pii(&ev.message);
+        let (message, found) = redact_pii(&ev.message);
+        let mut kinds: BTreeSet<String> = found.into_iter().collect();
+        for value in ev.labels.values_mut() {
+            let (text, found) = redact_pii(value);
+            if !found.is_empty() {
+                *value = text;
+                kinds.extend(found);
+            }
+        }
         for k in &kinds {
-            metrics::counter!("forge_pii_flagged_total", "service" => ev.service.clone(), "kind" => k.clone()).increment(1);
+            metrics::counter!("forge_pii_flagged_total", "stream" => "logs", "service" => ev.service.clone(), "kind" => k.clone()).increment(1);
         }
         ev.message = message;
-        ev.pii = kinds;
+        ev.pii = kinds.into_iter().collect();
         let guarded = self
             .inner
             .guard
@@ -153,9 +171,9 @@ impl Observer {
         }
     }
 
-    /// Consumes the telemetry and score streams until `shutdown` turns true. Telemetry is best
-    /// effort: a record that does not parse is dead-lettered by the consumer loop rather than
-    /// redelivered for ever, and nothing here asks for a retry.
+    /// Consumes the telemetry, audit, lab and score streams until `shutdown` turns true.
+    /// Telemetry is best effort: a record that does not parse is dead-lettered by the consumer
+    /// loop rather than redelivered for ever, and nothing here asks for a retry.
     pub fn run(&self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
         let bus = self.inner.deps.bus.clone();
         let config = |subject| ConsumerConfig::new(subject, "observer");
@@ -179,6 +197,26 @@ impl Observer {
                 Outcome::Ack
             },
         );
+        let audit = spawn_consumer(
+            self,
+            bus.clone(),
+            config(subjects::AUDIT_EVENTS),
+            shutdown.clone(),
+            |o, ev: AuditEvent| async move {
+                o.ingest_audit(ev);
+                Outcome::Ack
+            },
+        );
+        let labs = spawn_consumer(
+            self,
+            bus.clone(),
+            config(subjects::SCENARIO_CREATED),
+            shutdown.clone(),
+            |o, c: ScenarioCreated| async move {
+                o.ingest_created(&c);
+                Outcome::Ack
+            },
+        );
         let scores = spawn_consumer(
             self,
             bus,
@@ -190,7 +228,7 @@ impl Observer {
             },
         );
         tokio::spawn(async move {
-            let _ = tokio::join!(logs, samples, scores);
+            let _ = tokio::join!(logs, samples, audit, labs, scores);
         })
     }
 }
@@ -207,6 +245,8 @@ pub fn router(state: Observer) -> Router {
     });
     let routes = Router::new()
         .route("/v1/telemetry/logs", get(recent_logs))
+        .route("/v1/telemetry/labs", get(streams::recent_labs))
+        .route("/v1/audit/recent", get(streams::recent_audit))
         .route("/v1/fairness", get(fairness))
         .with_state(state)
         .merge(audit);

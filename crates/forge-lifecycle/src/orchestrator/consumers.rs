@@ -1,10 +1,12 @@
-//! What the orchestrator consumes: `spawn.request` (build the lab), `scenario.scored` (tear it
-//! down and record the end), and the runtime supervisor's lab events (fail a lab that could not
-//! be kept whole). Bus messages go through the one consumer loop (`forge_bus::consume`) and are
-//! acked only once the state change they cause is durable.
+//! What the orchestrator consumes: `spawn.request` (build the lab, pulled only while this host
+//! has a free slot), `scenario.scored` (record the end; the owning host tears the lab down),
+//! and the runtime supervisor's lab events (fail a lab that could not be kept whole). Bus
+//! messages go through the one consumer loop (`forge_bus::consume`) and are acked only once the
+//! state change they cause is durable. Every host shares the `orchestrator` durables: a message
+//! goes to one of them.
 
 use forge_bus::messages::{EndReason, ScenarioScored, SpawnRequested};
-use forge_bus::{ConsumerConfig, subjects};
+use forge_bus::{ConsumerConfig, Delivery, consume, subjects};
 use forge_core::{ScenarioId, ScenarioStatus};
 use forge_runtime::LabEvent;
 use tokio::sync::{mpsc, watch};
@@ -21,24 +23,31 @@ const DURABLE: &str = "orchestrator";
 
 impl Orchestrator {
     /// Runs the consumers until `shutdown` turns true: `spawn.request`, `scenario.scored`, and
-    /// the runtime supervisor's lab events when given.
+    /// the runtime supervisor's lab events when given; and the host's lease and reconcile loop.
     pub fn run(
         &self,
         shutdown: watch::Receiver<bool>,
         lab_events: Option<mpsc::UnboundedReceiver<LabEvent>>,
     ) -> JoinHandle<()> {
         let bus = self.deps().bus.clone();
-        let config = ConsumerConfig::new(subjects::SPAWN_REQUEST, DURABLE);
-        let spawns = spawn_consumer(
-            self,
+        let config = ConsumerConfig::new(subjects::SPAWN_REQUEST, DURABLE)
+            .concurrency(SPAWN_CONCURRENCY)
+            .gate(self.inner.slots.gate());
+        let this = self.clone();
+        let spawns = tokio::spawn(consume(
             bus.clone(),
-            config.concurrency(SPAWN_CONCURRENCY),
+            config,
             shutdown.clone(),
-            |o, req: SpawnRequested| async move {
-                let done = o.handle_spawn(&req.scenario_id).await;
-                settle(done, subjects::SPAWN_REQUEST, &req.scenario_id)
+            move |req: SpawnRequested, d: Delivery| {
+                let this = this.clone();
+                async move {
+                    let slot = d.reserved.take().expect("the spawn consumer is gated");
+                    let done = this.spawn_in(&req.scenario_id, slot).await;
+                    settle(done, subjects::SPAWN_REQUEST, &req.scenario_id)
+                }
             },
-        );
+        ));
+        let host = self.run_host(shutdown.clone());
         let config = ConsumerConfig::new(subjects::SCENARIO_SCORED, DURABLE);
         let scored = spawn_consumer(
             self,
@@ -59,7 +68,7 @@ impl Orchestrator {
             if let Some(rx) = lab_events {
                 this.consume_lab_events(rx, shutdown).await;
             }
-            let _ = tokio::join!(spawns, scored);
+            let _ = tokio::join!(spawns, scored, host);
             this.cancel_all_timers();
         })
     }

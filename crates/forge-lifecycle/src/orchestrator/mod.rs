@@ -12,6 +12,7 @@
 
 mod api;
 mod consumers;
+mod host;
 mod recover;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,12 +29,15 @@ use forge_core::{ScenarioId, ScenarioStatus};
 use forge_policy::{DecisionContext, PolicyEngine, PolicyError, PolicyName};
 use forge_runtime::{LabSpec, Runtime};
 use forge_store::{ScenarioRecord, Store, StoreError};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::authz::ScenarioAccess;
 
 pub use api::router;
+pub use host::{HOST_LABEL, HostConfig};
 pub use recover::RecoverReport;
+
+use host::Slots;
 
 /// Who the orchestrator's audit events and decisions name.
 const ACTOR: &str = "forge_orchestrator";
@@ -46,8 +50,11 @@ pub struct OrchestratorConfig {
     pub max_parallel_launches: usize,
     /// How long after expiry an evaluation may take before the lab is ended without a score.
     pub evaluation_grace: Duration,
-    /// Extra labels on every lab container (a test run's id, for cleanup).
+    /// Extra labels on every lab container (a test run's id, for cleanup). The host label
+    /// ([`HOST_LABEL`]) is added to them.
     pub labels: BTreeMap<String, String>,
+    /// This lab host: id, capacity, lease.
+    pub host: HostConfig,
 }
 
 impl Default for OrchestratorConfig {
@@ -57,6 +64,7 @@ impl Default for OrchestratorConfig {
             max_parallel_launches: 8,
             evaluation_grace: Duration::from_secs(120),
             labels: BTreeMap::new(),
+            host: HostConfig::default(),
         }
     }
 }
@@ -82,6 +90,7 @@ pub struct Orchestrator {
 struct Inner {
     deps: OrchestratorDeps,
     launches: Semaphore,
+    slots: Slots,
     timers: Mutex<HashMap<ScenarioId, tokio::task::AbortHandle>>,
 }
 
@@ -106,12 +115,16 @@ pub enum OrchestratorError {
 }
 
 impl Orchestrator {
-    pub fn new(deps: OrchestratorDeps) -> Self {
+    pub fn new(mut deps: OrchestratorDeps) -> Self {
         let launches = Semaphore::new(deps.config.max_parallel_launches.max(1));
+        let host = deps.config.host.id.clone();
+        deps.config.labels.insert(HOST_LABEL.to_owned(), host);
+        let slots = Slots::new(deps.config.host.capacity);
         Self {
             inner: Arc::new(Inner {
                 deps,
                 launches,
+                slots,
                 timers: Mutex::default(),
             }),
         }
@@ -125,11 +138,30 @@ impl Orchestrator {
         &self.inner.deps.access
     }
 
-    /// Takes a `pending` scenario to `running` (or `failed`). Safe to call again for the same
-    /// scenario: anything past `pending` is left alone.
+    /// Takes a `pending` scenario to `running` (or `failed`) on this host, once a slot is
+    /// free. Safe to call again for the same scenario: anything past `pending` is left alone.
     pub async fn handle_spawn(&self, id: &ScenarioId) -> Result<(), OrchestratorError> {
+        let slot = self
+            .inner
+            .slots
+            .gate()
+            .acquire_owned()
+            .await
+            .expect("the slots semaphore is never closed");
+        self.spawn_in(id, slot).await
+    }
+
+    /// [`Orchestrator::handle_spawn`] in the slot `slot`, which the lab keeps until it ends.
+    pub(crate) async fn spawn_in(
+        &self,
+        id: &ScenarioId,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<(), OrchestratorError> {
         match self.admit(id).await? {
-            Admission::Admitted(rec, template) => self.build(*rec, template).await,
+            Admission::Admitted(rec, template) => {
+                self.inner.slots.hold(id, slot);
+                self.build(*rec, template).await
+            }
             Admission::Denied(_) | Admission::Skipped => Ok(()),
         }
     }
@@ -175,14 +207,11 @@ impl Orchestrator {
             self.fail(&rec, &[ScenarioStatus::Pending], &why).await?;
             return Ok(Admission::Denied(decision.deny_reasons));
         }
-        let pending = [ScenarioStatus::Pending];
-        let rec = match d
-            .store
-            .transition(id, &pending, ScenarioStatus::Creating, None)
-            .await
-        {
+        // The claim is the one step that picks this host: another host claiming it at the
+        // same time gets a conflict and leaves it.
+        let rec = match d.store.claim(id, &self.host().id).await {
             Ok(r) => r,
-            Err(StoreError::InvalidTransition { .. }) => return Ok(Admission::Skipped),
+            Err(e) if lost_race(&e) => return Ok(Admission::Skipped),
             Err(e) => return Err(e.into()),
         };
         self.audit_transition(&rec, ScenarioStatus::Creating, None);
@@ -240,9 +269,10 @@ impl Orchestrator {
             .await
         {
             Ok(r) => r,
-            Err(StoreError::InvalidTransition { .. }) => {
+            Err(e) if lost_race(&e) => {
                 // Ended while we were building (DELETE): the lab must not outlive it.
                 let _ = d.runtime.teardown(id).await;
+                self.inner.slots.release(id);
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -265,7 +295,8 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Marks the scenario failed (from one of `from`) with `why`, and makes sure no lab remains.
+    /// Marks the scenario failed (from one of `from`) with `why`, and makes sure no lab remains
+    /// on this host; a lab on another host is that host's to remove (it reconciles).
     pub(crate) async fn fail(
         &self,
         rec: &ScenarioRecord,
@@ -273,24 +304,34 @@ impl Orchestrator {
         why: &str,
     ) -> Result<(), OrchestratorError> {
         let d = self.deps();
-        match d
+        let id = &rec.scenario_id;
+        let current = match d
             .store
-            .transition(&rec.scenario_id, from, ScenarioStatus::Failed, Some(why))
+            .transition(id, from, ScenarioStatus::Failed, Some(why))
             .await
         {
-            Ok(_) => {
-                tracing::info!(scenario_id = %rec.scenario_id, reason = why, "scenario failed");
+            Ok(r) => {
+                tracing::info!(scenario_id = %id, reason = why, "scenario failed");
                 self.audit_transition(rec, ScenarioStatus::Failed, Some(why));
+                Some(r)
             }
-            Err(StoreError::InvalidTransition { .. }) => {}
+            Err(e) if lost_race(&e) => d.store.get_any(id).await?,
             Err(e) => return Err(e.into()),
-        }
-        self.cancel_timer(&rec.scenario_id);
-        if let Err(e) = d.runtime.teardown(&rec.scenario_id).await {
-            tracing::warn!(scenario_id = %rec.scenario_id, error = %e, "teardown after failure");
+        };
+        if self.owns(current.as_ref().unwrap_or(rec)) {
+            self.end_here(id).await;
         }
         self.refresh_gauges().await;
         Ok(())
+    }
+
+    /// This host's part of a lab's end: no timer, no lab, a free slot.
+    async fn end_here(&self, id: &ScenarioId) {
+        self.cancel_timer(id);
+        if let Err(e) = self.deps().runtime.teardown(id).await {
+            tracing::warn!(scenario_id = %id, error = %e, "teardown");
+        }
+        self.inner.slots.release(id);
     }
 
     /// Ends a running lab: teardown, then the final status. Used for scored scenarios and for
@@ -302,9 +343,13 @@ impl Orchestrator {
         error: Option<&str>,
     ) -> Result<(), OrchestratorError> {
         let d = self.deps();
-        self.cancel_timer(id);
-        if let Err(e) = d.runtime.teardown(id).await {
-            tracing::warn!(scenario_id = %id, error = %e, "teardown");
+        let Some(rec) = d.store.get_any(id).await? else {
+            return Ok(());
+        };
+        // The owner removes the lab first, so `completed` means the lab is gone; on another
+        // host only the status moves, and the owner reconciles its lab away.
+        if self.owns(&rec) {
+            self.end_here(id).await;
         }
         match d
             .store
@@ -312,7 +357,7 @@ impl Orchestrator {
             .await
         {
             Ok(rec) => self.audit_transition(&rec, to, error),
-            Err(StoreError::InvalidTransition { .. }) | Err(StoreError::NotFound(_)) => {}
+            Err(e) if lost_race(&e) => {}
             Err(e) => return Err(e.into()),
         }
         self.refresh_gauges().await;
@@ -374,7 +419,7 @@ impl Orchestrator {
         }
     }
 
-    fn cancel_timer(&self, id: &ScenarioId) {
+    pub(crate) fn cancel_timer(&self, id: &ScenarioId) {
         let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = timers.remove(id) {
             t.abort();
@@ -429,4 +474,14 @@ impl Orchestrator {
             metrics::gauge!("forge_active_scenarios", "track" => track.as_str()).set(n as f64);
         }
     }
+}
+
+/// A compare-and-set that found the scenario elsewhere (or gone): someone else moved it first.
+fn lost_race(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::InvalidTransition { .. }
+            | StoreError::Conflict { .. }
+            | StoreError::NotFound(_)
+    )
 }

@@ -1,16 +1,24 @@
 //! Start-up convergence after a crash (docs/design.md §6: no orphan containers or namespaces, no
 //! scenario stuck in `creating`).
 //!
+//! Only this host's scenarios and labs are touched (the `host_id` of a scenario, the
+//! `forge.host` label of a lab): hosts may share a store and even a Docker Engine.
+//!
 //! - `creating`: the launch was interrupted; its half-built lab is torn down and the scenario
 //!   fails with that reason (a retry would bill nothing new, but the learner has a fresh spawn a
 //!   click away and a half-built lab is never trustworthy).
-//! - `running`: kept when its lab is whole on this host (timer re-armed), else failed.
-//! - `pending`: handled again (the in-process bus lost the message; on NATS a redelivery would
-//!   find it done).
-//! - every lab on the host that belongs to no live scenario is removed.
+//! - `running`: kept when its lab is whole on this host (timer re-armed, slot taken), else
+//!   failed.
+//! - `pending`: `spawn.request` is published again (the in-process bus lost it; on NATS the
+//!   bus deduplicates it, or a redelivery finds the scenario taken), so it waits for a host
+//!   with a free slot like any other spawn.
+//! - every lab of this host that belongs to no live scenario of it is removed (labs failed by
+//!   another host's sweep while this one was away, among them).
 
 use std::collections::BTreeSet;
 
+use forge_bus::BusExt;
+use forge_bus::messages::SpawnRequested;
 use forge_core::ScenarioStatus;
 use serde::Serialize;
 
@@ -30,6 +38,8 @@ impl Orchestrator {
     pub async fn recover(&self) -> Result<RecoverReport, OrchestratorError> {
         let d = self.deps();
         let mut report = RecoverReport::default();
+        // Announce the host first: other hosts must not take it for dead while it recovers.
+        self.renew_lease().await?;
         let labs = match d.runtime.list_labs().await {
             Ok(l) => l,
             Err(e) => {
@@ -38,14 +48,16 @@ impl Orchestrator {
             }
         };
 
-        for rec in d.store.list_by_status(&[ScenarioStatus::Creating]).await? {
+        let creating = d.store.list_by_status(&[ScenarioStatus::Creating]).await?;
+        for rec in creating.into_iter().filter(|r| self.owns(r)) {
             let why = "the orchestrator restarted while the lab was being created";
             self.fail(&rec, &[ScenarioStatus::Creating], why).await?;
             report.failed_creating.push(rec.scenario_id.to_string());
         }
 
         let mut alive = BTreeSet::new();
-        for rec in d.store.list_by_status(&[ScenarioStatus::Running]).await? {
+        let running = d.store.list_by_status(&[ScenarioStatus::Running]).await?;
+        for rec in running.into_iter().filter(|r| self.owns(r)) {
             let id = rec.scenario_id.to_string();
             let whole = labs.iter().find(|l| l.scenario_id == id).is_some_and(|l| {
                 l.namespace_exists
@@ -56,6 +68,7 @@ impl Orchestrator {
             });
             if whole {
                 alive.insert(id.clone());
+                self.inner.slots.try_hold(&rec.scenario_id);
                 self.arm_timer(&rec);
                 report.kept_running.push(id);
             } else {
@@ -65,17 +78,9 @@ impl Orchestrator {
             }
         }
 
-        // Only labs this orchestrator owns: with extra labels configured (a test run), labs
-        // without them belong to someone else; without, every lab on the host is ours.
-        let owned = |l: &forge_runtime::LabSummary| {
-            let wanted = &d.config.labels;
-            wanted.is_empty()
-                || (!l.containers.is_empty()
-                    && wanted.iter().all(|(k, v)| l.labels.get(k) == Some(v)))
-        };
         for lab in labs
             .iter()
-            .filter(|l| owned(l) && !alive.contains(&l.scenario_id))
+            .filter(|l| self.labelled_mine(l) && !alive.contains(&l.scenario_id))
         {
             let Ok(id) = lab.scenario_id.parse::<forge_core::ScenarioId>() else {
                 continue;
@@ -89,13 +94,20 @@ impl Orchestrator {
         }
 
         for rec in d.store.list_by_status(&[ScenarioStatus::Pending]).await? {
-            report.resumed_pending.push(rec.scenario_id.to_string());
-            let this = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = this.handle_spawn(&rec.scenario_id).await {
-                    tracing::warn!(error = %e, scenario_id = %rec.scenario_id, "resuming a pending scenario");
+            let req = SpawnRequested {
+                scenario_id: rec.scenario_id.clone(),
+                tenant_id: rec.tenant_id.clone(),
+                owner_sub: rec.owner_sub.clone(),
+                track: rec.track,
+                template: rec.template.clone(),
+                request_id: rec.request_id.clone(),
+            };
+            match d.bus.publish_msg(&req).await {
+                Ok(_) => report.resumed_pending.push(rec.scenario_id.to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, scenario_id = %rec.scenario_id, "cannot resume a pending scenario")
                 }
-            });
+            }
         }
         self.refresh_gauges().await;
         tracing::info!(?report, "recovery finished");

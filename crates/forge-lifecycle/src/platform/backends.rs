@@ -3,7 +3,8 @@
 //! [`Backends::embedded`] is what `forge up` uses (SQLite, the in-process bus, a local evidence
 //! directory, the signed audit log, embedded regorus or a remote OPA, the local Docker Engine);
 //! [`Backends::local`] is the same around a runtime the caller chooses (the fake runtime in
-//! fast tests). With `NATS_URL`, `DATABASE_URL` and an S3 endpoint set, the bus is NATS
+//! fast tests). A process that runs no lab service (`forge serve spawn`, `scoreboard`, …) has no
+//! runtime and never talks to an engine. With `NATS_URL`, `DATABASE_URL` and an S3 endpoint set, the bus is NATS
 //! JetStream, the store PostgreSQL and the evidence store S3 with object lock, behind the same
 //! traits.
 
@@ -16,6 +17,7 @@ use forge_core::audit::AuditSink;
 use forge_evidence::{
     AuditLog, AuditLogConfig, EvidenceStore, KeyPurpose, KeySource, Keyring, LocalStore, S3Store,
 };
+use forge_http::Service;
 use forge_policy::{EmbeddedEngine, PolicyEngine, RemoteEngine};
 use forge_runtime::{DockerRuntime, Runtime};
 use forge_store::{PgStore, SqliteStore, Store};
@@ -27,7 +29,8 @@ pub struct Backends {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub evidence: Arc<dyn EvidenceStore>,
-    pub runtime: Arc<dyn Runtime>,
+    /// The lab engine; `None` in a process that runs no lab service.
+    pub runtime: Option<Arc<dyn Runtime>>,
     /// The signed, hash-chained audit log every service records into.
     pub audit_log: Arc<AuditLog>,
     /// The embedded engine, served as the OPA endpoint (:8181).
@@ -37,9 +40,12 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// The embedded defaults on the local Docker Engine; builds missing lab images when the
-    /// configuration asks for it.
+    /// The configured backends on the local Docker Engine (when the configured services run
+    /// labs); builds missing lab images when the configuration asks for it.
     pub async fn embedded(cfg: &PlatformConfig) -> anyhow::Result<Self> {
+        if !cfg.runs_labs() {
+            return Self::assemble(cfg, None).await;
+        }
         let docker = DockerRuntime::connect()
             .await
             .context("connecting to the Docker Engine")?;
@@ -71,8 +77,15 @@ impl Backends {
         Self::local(cfg, Arc::new(docker)).await
     }
 
-    /// The embedded defaults in the data dir around `runtime`.
+    /// The configured backends (embedded defaults in the data dir) around `runtime`.
     pub async fn local(cfg: &PlatformConfig, runtime: Arc<dyn Runtime>) -> anyhow::Result<Self> {
+        Self::assemble(cfg, Some(runtime)).await
+    }
+
+    async fn assemble(
+        cfg: &PlatformConfig,
+        runtime: Option<Arc<dyn Runtime>>,
+    ) -> anyhow::Result<Self> {
         let data_dir = &cfg.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -96,7 +109,12 @@ impl Backends {
             ),
             None => Arc::new(MemoryBus::new(cfg.bus.clone())),
         };
-        let evidence: Arc<dyn EvidenceStore> = match &cfg.s3 {
+        // Only the scoreboard writes and reads evidence.
+        let s3 = cfg
+            .s3
+            .as_ref()
+            .filter(|_| cfg.services.contains(&Service::Scoreboard));
+        let evidence: Arc<dyn EvidenceStore> = match s3 {
             Some(s3) => Arc::new(
                 S3Store::connect(s3.clone())
                     .await
@@ -112,7 +130,7 @@ impl Backends {
         let audit_signer = audit_keys.signer().context("audit signing key")?;
         let audit_log = Arc::new(
             AuditLog::open(
-                &AuditLog::default_path(data_dir),
+                &cfg.audit_log_path(),
                 audit_signer,
                 &KeySource::from_keyring(&audit_keys)?,
                 AuditLogConfig::default(),

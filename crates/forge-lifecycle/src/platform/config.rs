@@ -2,7 +2,7 @@
 //! assembles this from its flags and environment (one table in the README); tests build it
 //! directly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
@@ -88,6 +88,16 @@ pub struct PlatformConfig {
     pub s3: Option<forge_evidence::S3Config>,
     /// Which labs the supervisor keeps alive (label filters narrow it to one test run).
     pub supervisor: SupervisorConfig,
+    /// The services this process runs: all of them (`forge up`), or one (`forge serve`).
+    pub services: BTreeSet<Service>,
+    /// Where services this process does not run are reached (links on the access page, the
+    /// worker URL a lab host registers); the default is `http://{public_host}:{port}`.
+    pub urls: BTreeMap<Service, String>,
+    /// The signed audit log file; `audit/audit.jsonl` in the data dir when absent. Processes
+    /// sharing a data dir need one each.
+    pub audit_log: Option<PathBuf>,
+    /// What goes on the bus as telemetry (levels, sampling interval, queue sizes).
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 impl PlatformConfig {
@@ -116,6 +126,39 @@ impl PlatformConfig {
             database_url: None,
             s3: None,
             supervisor: SupervisorConfig::default(),
+            services: Service::ALL.into_iter().collect(),
+            urls: BTreeMap::new(),
+            audit_log: None,
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
+    }
+
+    /// Whether a configured service runs labs (needs the engine).
+    pub fn runs_labs(&self) -> bool {
+        [Service::Orchestrator, Service::Worker, Service::Runner]
+            .iter()
+            .any(|s| self.services.contains(s))
+    }
+
+    /// The name this process's telemetry carries: the one service it runs, `forge_lab_host`
+    /// for a lab host, `forge_platform` for all of them.
+    pub fn process_name(&self) -> String {
+        let lab_host = [Service::Orchestrator, Service::Worker, Service::Runner];
+        match self.services.len() {
+            1 => self
+                .services
+                .iter()
+                .next()
+                .map(|s| s.name().to_owned())
+                .unwrap_or_default(),
+            3 if lab_host.iter().all(|s| self.services.contains(s)) => "forge_lab_host".into(),
+            _ => "forge_platform".into(),
+        }
+    }
+
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| forge_evidence::AuditLog::default_path(&self.data_dir))
     }
 }

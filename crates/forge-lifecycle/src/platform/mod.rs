@@ -1,6 +1,8 @@
-//! The platform in one process: every service on its port, on the [`Backends`] the caller
-//! passes in. `forge up` is [`Backends::embedded`] + [`Platform::start`] + a banner; the
-//! end-to-end tests start it on ephemeral ports, the fast lifecycle tests on the fake runtime.
+//! The platform: every service on its port, on the [`Backends`] the caller passes in. `forge
+//! up` is [`Backends::embedded`] + [`Platform::start`] with every service + a banner; `forge
+//! serve <service>` starts the same with one service (or a lab host's three) on the distributed
+//! backends; the end-to-end tests start it on ephemeral ports, the fast lifecycle tests on the
+//! fake runtime.
 
 mod backends;
 mod config;
@@ -13,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use forge_auth::{LocalIssuer, Verifier};
 use forge_catalog::Catalog;
@@ -36,7 +38,7 @@ pub use config::{PlatformConfig, Ports};
 use crate::access::{AccessConfig, AccessState};
 use crate::authz::ScenarioAccess;
 use crate::observer::{Observer, ObserverDeps};
-use crate::orchestrator::{Orchestrator, OrchestratorDeps};
+use crate::orchestrator::{Orchestrator, OrchestratorDeps, RecoverReport};
 use crate::runner::Runner;
 use crate::scoreboard::{Scoreboard, ScoreboardDeps};
 use crate::spawn_consumer;
@@ -57,22 +59,23 @@ impl SpawnGate for PolicyGate {
     }
 }
 
-/// A running platform.
+/// A running platform (all services, or the ones its configuration names).
 pub struct Platform {
-    /// Where each service listens.
+    /// Where each service it runs listens.
     pub addrs: BTreeMap<Service, SocketAddr>,
     pub issuer: LocalIssuer,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn forge_bus::Bus>,
-    pub runtime: Arc<dyn Runtime>,
+    pub runtime: Option<Arc<dyn Runtime>>,
     pub audit_log: Arc<AuditLog>,
     pub catalog: Arc<Catalog>,
-    pub orchestrator: Orchestrator,
+    /// The orchestrator of this lab host, when it runs one.
+    pub orchestrator: Option<Orchestrator>,
     pub data_dir: PathBuf,
-    pub recovered: crate::orchestrator::RecoverReport,
+    pub recovered: RecoverReport,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    supervisor: JoinHandle<()>,
+    supervisor: Option<JoinHandle<()>>,
 }
 
 async fn bind(cfg: &PlatformConfig, service: Service) -> anyhow::Result<TcpListener> {
@@ -94,17 +97,26 @@ impl Platform {
         forge_auth::install_crypto_provider();
         forge_http::metrics_handle();
         let data_dir = cfg.data_dir.clone();
+        let runs = |s: Service| cfg.services.contains(&s);
 
         // Listeners first: a port clash should fail fast, before anything is built.
         let mut listeners = BTreeMap::new();
-        for service in Service::ALL {
+        for service in cfg.services.iter().copied() {
             listeners.insert(service, bind(&cfg, service).await?);
         }
         let mut addrs = BTreeMap::new();
         for (service, l) in &listeners {
             addrs.insert(*service, l.local_addr()?);
         }
-        let url = |s: Service| format!("http://{}:{}", cfg.public_host, addrs[&s].port());
+        // Where learners and other services reach a service: as configured, else this
+        // process's port, else the service's default port on the public host.
+        let url = |s: Service| match cfg.urls.get(&s) {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let port = addrs.get(&s).map_or(cfg.ports.get(s), SocketAddr::port);
+                format!("http://{}:{port}", cfg.public_host)
+            }
+        };
 
         let Backends {
             store,
@@ -115,7 +127,14 @@ impl Platform {
             opa,
             policy,
         } = backends;
-        let audit: Arc<dyn AuditSink> = audit_log.clone();
+        let lab_runtime = |service: Service| {
+            runtime.clone().ok_or_else(|| {
+                anyhow!(
+                    "{} runs labs and needs a lab runtime (the Docker Engine)",
+                    service.name()
+                )
+            })
+        };
         let catalog = Arc::new(
             Catalog::load(cfg.template_dir.as_deref()).context("loading the lab catalog")?,
         );
@@ -127,11 +146,6 @@ impl Platform {
             .resolve(&data_dir)
             .context("authentication settings")?;
         let verifier = Arc::new(Verifier::new(&auth));
-        let tenants = Arc::new(match &cfg.tenants_file {
-            Some(p) => TenantDirectory::load(p)?,
-            None => TenantDirectory::example(),
-        });
-        let verdict_keys = Arc::new(Mutex::new(Keyring::open(&data_dir, KeyPurpose::Verdict)?));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let stop = || {
@@ -140,116 +154,146 @@ impl Platform {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-
-        let access = ScenarioAccess::new(verifier.clone(), store.clone(), audit.clone());
-        let (supervisor, lab_events) = Supervisor::new(runtime.clone(), cfg.supervisor.clone());
-        // The supervisor has no stop signal of its own; it is aborted at shutdown.
-        let supervisor = supervisor.spawn();
-
-        let orchestrator = Orchestrator::new(OrchestratorDeps {
-            config: cfg.orchestrator.clone(),
-            store: store.clone(),
-            bus: bus.clone(),
-            catalog: catalog.clone(),
-            policy: policy.clone(),
-            runtime: runtime.clone(),
-            audit: audit.clone(),
-            access: access.for_service(Service::Orchestrator),
-        });
-        let recovered = orchestrator
-            .recover()
-            .await
-            .context("recovering after the last run")?;
-        let worker = Worker::new(WorkerDeps {
-            store: store.clone(),
-            bus: bus.clone(),
-            catalog: catalog.clone(),
-            runtime: runtime.clone(),
-            audit: audit.clone(),
-            access: access.for_service(Service::Worker),
-        });
-        let scoreboard = Scoreboard::new(ScoreboardDeps {
-            store: store.clone(),
-            bus: bus.clone(),
-            evidence,
-            keyring: verdict_keys,
-            audit: audit.clone(),
-            access: access.for_service(Service::Scoreboard),
-        });
-        let observer = Observer::new(ObserverDeps {
-            bus: bus.clone(),
-            catalog: catalog.clone(),
-            audit_log: audit_log.clone(),
-            data_dir: data_dir.clone(),
-            access: access.for_service(Service::Observer),
-        });
-        let runner = Runner::new(
-            runtime.clone(),
-            audit.clone(),
-            access.for_service(Service::Runner),
+        // Logs, metric samples and audit events go on the bus for the observer hub, from every
+        // process; the signed audit log still gets every event first.
+        let telemetry = crate::telemetry::start(
+            bus.clone(),
+            &cfg.process_name(),
+            cfg.telemetry.clone(),
+            shutdown_rx.clone(),
         );
+        let audit: Arc<dyn AuditSink> = telemetry.audit_tee(audit_log.clone());
+        let access = ScenarioAccess::new(verifier.clone(), store.clone(), audit.clone());
+        let mut tasks = telemetry.into_tasks();
+        let mut apps: BTreeMap<Service, axum::Router> = BTreeMap::new();
 
-        let mut spawn_cfg = cfg.spawn.clone();
-        if spawn_cfg.base_url.is_empty() {
-            spawn_cfg.base_url = url(Service::Spawn);
+        let mut host = cfg.orchestrator.host.clone();
+        host.validate().map_err(anyhow::Error::msg)?;
+        if host.url.is_empty() {
+            host.url = url(Service::Worker);
         }
-        let spawn = SpawnState::new(SpawnDeps {
-            config: spawn_cfg,
-            verifier: verifier.clone(),
-            store: store.clone(),
-            bus: bus.clone(),
-            gate: Arc::new(PolicyGate(policy.clone())),
-            audit: audit.clone(),
-            catalog: catalog.clone(),
-            tenants,
-        });
-        let access = crate::access::router(AccessState {
-            config: AccessConfig {
-                orchestrator_url: url(Service::Orchestrator),
-                worker_url: url(Service::Worker),
-                scoreboard_url: url(Service::Scoreboard),
-            },
-            access: access.for_service(Service::Spawn),
-            catalog: catalog.clone(),
-        });
 
-        let mut tasks = vec![
-            orchestrator.run(shutdown_rx.clone(), Some(lab_events)),
-            spawn_consumer(
+        let (mut orchestrator, mut recovered, mut supervisor) =
+            (None, RecoverReport::default(), None);
+        if runs(Service::Orchestrator) {
+            let runtime = lab_runtime(Service::Orchestrator)?;
+            // Hosts may share an engine: each keeps only its own labs alive.
+            let mut supervisor_cfg = cfg.supervisor.clone();
+            supervisor_cfg.label_filters.push(format!(
+                "{}={}",
+                crate::orchestrator::HOST_LABEL,
+                host.id
+            ));
+            let (sup, lab_events) = Supervisor::new(runtime.clone(), supervisor_cfg);
+            // The supervisor has no stop signal of its own; it is aborted at shutdown.
+            supervisor = Some(sup.spawn());
+            let mut config = cfg.orchestrator.clone();
+            config.host = host.clone();
+            let o = Orchestrator::new(OrchestratorDeps {
+                config,
+                store: store.clone(),
+                bus: bus.clone(),
+                catalog: catalog.clone(),
+                policy: policy.clone(),
+                runtime,
+                audit: audit.clone(),
+                access: access.for_service(Service::Orchestrator),
+            });
+            recovered = o.recover().await.context("recovering after the last run")?;
+            tasks.push(o.run(shutdown_rx.clone(), Some(lab_events)));
+            apps.insert(
+                Service::Orchestrator,
+                crate::orchestrator::router(o.clone()),
+            );
+            orchestrator = Some(o);
+        }
+        if runs(Service::Worker) {
+            let worker = Worker::new(WorkerDeps {
+                store: store.clone(),
+                bus: bus.clone(),
+                catalog: catalog.clone(),
+                runtime: lab_runtime(Service::Worker)?,
+                audit: audit.clone(),
+                access: access.for_service(Service::Worker),
+                host_id: host.id.clone(),
+            });
+            let consumer = worker.consumer();
+            tasks.push(spawn_consumer(
                 &worker,
                 bus.clone(),
-                Worker::consumer(),
+                consumer,
                 shutdown_rx.clone(),
                 Worker::on_execute,
-            ),
-            spawn_consumer(
+            ));
+            apps.insert(Service::Worker, crate::worker::router(worker));
+        }
+        if runs(Service::Scoreboard) {
+            let verdict_keys = Arc::new(Mutex::new(Keyring::open(&data_dir, KeyPurpose::Verdict)?));
+            let scoreboard = Scoreboard::new(ScoreboardDeps {
+                store: store.clone(),
+                bus: bus.clone(),
+                evidence,
+                keyring: verdict_keys,
+                audit: audit.clone(),
+                access: access.for_service(Service::Scoreboard),
+            });
+            tasks.push(spawn_consumer(
                 &scoreboard,
                 bus.clone(),
                 Scoreboard::consumer(),
                 shutdown_rx.clone(),
                 Scoreboard::on_completed,
-            ),
-            observer.run(shutdown_rx.clone()),
-        ];
+            ));
+            apps.insert(Service::Scoreboard, crate::scoreboard::router(scoreboard));
+        }
+        if runs(Service::Observer) {
+            let observer = Observer::new(ObserverDeps {
+                bus: bus.clone(),
+                catalog: catalog.clone(),
+                audit_log: audit_log.clone(),
+                data_dir: data_dir.clone(),
+                access: access.for_service(Service::Observer),
+            });
+            tasks.push(observer.run(shutdown_rx.clone()));
+            apps.insert(Service::Observer, crate::observer::router(observer));
+        }
+        if runs(Service::Runner) {
+            let runner = Runner::new(
+                lab_runtime(Service::Runner)?,
+                audit.clone(),
+                access.for_service(Service::Runner),
+            );
+            apps.insert(Service::Runner, crate::runner::router(runner));
+        }
+        if runs(Service::Opa) {
+            apps.insert(Service::Opa, forge_policy::server::router(opa.clone()));
+        }
+
         for (service, listener) in listeners {
-            let app = match service {
-                Service::Spawn => None,
-                Service::Orchestrator => Some(crate::orchestrator::router(orchestrator.clone())),
-                Service::Worker => Some(crate::worker::router(worker.clone())),
-                Service::Observer => Some(crate::observer::router(observer.clone())),
-                Service::Scoreboard => Some(crate::scoreboard::router(scoreboard.clone())),
-                Service::Runner => Some(crate::runner::router(runner.clone())),
-                Service::Opa => Some(forge_policy::server::router(opa.clone())),
-            };
-            let fut: ServeFuture = match app {
+            let fut: ServeFuture = match apps.remove(&service) {
                 Some(app) => Box::pin(forge_http::serve(listener, app, stop())),
                 // The front door has background work of its own (billing outbox, key purge).
-                None => Box::pin(forge_services::spawn::serve_with(
-                    listener,
-                    spawn.clone(),
-                    access.clone(),
-                    stop(),
-                )),
+                None => {
+                    let (spawn, access_page) = front_door(
+                        &cfg,
+                        &url,
+                        FrontDoorDeps {
+                            verifier: verifier.clone(),
+                            store: store.clone(),
+                            bus: bus.clone(),
+                            policy: policy.clone(),
+                            audit: audit.clone(),
+                            catalog: catalog.clone(),
+                            access: access.for_service(Service::Spawn),
+                        },
+                    )?;
+                    Box::pin(forge_services::spawn::serve_with(
+                        listener,
+                        spawn,
+                        access_page,
+                        stop(),
+                    ))
+                }
             };
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = fut.await {
@@ -275,7 +319,7 @@ impl Platform {
         })
     }
 
-    /// `http://host:port` of a service.
+    /// `http://host:port` of a service this platform runs.
     pub fn url(&self, service: Service) -> String {
         let a = self.addrs[&service];
         format!("http://{}:{}", a.ip(), a.port())
@@ -292,7 +336,9 @@ impl Platform {
     /// Graceful stop: the services finish in-flight requests, consumers stop, the audit log is
     /// flushed. Labs keep running; the next start adopts or cleans them.
     pub async fn shutdown(self) {
-        self.supervisor.abort();
+        if let Some(s) = self.supervisor {
+            s.abort();
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             if tokio::time::timeout(Duration::from_secs(10), t)
@@ -306,4 +352,51 @@ impl Platform {
             tracing::warn!(error = %e, "flushing the audit log");
         }
     }
+}
+
+/// What the front door is built from.
+struct FrontDoorDeps {
+    verifier: Arc<Verifier>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn forge_bus::Bus>,
+    policy: Arc<dyn PolicyEngine>,
+    audit: Arc<dyn AuditSink>,
+    catalog: Arc<Catalog>,
+    access: ScenarioAccess,
+}
+
+/// The spawn service and the learner's access page, which links the other services by `url`.
+fn front_door(
+    cfg: &PlatformConfig,
+    url: &dyn Fn(Service) -> String,
+    d: FrontDoorDeps,
+) -> anyhow::Result<(SpawnState, axum::Router)> {
+    let tenants = Arc::new(match &cfg.tenants_file {
+        Some(p) => TenantDirectory::load(p)?,
+        None => TenantDirectory::example(),
+    });
+    let mut spawn_cfg = cfg.spawn.clone();
+    if spawn_cfg.base_url.is_empty() {
+        spawn_cfg.base_url = url(Service::Spawn);
+    }
+    let spawn = SpawnState::new(SpawnDeps {
+        config: spawn_cfg,
+        verifier: d.verifier,
+        store: d.store,
+        bus: d.bus,
+        gate: Arc::new(PolicyGate(d.policy)),
+        audit: d.audit,
+        catalog: d.catalog.clone(),
+        tenants,
+    });
+    let page = crate::access::router(AccessState {
+        config: AccessConfig {
+            orchestrator_url: url(Service::Orchestrator),
+            worker_url: url(Service::Worker),
+            scoreboard_url: url(Service::Scoreboard),
+        },
+        access: d.access,
+        catalog: d.catalog,
+    });
+    Ok((spawn, page))
 }

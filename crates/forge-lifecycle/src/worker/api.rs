@@ -91,6 +91,10 @@ pub fn router(state: Worker) -> Router {
             "/v1/scenarios/{id}/terminal",
             get(super::terminal::terminal),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::forward::to_owner,
+        ))
         .with_state(state.clone());
     let doc = ApiDoc::openapi();
     let limit = forge_http::DEFAULT_BODY_LIMIT;

@@ -9,6 +9,7 @@
 //! launch, before a lab is reported ready.
 
 mod api;
+mod forward;
 mod terminal;
 
 use std::collections::HashSet;
@@ -42,6 +43,9 @@ pub struct WorkerDeps {
     pub runtime: Arc<dyn Runtime>,
     pub audit: Arc<dyn AuditSink>,
     pub access: ScenarioAccess,
+    /// The lab host whose labs this worker runs commands in (its runtime's); lab actions for
+    /// other hosts' labs are forwarded to them.
+    pub host_id: String,
 }
 
 #[derive(Clone)]
@@ -54,6 +58,8 @@ struct Inner {
     /// Scenarios with a check under way: one at a time per lab keeps a learner from turning
     /// the check button into a load generator.
     checking: Mutex<HashSet<ScenarioId>>,
+    /// For forwarding lab actions to other hosts.
+    http: reqwest::Client,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +78,11 @@ impl Worker {
             inner: Arc::new(Inner {
                 deps,
                 checking: Mutex::default(),
+                http: reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(3))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .expect("a client without custom TLS builds"),
             }),
         }
     }
@@ -118,9 +129,12 @@ impl Worker {
         })
     }
 
-    /// What the worker consumes: `scenario.execute`, evaluations at once bounded.
-    pub fn consumer() -> ConsumerConfig {
-        ConsumerConfig::new(subjects::SCENARIO_EXECUTE, "worker").concurrency(EXECUTE_CONCURRENCY)
+    /// What the worker consumes: `scenario.execute`, evaluations at once bounded. Every lab
+    /// host has its own durable (`worker-<host>`): each sees every request and evaluates the
+    /// labs it runs, and a host that is down finds its requests waiting when it returns.
+    pub fn consumer(&self) -> ConsumerConfig {
+        let durable = format!("worker-{}", self.deps().host_id);
+        ConsumerConfig::new(subjects::SCENARIO_EXECUTE, durable).concurrency(EXECUTE_CONCURRENCY)
     }
 
     /// One `scenario.execute`: collect, then publish `scenario.completed` (retried on failure).
@@ -135,7 +149,8 @@ impl Worker {
         let Some(rec) = d.store.get_any(&req.scenario_id).await? else {
             return Ok(());
         };
-        if rec.status != ScenarioStatus::Running {
+        let mine = rec.host_id.as_deref().is_none_or(|h| h == d.host_id);
+        if rec.status != ScenarioStatus::Running || !mine {
             return Ok(());
         }
         let evaluated = self.evaluate(&rec).await?;

@@ -9,7 +9,10 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 /// A template from `tests/fixtures`.
 pub fn fixture(name: &str) -> ScenarioTemplate {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/{name}",
+        &*std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).expect("fixture readable");
     forge_core::template::load(&path, &text)
         .unwrap_or_else(|e| panic!("fixture {name} invalid: {e}"))

@@ -20,6 +20,7 @@
 //! - Idempotency `begin` claims first and reads only when it lost (SQLite reads first, to keep
 //!   replays away from its writer): a new key, the common case, is one round trip.
 
+mod hosts;
 mod keys;
 mod scenarios;
 
@@ -33,8 +34,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 
 use crate::{
-    Began, Billing, Charge, IdempotencyBegin, Inserted, LedgerQuery, NewScenario, OutboxItem,
-    ScenarioRecord, Store, StoreError,
+    Began, Billing, Charge, IdempotencyBegin, Inserted, LabHost, LedgerQuery, NewScenario,
+    OutboxItem, ScenarioRecord, Store, StoreError,
 };
 use scenarios::{scenario_cols, scenario_from_row, status_names};
 
@@ -167,6 +168,18 @@ impl Store for PgStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+    }
+
+    async fn claim(&self, id: &ScenarioId, host_id: &str) -> Result<ScenarioRecord, StoreError> {
+        hosts::claim(&self.pool, id, host_id).await
+    }
+
+    async fn renew_lease(&self, host: &LabHost) -> Result<(), StoreError> {
+        hosts::renew(&self.pool, host).await
+    }
+
+    async fn lab_hosts(&self) -> Result<Vec<LabHost>, StoreError> {
+        hosts::list(&self.pool).await
     }
 
     async fn set_runtime_info(

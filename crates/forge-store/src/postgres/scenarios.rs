@@ -16,7 +16,7 @@ macro_rules! scenario_cols {
     () => {
         "scenario_id, tenant_id, owner_sub, track, template, request_id, status, error, \
          network_id, containers, access_url, created_at, updated_at, started_at, ended_at, \
-         expires_at"
+         expires_at, host_id"
     };
 }
 pub(super) use scenario_cols;
@@ -51,6 +51,7 @@ pub(super) fn scenario_from_row(r: &PgRow) -> Result<ScenarioRecord, StoreError>
         started_at: r.try_get("started_at")?,
         ended_at: r.try_get("ended_at")?,
         expires_at: r.try_get("expires_at")?,
+        host_id: r.try_get("host_id")?,
     })
 }
 
@@ -73,6 +74,7 @@ fn record_of(new: &NewScenario) -> ScenarioRecord {
         started_at: None,
         ended_at: None,
         expires_at: at_ms(new.expires_at),
+        host_id: None,
     }
 }
 
@@ -217,13 +219,22 @@ pub(super) async fn transition(
     .await?;
     match row {
         Some(row) => scenario_from_row(&row),
-        None => match fetch(pool, None, id).await? {
-            None => Err(StoreError::NotFound(id.to_string())),
-            Some(cur) => Err(StoreError::Conflict {
-                id: id.to_string(),
-                current: cur.status,
-                to,
-            }),
-        },
+        None => Err(refusal(pool, id, to).await?),
     }
+}
+
+/// Why a compare-and-set moving `id` to `to` changed nothing: gone, or in another status.
+pub(super) async fn refusal(
+    pool: &PgPool,
+    id: &ScenarioId,
+    to: ScenarioStatus,
+) -> Result<StoreError, StoreError> {
+    Ok(match fetch(pool, None, id).await? {
+        None => StoreError::NotFound(id.to_string()),
+        Some(cur) => StoreError::Conflict {
+            id: id.to_string(),
+            current: cur.status,
+            to,
+        },
+    })
 }

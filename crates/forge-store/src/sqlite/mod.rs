@@ -6,6 +6,7 @@
 //! wait for the writer (WAL). Multi-statement writes use `BEGIN IMMEDIATE`, so a transaction
 //! never has to upgrade a read lock.
 
+mod hosts;
 mod keys;
 mod scenarios;
 mod writer;
@@ -21,8 +22,8 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    Began, Billing, Charge, IdempotencyBegin, Inserted, LedgerQuery, NewScenario, OutboxItem,
-    ScenarioRecord, Store, StoreError,
+    Began, Billing, Charge, IdempotencyBegin, Inserted, LabHost, LedgerQuery, NewScenario,
+    OutboxItem, ScenarioRecord, Store, StoreError,
 };
 use scenarios::{scenario_cols, scenario_from_row, statuses_json};
 use writer::Writer;
@@ -222,6 +223,24 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await?;
         Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+    }
+
+    async fn claim(&self, id: &ScenarioId, host_id: &str) -> Result<ScenarioRecord, StoreError> {
+        let (id, host_id) = (id.clone(), host_id.to_owned());
+        self.writer
+            .run(move |c| Box::pin(hosts::claim(c, id, host_id)))
+            .await
+    }
+
+    async fn renew_lease(&self, host: &LabHost) -> Result<(), StoreError> {
+        let host = host.clone();
+        self.writer
+            .run(move |c| Box::pin(hosts::renew(c, host)))
+            .await
+    }
+
+    async fn lab_hosts(&self) -> Result<Vec<LabHost>, StoreError> {
+        hosts::list(&self.reader).await
     }
 
     async fn set_runtime_info(

@@ -10,8 +10,10 @@ use tokio::task::JoinSet;
 
 use ScenarioStatus::*;
 
+mod hosts;
 mod keys;
 mod replicas;
+pub use hosts::*;
 pub use keys::*;
 pub use replicas::*;
 

@@ -1,0 +1,365 @@
+//! Many lab hosts on one store and bus: two platforms, each with its own (fake) engine, share
+//! the state store, the bus, the evidence store and the keys, as two `forge serve host`
+//! processes share PostgreSQL and NATS. Capacity decides who pulls a spawn, a host that stops
+//! renewing its lease loses its labs, a returning host reaps them, and lab actions reach the
+//! owner whichever worker they are sent to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use forge_lifecycle::orchestrator::HostConfig;
+use forge_lifecycle::platform::{Backends, Platform};
+use forge_runtime::Runtime;
+use forge_runtime::fake::FakeRuntime;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::api::{Api, LEARNER_ROLES};
+use crate::harness::{TEMPLATE, config, fake_runtime};
+
+/// One lab host: a platform and its engine.
+struct Host {
+    platform: Platform,
+    fake: FakeRuntime,
+    api: Api,
+}
+
+struct Cluster {
+    a: Host,
+    b: Option<Host>,
+    shared: Backends,
+    dir: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn host_config(id: &str, capacity: u32, lease: Duration) -> HostConfig {
+    HostConfig {
+        id: id.into(),
+        url: String::new(),
+        capacity,
+        lease,
+    }
+}
+
+fn share(b: &Backends, runtime: Arc<dyn Runtime>) -> Backends {
+    Backends {
+        store: b.store.clone(),
+        bus: b.bus.clone(),
+        evidence: b.evidence.clone(),
+        runtime: Some(runtime),
+        audit_log: b.audit_log.clone(),
+        opa: b.opa.clone(),
+        policy: b.policy.clone(),
+    }
+}
+
+async fn start_host(
+    dir: &std::path::Path,
+    shared: &Backends,
+    host: HostConfig,
+    fake: FakeRuntime,
+) -> Host {
+    let mut cfg = config(dir);
+    cfg.orchestrator.host = host;
+    let backends = share(shared, Arc::new(fake.clone()));
+    let platform = Platform::start(cfg, backends).await.expect("host starts");
+    let token = platform.mint("demo", LEARNER_ROLES, "learner-1").unwrap();
+    let api = Api::new(&platform, token);
+    Host {
+        platform,
+        fake,
+        api,
+    }
+}
+
+impl Cluster {
+    async fn start(capacity: u32, lease: Duration) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let fake_a = fake_runtime();
+        let shared = Backends::local(&config(&dir), Arc::new(fake_a.clone()))
+            .await
+            .expect("backends");
+        let a = start_host(
+            &dir,
+            &shared,
+            host_config("host-a", capacity, lease),
+            fake_a,
+        )
+        .await;
+        let b = start_host(
+            &dir,
+            &shared,
+            host_config("host-b", capacity, lease),
+            fake_runtime(),
+        )
+        .await;
+        Self {
+            a,
+            b: Some(b),
+            shared,
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    fn b(&self) -> &Host {
+        self.b.as_ref().expect("host b is up")
+    }
+
+    async fn spawn(&self) -> String {
+        self.a
+            .api
+            .spawn(json!({"track": "netplus", "template": TEMPLATE,
+                          "request_id": uuid::Uuid::new_v4().to_string()}))
+            .await
+    }
+
+    /// Scenario id → (status, host) for `ids`, from the shared store.
+    async fn placement(&self, ids: &[String]) -> BTreeMap<String, (String, Option<String>)> {
+        let mut out = BTreeMap::new();
+        for id in ids {
+            let rec = self
+                .shared
+                .store
+                .get_any(&id.parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            out.insert(id.clone(), (rec.status.to_string(), rec.host_id));
+        }
+        out
+    }
+
+    async fn wait_until<F>(&self, ids: &[String], within: Duration, what: &str, done: F)
+    where
+        F: Fn(&BTreeMap<String, (String, Option<String>)>) -> bool,
+    {
+        let start = Instant::now();
+        loop {
+            let p = self.placement(ids).await;
+            if done(&p) {
+                return;
+            }
+            assert!(
+                start.elapsed() < within,
+                "not {what} within {within:?}: {p:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) {
+        if let Some(b) = self.b {
+            b.platform.shutdown().await;
+        }
+        self.a.platform.shutdown().await;
+    }
+}
+
+fn count(
+    p: &BTreeMap<String, (String, Option<String>)>,
+    status: &str,
+    host: Option<&str>,
+) -> usize {
+    p.values()
+        .filter(|(s, h)| s == status && (host.is_none() || h.as_deref() == host))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_of_capacity_5_run_5_labs_each_and_2_spawns_wait_pending() {
+    let c = Cluster::start(5, Duration::from_secs(30)).await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(c.spawn().await);
+    }
+    c.wait_until(&ids, Duration::from_secs(15), "10 running", |p| {
+        count(p, "running", None) == 10
+    })
+    .await;
+    // Full hosts pull nothing more: the last two stay pending.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let p = c.placement(&ids).await;
+    assert_eq!(count(&p, "running", Some("host-a")), 5, "{p:?}");
+    assert_eq!(count(&p, "running", Some("host-b")), 5, "{p:?}");
+    assert_eq!(count(&p, "pending", None), 2, "{p:?}");
+    assert_eq!(c.a.fake.labs().len(), 5);
+    assert_eq!(c.b().fake.labs().len(), 5);
+    assert_eq!(c.a.platform.orchestrator.as_ref().unwrap().labs_in_use(), 5);
+
+    // Ending a lab on host b (through host a's API) frees a slot there: b tears its lab down
+    // and takes one of the waiting spawns.
+    let on_b = p
+        .iter()
+        .find(|(_, (s, h))| s == "running" && h.as_deref() == Some("host-b"))
+        .map(|(id, _)| id.clone())
+        .unwrap();
+    assert_eq!(c.a.api.delete(&on_b).await, 200);
+    c.wait_until(&ids, Duration::from_secs(10), "one more running", |p| {
+        count(p, "running", Some("host-b")) == 5 && count(p, "pending", None) == 1
+    })
+    .await;
+    let gone: forge_core::ScenarioId = on_b.parse().unwrap();
+    assert!(!c.b().fake.labs().contains(&gone), "the ended lab is gone");
+    assert_eq!(c.b().fake.labs().len(), 5);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_stops_renewing_loses_its_labs_and_reaps_them_when_it_returns() {
+    let lease = Duration::from_secs(1);
+    let mut c = Cluster::start(3, lease).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(c.spawn().await);
+    }
+    c.wait_until(&ids, Duration::from_secs(10), "6 running", |p| {
+        count(p, "running", Some("host-a")) == 3 && count(p, "running", Some("host-b")) == 3
+    })
+    .await;
+
+    // Host b goes away without a word (its labs stay on its engine).
+    let b = c.b.take().unwrap();
+    let fake_b = b.fake.clone();
+    b.platform.shutdown().await;
+    c.wait_until(&ids, Duration::from_secs(10), "b's labs failed", |p| {
+        count(p, "failed", Some("host-b")) == 3
+    })
+    .await;
+    let p = c.placement(&ids).await;
+    assert_eq!(
+        count(&p, "running", Some("host-a")),
+        3,
+        "a keeps its labs: {p:?}"
+    );
+    for (id, (_, host)) in &p {
+        if host.as_deref() == Some("host-b") {
+            let rec = c
+                .shared
+                .store
+                .get_any(&id.parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            let why = rec.error.unwrap_or_default();
+            assert!(
+                why.contains("lab host `host-b` stopped renewing its lease"),
+                "{why}"
+            );
+        }
+    }
+    assert_eq!(fake_b.labs().len(), 3, "nobody else touches b's engine");
+
+    // New spawns go to the host that is left (a ends one lab to make room).
+    let first_a = p
+        .iter()
+        .find(|(_, (s, h))| s == "running" && h.as_deref() == Some("host-a"))
+        .map(|(id, _)| id.clone())
+        .unwrap();
+    assert_eq!(c.a.api.delete(&first_a).await, 200);
+    let new = vec![c.spawn().await];
+    c.wait_until(&new, Duration::from_secs(10), "running on a", |p| {
+        count(p, "running", Some("host-a")) == 1
+    })
+    .await;
+
+    // Host b returns: it removes the labs it no longer owns.
+    let b = start_host(&c.dir, &c.shared, host_config("host-b", 3, lease), fake_b).await;
+    assert_eq!(
+        b.platform.recovered.orphans_removed.len(),
+        3,
+        "{:?}",
+        b.platform.recovered
+    );
+    assert!(b.fake.labs().is_empty());
+    c.b = Some(b);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_exec_and_terminal_reach_the_host_that_owns_the_lab() {
+    let c = Cluster::start(1, Duration::from_secs(30)).await;
+    let ids = vec![c.spawn().await, c.spawn().await];
+    c.wait_until(&ids, Duration::from_secs(10), "both running", |p| {
+        count(p, "running", Some("host-a")) == 1 && count(p, "running", Some("host-b")) == 1
+    })
+    .await;
+    let p = c.placement(&ids).await;
+    let on_b = p
+        .iter()
+        .find(|(_, (_, h))| h.as_deref() == Some("host-b"))
+        .map(|(id, _)| id.clone())
+        .unwrap();
+
+    // Through host a's worker, the lab on host b is solved and checked.
+    for cmd in crate::harness::SOLUTION {
+        let out = c.a.api.exec(&on_b, cmd).await;
+        assert_eq!(out["exit_code"], 0, "{out}");
+    }
+    let report = c.a.api.check(&on_b).await;
+    assert_eq!(report["passed"], report["total"], "{report}");
+    let on_b_id: forge_core::ScenarioId = on_b.parse().unwrap();
+    assert!(
+        c.b()
+            .fake
+            .exec_calls()
+            .iter()
+            .any(|e| e.scenario == on_b_id),
+        "the commands ran on host b's engine"
+    );
+    assert!(!c.a.fake.exec_calls().iter().any(|e| e.scenario == on_b_id));
+
+    // A stranger is refused by the owner exactly as by a direct call.
+    let other = c.a.api.with_token(
+        c.a.platform
+            .mint("other", LEARNER_ROLES, "mallory")
+            .unwrap(),
+    );
+    let (code, _) = other.post_worker(&on_b, "check", None).await;
+    assert_eq!(code, 404);
+
+    // The terminal is relayed frame by frame.
+    let url = format!(
+        "{}/v1/scenarios/{on_b}/terminal?access_token={}",
+        c.a.api.worker.replace("http://", "ws://"),
+        c.a.api.token
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    ws.send(WsMessage::Text(
+        r#"{"type":"resize","cols":99,"rows":33}"#.into(),
+    ))
+    .await
+    .unwrap();
+    ws.send(WsMessage::Binary(b"echo relayed\n".to_vec().into()))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let WsMessage::Binary(b) = m {
+                seen.extend_from_slice(&b);
+                if String::from_utf8_lossy(&seen).contains("echo relayed") {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no echo: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert!(c.b().fake.tty_sizes().contains(&(99, 33)));
+
+    // Submitted through host a, it is evaluated by host b and scored.
+    c.a.api.submit(&on_b).await;
+    let score = c.a.api.wait_score(&on_b, Duration::from_secs(10)).await;
+    assert_eq!(score["score"]["passed"], 3, "{score}");
+    c.stop().await;
+}
