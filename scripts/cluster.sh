@@ -207,6 +207,7 @@ up() {
     cat >"$dir/host-$id.env" <<EOF
 export FORGE_HOST_ID=$id FORGE_ORCHESTRATOR_PORT=${p[hp]} FORGE_WORKER_PORT=${p[hp + 1]}
 export FORGE_RUNNER_PORT=${p[hp + 2]} FORGE_HOST_URL=http://127.0.0.1:${p[hp + 1]}
+export FORGE_HOST_RUNNER_URL=http://127.0.0.1:${p[hp + 2]}
 export FORGE_LAB_LABEL=${FORGE_CLUSTER_LABEL:-}
 EOF
     (source "$dir/host-$id.env" && start "host-$id" host)

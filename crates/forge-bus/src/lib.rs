@@ -163,6 +163,20 @@ pub trait Bus: Send + Sync + 'static {
         subject: &str,
         durable: &str,
     ) -> Result<Box<dyn Subscription>, BusError>;
+
+    /// How far behind every durable consumer is (the spec's NATSBacklog alert watches it).
+    async fn backlog(&self) -> Result<Vec<Backlog>, BusError>;
+}
+
+/// The backlog of one durable consumer of one subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    pub durable: String,
+    pub subject: String,
+    /// Messages not delivered yet.
+    pub pending: u64,
+    /// Delivered and not acked yet.
+    pub ack_pending: u64,
 }
 
 /// JSON helpers for every [`Bus`].

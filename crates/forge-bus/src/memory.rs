@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::{
-    Acker, Bus, BusError, MESSAGES_TOTAL, Message, PublishAck, Subscription, validate_durable,
-    validate_msg_id, validate_subject,
+    Acker, Backlog, Bus, BusError, MESSAGES_TOTAL, Message, PublishAck, Subscription,
+    validate_durable, validate_msg_id, validate_subject,
 };
 
 /// Tuning of the in-process bus; the defaults are JetStream's where it has one.
@@ -230,6 +230,25 @@ impl Bus for MemoryBus {
             log,
             durable: durable.to_owned(),
         }))
+    }
+
+    async fn backlog(&self) -> Result<Vec<Backlog>, BusError> {
+        let logs: Vec<Arc<SubjectLog>> = lock(&self.inner.subjects).values().cloned().collect();
+        let mut out = Vec::new();
+        for log in logs {
+            let st = lock(&log.state);
+            let next_unstored = st.first_seq + st.messages.len() as u64;
+            for (durable, d) in &st.durables {
+                out.push(Backlog {
+                    durable: durable.clone(),
+                    subject: log.name.clone(),
+                    pending: next_unstored.saturating_sub(d.next_seq.max(st.first_seq)),
+                    ack_pending: d.pending.len() as u64,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.subject, &a.durable).cmp(&(&b.subject, &b.durable)));
+        Ok(out)
     }
 }
 

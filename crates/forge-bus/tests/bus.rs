@@ -99,6 +99,10 @@ macro_rules! bus_conformance_suite {
         async fn rejects_bad_names() {
             crate::rejects_bad_names_impl($make).await
         }
+        #[tokio::test]
+        async fn backlog_counts_undelivered_and_unacked_messages() {
+            crate::backlog_counts_undelivered_and_unacked_messages_impl($make).await
+        }
         #[test]
         fn counts_messages_per_subject() {
             crate::counts_messages_per_subject_impl($make)
@@ -201,6 +205,36 @@ async fn two_durables_each_get_every_message_impl(make: impl AsyncFn(SuiteConfig
         }
         assert_eq!(got, (0..20).collect::<Vec<u8>>(), "in order, all of them");
     }
+}
+
+/// What the NATSBacklog alert reads: per durable, messages not delivered yet and delivered but
+/// not acked yet.
+async fn backlog_counts_undelivered_and_unacked_messages_impl(
+    make: impl AsyncFn(SuiteConfig) -> TestBus,
+) {
+    let bus = make(FAST).await;
+    let mut sub = bus
+        .subscribe("scenario.completed", "lagging")
+        .await
+        .unwrap();
+    for i in 0..5u8 {
+        bus.publish("scenario.completed", &format!("b{i}"), vec![i])
+            .await
+            .unwrap();
+    }
+    let _held = [next(&mut sub).await, next(&mut sub).await];
+    next(&mut sub).await.ack().await.unwrap();
+    let backlog = bus.backlog().await.unwrap();
+    let mine: Vec<_> = backlog
+        .iter()
+        .filter(|b| b.durable == "lagging" && b.subject == "scenario.completed")
+        .collect();
+    assert_eq!(mine.len(), 1, "{backlog:?}");
+    assert_eq!(
+        (mine[0].pending, mine[0].ack_pending),
+        (2, 2),
+        "{backlog:?}"
+    );
 }
 
 async fn shared_durable_spreads_messages_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) {

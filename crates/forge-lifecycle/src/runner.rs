@@ -5,11 +5,17 @@
 //! function the worker uses); `POST /v1/playbooks/run` performs a standalone playbook (the
 //! spec's `playbook:` format) in a running lab and judges every step. Running commands in any
 //! container of a lab is an instructor's or the orchestrator's right, within their tenant.
+//!
+//! A runner is the runner of one lab host: a playbook for a lab on another host is forwarded to
+//! that host's runner (one hop; it authorizes as usual).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::Utc;
 use forge_auth::Caller;
@@ -18,10 +24,15 @@ use forge_core::playbook::{Observation, Playbook, PlaybookStep, StepOutcome, eva
 use forge_core::{ScenarioId, ScenarioStatus};
 use forge_http::{ApiError, ApiJson, Kind, Service};
 use forge_runtime::{Runtime, collect};
+use forge_store::Store;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
 use crate::authz::{Action, ScenarioAccess};
+use crate::worker::forward::{Endpoint, FORWARDED_BY, owner_url, relay_http};
+
+/// Playbooks are larger than the other services' bodies (up to 100 steps).
+const RUN_BODY_LIMIT: usize = 1024 * 1024;
 
 /// The playbook runner; cheap to clone.
 #[derive(Clone)]
@@ -29,6 +40,9 @@ pub struct Runner {
     runtime: Arc<dyn Runtime>,
     audit: Arc<dyn AuditSink>,
     access: ScenarioAccess,
+    /// The lab host this runner runs playbooks on, with the store that says where labs are.
+    host: Option<(Arc<dyn Store>, String)>,
+    http: reqwest::Client,
 }
 
 impl Runner {
@@ -41,6 +55,57 @@ impl Runner {
             runtime,
             audit,
             access,
+            host: None,
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("a client without custom TLS builds"),
+        }
+    }
+
+    /// The runner of lab host `host_id`: playbooks for other hosts' labs are forwarded.
+    pub fn on_host(mut self, store: Arc<dyn Store>, host_id: &str) -> Self {
+        self.host = Some((store, host_id.to_owned()));
+        self
+    }
+}
+
+/// Middleware on `POST /v1/playbooks/run`: run here, or forward to the runner of the host that
+/// owns the body's `scenario_id`. A body that is not JSON with a scenario id is left to the
+/// handler, which names what is wrong.
+async fn to_owner(State(r): State<Runner>, req: Request, next: Next) -> Response {
+    let Some((store, host)) = r.host.clone() else {
+        return next.run(req).await;
+    };
+    if req.headers().contains_key(FORWARDED_BY) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, RUN_BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(Kind::PayloadTooLarge, "body_too_large", e.to_string())
+                .into_response();
+        }
+    };
+    let id = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("scenario_id")?.as_str().map(str::to_owned));
+    let base = match id {
+        None => None,
+        Some(id) => match owner_url(store.as_ref(), &host, &id, Endpoint::Runner).await {
+            Ok(base) => base,
+            Err(e) => return e.into_response(),
+        },
+    };
+    let req = Request::from_parts(parts, Body::from(bytes));
+    match base {
+        None => next.run(req).await,
+        Some(base) => {
+            metrics::counter!("forge_runner_forwarded_total").increment(1);
+            let url = format!("{}/v1/playbooks/run", base.trim_end_matches('/'));
+            relay_http(&r.http, &host, req, url).await
         }
     }
 }
@@ -117,10 +182,15 @@ struct ApiDoc;
 pub fn router(state: Runner) -> Router {
     let routes = Router::new()
         .route("/v1/evaluate", post(evaluate_step))
-        .route("/v1/playbooks/run", post(run))
+        .route(
+            "/v1/playbooks/run",
+            post(run).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                to_owner,
+            )),
+        )
         .with_state(state.clone());
-    // Playbooks are larger than the other services' bodies (up to 100 steps).
-    let limit = 1024 * 1024;
+    let limit = RUN_BODY_LIMIT;
     crate::service_router(
         Service::Runner,
         ApiDoc::openapi(),

@@ -9,6 +9,8 @@ CREATE TABLE lab_hosts (
     host_id          TEXT PRIMARY KEY NOT NULL,
     -- where the host's worker answers lab actions (check, exec, terminal)
     url              TEXT NOT NULL,
+    -- where the host's playbook runner answers playbooks run in its labs
+    runner_url       TEXT NOT NULL DEFAULT '',
     -- most labs the host runs at once
     capacity         INTEGER NOT NULL CHECK (capacity >= 0),
     -- when this run of the host started (a restart changes it)

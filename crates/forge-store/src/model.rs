@@ -182,6 +182,9 @@ pub struct LabHost {
     pub host_id: String,
     /// Where the host's worker answers lab actions (check, exec, terminal).
     pub url: String,
+    /// Where the host's playbook runner answers playbooks run in its labs (empty: none).
+    #[serde(default)]
+    pub runner_url: String,
     /// Most labs the host runs at once.
     pub capacity: u32,
     /// When this run of the host started.

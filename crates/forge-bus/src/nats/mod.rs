@@ -51,8 +51,8 @@ pub use stored::StoredMessage;
 use subscription::NatsSubscription;
 
 use crate::{
-    Bus, BusError, MESSAGES_TOTAL, PublishAck, Subscription, validate_durable, validate_msg_id,
-    validate_subject,
+    Backlog, Bus, BusError, MESSAGES_TOTAL, PublishAck, Subscription, validate_durable,
+    validate_msg_id, validate_subject,
 };
 
 /// What [`NatsBus::setup`] left on the server.
@@ -337,6 +337,35 @@ impl Bus for NatsBus {
         )
         .await?;
         Ok(Box::new(subscription))
+    }
+
+    async fn backlog(&self) -> Result<Vec<Backlog>, BusError> {
+        use futures::TryStreamExt as _;
+        let stream = self.stream().await?;
+        let unavailable = |e: &dyn std::fmt::Display| {
+            BusError::Unavailable(format!("cannot list the consumers of the stream: {e}"))
+        };
+        let mut consumers = stream.consumers();
+        let mut out = Vec::new();
+        while let Some(info) = consumers.try_next().await.map_err(|e| unavailable(&e))? {
+            // The description names the service's durable (the consumer name adds a hash).
+            let durable = info
+                .config
+                .description
+                .as_deref()
+                .and_then(|d| d.strip_prefix("durable "))
+                .and_then(|d| d.split(" on ").next())
+                .unwrap_or(&info.name)
+                .to_owned();
+            out.push(Backlog {
+                durable,
+                subject: info.config.filter_subject.clone(),
+                pending: info.num_pending,
+                ack_pending: info.num_ack_pending as u64,
+            });
+        }
+        out.sort_by(|a, b| (&a.subject, &a.durable).cmp(&(&b.subject, &b.durable)));
+        Ok(out)
     }
 }
 

@@ -91,7 +91,7 @@ impl NatsBus {
         }
     }
 
-    async fn stream(&self) -> Result<Stream<()>, BusError> {
+    pub(super) async fn stream(&self) -> Result<Stream<()>, BusError> {
         let name = &self.inner.config.stream;
         self.inner
             .js

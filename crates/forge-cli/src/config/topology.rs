@@ -90,6 +90,10 @@ pub struct TopologyArgs {
     /// URL other workers forward this host's lab actions to [default: the worker URL]
     #[arg(long, env = "FORGE_HOST_URL", value_name = "URL")]
     pub host_url: Option<String>,
+    /// URL other runners forward playbooks for this host's labs to [default:
+    /// http://FORGE_PUBLIC_HOST:runner port]
+    #[arg(long, env = "FORGE_HOST_RUNNER_URL", value_name = "URL")]
+    pub host_runner_url: Option<String>,
     /// Extra labels on every lab container this host builds (`key=value`, comma-separated),
     /// e.g. to find one deployment's labs with `forge scenarios cleanup --label`
     #[arg(
@@ -150,12 +154,17 @@ impl TopologyArgs {
         let mut host = HostConfig {
             id: self.host_id.clone().unwrap_or_else(hostname),
             url: String::new(),
+            runner_url: String::new(),
             capacity: self.host_capacity,
             lease: self.host_lease,
         };
         if let Some(u) = self.host_url.as_ref().or(self.worker_url.as_ref()) {
             require_http_url("FORGE_HOST_URL (--host-url)", u)?;
             host.url = u.clone();
+        }
+        if let Some(u) = &self.host_runner_url {
+            require_http_url("FORGE_HOST_RUNNER_URL (--host-runner-url)", u)?;
+            host.runner_url = u.clone();
         }
         if let Err(why) = host.validate() {
             bail!("FORGE_HOST_ID / FORGE_HOST_CAPACITY / FORGE_HOST_LEASE: {why}");

@@ -8,6 +8,7 @@
 //! `/audit/events/{event_id}/signature`, `GET /v1/audit/recent`, `GET /v1/telemetry/logs`,
 //! `GET /v1/telemetry/labs` and `GET /v1/fairness`.
 
+mod backlog;
 pub mod fairness;
 pub mod streams;
 pub mod telemetry;
@@ -46,6 +47,8 @@ pub struct ObserverDeps {
     pub audit_log: Arc<AuditLog>,
     pub data_dir: PathBuf,
     pub access: ScenarioAccess,
+    /// How often the bus backlog is sampled into metrics.
+    pub backlog_every: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -217,6 +220,7 @@ impl Observer {
                 Outcome::Ack
             },
         );
+        let backlog = backlog::spawn(bus.clone(), self.inner.deps.backlog_every, shutdown.clone());
         let scores = spawn_consumer(
             self,
             bus,
@@ -228,7 +232,7 @@ impl Observer {
             },
         );
         tokio::spawn(async move {
-            let _ = tokio::join!(logs, samples, audit, labs, scores);
+            let _ = tokio::join!(logs, samples, audit, labs, scores, backlog);
         })
     }
 }

@@ -37,6 +37,8 @@ pub struct HostConfig {
     pub id: String,
     /// Where this host's worker answers lab actions; other workers forward to it.
     pub url: String,
+    /// Where this host's playbook runner answers; other runners forward to it.
+    pub runner_url: String,
     /// Most labs at once; more wait `pending` on the bus.
     pub capacity: u32,
     /// A host that has not renewed its lease for this long has lost its labs.
@@ -48,6 +50,7 @@ impl Default for HostConfig {
         Self {
             id: "local".into(),
             url: String::new(),
+            runner_url: String::new(),
             capacity: 20,
             lease: Duration::from_secs(30),
         }
@@ -192,6 +195,7 @@ impl Orchestrator {
             .renew_lease(&LabHost {
                 host_id: h.id.clone(),
                 url: h.url.clone(),
+                runner_url: h.runner_url.clone(),
                 capacity: h.capacity,
                 started_at: self.inner.slots.started_at,
                 heartbeat_at: now,

@@ -172,6 +172,9 @@ impl Platform {
         if host.url.is_empty() {
             host.url = url(Service::Worker);
         }
+        if host.runner_url.is_empty() {
+            host.runner_url = url(Service::Runner);
+        }
 
         let (mut orchestrator, mut recovered, mut supervisor) =
             (None, RecoverReport::default(), None);
@@ -253,6 +256,10 @@ impl Platform {
                 audit_log: audit_log.clone(),
                 data_dir: data_dir.clone(),
                 access: access.for_service(Service::Observer),
+                backlog_every: cfg
+                    .telemetry
+                    .metrics_interval
+                    .unwrap_or(Duration::from_secs(15)),
             });
             tasks.push(observer.run(shutdown_rx.clone()));
             apps.insert(Service::Observer, crate::observer::router(observer));
@@ -262,7 +269,8 @@ impl Platform {
                 lab_runtime(Service::Runner)?,
                 audit.clone(),
                 access.for_service(Service::Runner),
-            );
+            )
+            .on_host(store.clone(), &host.id);
             apps.insert(Service::Runner, crate::runner::router(runner));
         }
         if runs(Service::Opa) {

@@ -1,6 +1,7 @@
 //! Lab actions reach the host that owns the lab (docs/distributed.md, Lab hosts).
 //!
-//! Any worker replica answers `check`, `exec` and `terminal` for any lab: when the scenario's
+//! Any worker replica answers `check`, `exec` and `terminal` for any lab, and any runner a
+//! playbook run in any lab (`crate::runner`, forwarded to the owner's runner): when the scenario's
 //! `host_id` names another host, the request is forwarded to that host's worker (its URL from
 //! the host's lease record) and the answer relayed unchanged; a terminal is relayed frame by
 //! frame. The owner authenticates and authorizes as usual, so a forwarded request is neither
@@ -19,6 +20,7 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 use super::Worker;
 use forge_http::{ApiError, Kind};
+use forge_store::Store;
 
 /// Marks a request one worker forwarded to another.
 pub const FORWARDED_BY: &str = "x-forge-forwarded-by";
@@ -54,7 +56,8 @@ pub(crate) async fn to_owner(State(w): State<Worker>, req: Request, next: Next) 
     let Some((id, action)) = lab_action(req.uri().path()) else {
         return next.run(req).await;
     };
-    let base = match w.owner_url(id).await {
+    let d = w.deps();
+    let base = match owner_url(d.store.as_ref(), &d.host_id, id, Endpoint::Worker).await {
         Ok(None) => return next.run(req).await,
         Ok(Some(base)) => base,
         Err(e) => return e.into_response(),
@@ -68,39 +71,56 @@ pub(crate) async fn to_owner(State(w): State<Worker>, req: Request, next: Next) 
     if action == "terminal" {
         relay_terminal(w, req, format!("{}{path}", ws_base(&base))).await
     } else {
-        relay_http(w, req, format!("{}{path}", base.trim_end_matches('/'))).await
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        relay_http(&w.inner.http, &w.deps().host_id, req, url).await
     }
 }
 
-impl Worker {
-    /// The worker URL of the host that owns scenario `id`, when that is another host; `None`
-    /// when this host should answer (its own lab, an unknown id, a lab not placed yet).
-    async fn owner_url(&self, id: &str) -> Result<Option<String>, ApiError> {
-        let d = self.deps();
-        let Ok(id) = id.parse::<forge_core::ScenarioId>() else {
-            return Ok(None);
-        };
-        let rec = d.store.get_any(&id).await.map_err(ApiError::internal)?;
-        let Some(owner) = rec.and_then(|r| r.host_id) else {
-            return Ok(None);
-        };
-        if owner == d.host_id {
-            return Ok(None);
-        }
-        let hosts = d.store.lab_hosts().await.map_err(ApiError::internal)?;
-        let unavailable = |why: String| {
-            ApiError::new(Kind::ServiceUnavailable, "lab_host_unavailable", why).with_retry_after(5)
-        };
-        match hosts.into_iter().find(|h| h.host_id == owner) {
-            Some(h) if !h.expired(Utc::now()) && !h.url.is_empty() => Ok(Some(h.url)),
-            Some(_) => Err(unavailable(format!(
-                "the lab host `{owner}` that runs this lab is not answering"
-            ))),
-            None => Err(unavailable(format!(
-                "the lab host `{owner}` is not registered"
-            ))),
-        }
+/// Which of a lab host's services a request is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Endpoint {
+    Worker,
+    Runner,
+}
+
+/// The base URL of `endpoint` on the host that owns scenario `id`, when that is another host
+/// than `self_host`; `None` when this host should answer (its own lab, an unknown id, a lab not
+/// placed yet). A host whose lease ran out, or that registered no such URL, is unavailable.
+pub(crate) async fn owner_url(
+    store: &dyn Store,
+    self_host: &str,
+    id: &str,
+    endpoint: Endpoint,
+) -> Result<Option<String>, ApiError> {
+    let Ok(id) = id.parse::<forge_core::ScenarioId>() else {
+        return Ok(None);
+    };
+    let rec = store.get_any(&id).await.map_err(ApiError::internal)?;
+    let Some(owner) = rec.and_then(|r| r.host_id) else {
+        return Ok(None);
+    };
+    if owner == self_host {
+        return Ok(None);
     }
+    let hosts = store.lab_hosts().await.map_err(ApiError::internal)?;
+    let unavailable = |why: String| {
+        ApiError::new(Kind::ServiceUnavailable, "lab_host_unavailable", why).with_retry_after(5)
+    };
+    let Some(h) = hosts.into_iter().find(|h| h.host_id == owner) else {
+        return Err(unavailable(format!(
+            "the lab host `{owner}` is not registered"
+        )));
+    };
+    let url = match endpoint {
+        Endpoint::Worker => h.url.clone(),
+        Endpoint::Runner => h.runner_url.clone(),
+    };
+    if h.expired(Utc::now()) || url.is_empty() {
+        return Err(unavailable(format!(
+            "the lab host `{owner}` that runs this lab is not answering"
+        )));
+    }
+    Ok(Some(url))
 }
 
 fn ws_base(http_base: &str) -> String {
@@ -128,7 +148,13 @@ fn unreachable(e: impl std::fmt::Display) -> Response {
     .into_response()
 }
 
-async fn relay_http(w: Worker, req: Request, url: String) -> Response {
+/// Sends `req` to `url` as this host (`self_host`) and relays the answer unchanged.
+pub(crate) async fn relay_http(
+    http: &reqwest::Client,
+    self_host: &str,
+    req: Request,
+    url: String,
+) -> Response {
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, forge_http::DEFAULT_BODY_LIMIT).await {
         Ok(b) => b,
@@ -139,12 +165,10 @@ async fn relay_http(w: Worker, req: Request, url: String) -> Response {
     };
     let mut headers = HeaderMap::new();
     copy_headers(&parts.headers, &mut headers);
-    let sent = w
-        .inner
-        .http
+    let sent = http
         .request(parts.method, url)
         .headers(headers)
-        .header(FORWARDED_BY, w.deps().host_id.as_str())
+        .header(FORWARDED_BY, self_host)
         .body(body)
         .send()
         .await;
@@ -172,7 +196,8 @@ async fn relay_terminal(w: Worker, req: Request, url: String) -> Response {
         Ok(ws) => ws,
         // Not an upgrade: the owner answers with the usual errors.
         Err(_) => {
-            return relay_http(w, Request::from_parts(parts, Body::empty()), http_of(&url)).await;
+            let req = Request::from_parts(parts, Body::empty());
+            return relay_http(&w.inner.http, &w.deps().host_id, req, http_of(&url)).await;
         }
     };
     let mut upstream = match url.as_str().into_client_request() {

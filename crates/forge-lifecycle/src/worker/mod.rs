@@ -9,7 +9,7 @@
 //! launch, before a lab is reported ready.
 
 mod api;
-mod forward;
+pub(crate) mod forward;
 mod terminal;
 
 use std::collections::HashSet;

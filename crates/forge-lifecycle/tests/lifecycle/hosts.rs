@@ -12,6 +12,7 @@ use forge_lifecycle::orchestrator::HostConfig;
 use forge_lifecycle::platform::{Backends, Platform};
 use forge_runtime::Runtime;
 use forge_runtime::fake::FakeRuntime;
+use forge_testkit::servers::{NatsServer, TestDatabase};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -32,12 +33,15 @@ struct Cluster {
     shared: Backends,
     dir: std::path::PathBuf,
     _tmp: tempfile::TempDir,
+    /// The NATS and PostgreSQL servers of a distributed cluster.
+    _servers: Option<(NatsServer, TestDatabase)>,
 }
 
 fn host_config(id: &str, capacity: u32, lease: Duration) -> HostConfig {
     HostConfig {
         id: id.into(),
         url: String::new(),
+        runner_url: String::new(),
         capacity,
         lease,
     }
@@ -55,15 +59,29 @@ fn share(b: &Backends, runtime: Arc<dyn Runtime>) -> Backends {
     }
 }
 
+/// A host on the cluster's backends: the very same objects, or, on NATS and PostgreSQL,
+/// connections of its own to the same servers (as a process of its own would have).
 async fn start_host(
     dir: &std::path::Path,
     shared: &Backends,
+    servers: Option<&(NatsServer, TestDatabase)>,
     host: HostConfig,
     fake: FakeRuntime,
 ) -> Host {
     let mut cfg = config(dir);
+    let audit = dir.join(format!("audit-{}.jsonl", host.id));
     cfg.orchestrator.host = host;
-    let backends = share(shared, Arc::new(fake.clone()));
+    let backends = match servers {
+        None => share(shared, Arc::new(fake.clone())),
+        Some((nats, db)) => {
+            cfg.nats_url = Some(nats.url());
+            cfg.database_url = Some(db.url());
+            cfg.audit_log = Some(audit);
+            Backends::local(&cfg, Arc::new(fake.clone()))
+                .await
+                .expect("host backends")
+        }
+    };
     let platform = Platform::start(cfg, backends).await.expect("host starts");
     let token = platform.mint("demo", LEARNER_ROLES, "learner-1").unwrap();
     let api = Api::new(&platform, token);
@@ -75,16 +93,37 @@ async fn start_host(
 }
 
 impl Cluster {
+    /// Two hosts on SQLite and the in-process bus.
     async fn start(capacity: u32, lease: Duration) -> Self {
+        Self::start_on(capacity, lease, None).await
+    }
+
+    /// Two hosts on NATS JetStream and PostgreSQL (servers started for the test).
+    async fn start_distributed(capacity: u32, lease: Duration) -> Self {
+        let servers = (NatsServer::start().await, TestDatabase::create().await);
+        Self::start_on(capacity, lease, Some(servers)).await
+    }
+
+    async fn start_on(
+        capacity: u32,
+        lease: Duration,
+        servers: Option<(NatsServer, TestDatabase)>,
+    ) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let fake_a = fake_runtime();
-        let shared = Backends::local(&config(&dir), Arc::new(fake_a.clone()))
+        let mut cfg = config(&dir);
+        if let Some((nats, db)) = &servers {
+            cfg.nats_url = Some(nats.url());
+            cfg.database_url = Some(db.url());
+        }
+        let shared = Backends::local(&cfg, Arc::new(fake_a.clone()))
             .await
             .expect("backends");
         let a = start_host(
             &dir,
             &shared,
+            servers.as_ref(),
             host_config("host-a", capacity, lease),
             fake_a,
         )
@@ -92,6 +131,7 @@ impl Cluster {
         let b = start_host(
             &dir,
             &shared,
+            servers.as_ref(),
             host_config("host-b", capacity, lease),
             fake_runtime(),
         )
@@ -102,6 +142,7 @@ impl Cluster {
             shared,
             dir,
             _tmp: tmp,
+            _servers: servers,
         }
     }
 
@@ -171,7 +212,16 @@ fn count(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_of_capacity_5_run_5_labs_each_and_2_spawns_wait_pending() {
-    let c = Cluster::start(5, Duration::from_secs(30)).await;
+    capacity_decides_who_pulls(Cluster::start(5, Duration::from_secs(30)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_on_nats_and_postgres_run_5_labs_each_and_2_spawns_wait_pending() {
+    capacity_decides_who_pulls(Cluster::start_distributed(5, Duration::from_secs(30)).await).await;
+}
+
+/// 12 spawns on two hosts of capacity 5: 5 labs on each, 2 wait `pending` until a lab ends.
+async fn capacity_decides_who_pulls(c: Cluster) {
     let mut ids = Vec::new();
     for _ in 0..12 {
         ids.push(c.spawn().await);
@@ -267,7 +317,14 @@ async fn a_host_that_stops_renewing_loses_its_labs_and_reaps_them_when_it_return
     .await;
 
     // Host b returns: it removes the labs it no longer owns.
-    let b = start_host(&c.dir, &c.shared, host_config("host-b", 3, lease), fake_b).await;
+    let b = start_host(
+        &c.dir,
+        &c.shared,
+        c._servers.as_ref(),
+        host_config("host-b", 3, lease),
+        fake_b,
+    )
+    .await;
     assert_eq!(
         b.platform.recovered.orphans_removed.len(),
         3,
@@ -356,6 +413,36 @@ async fn check_exec_and_terminal_reach_the_host_that_owns_the_lab() {
         String::from_utf8_lossy(&seen)
     );
     assert!(c.b().fake.tty_sizes().contains(&(99, 33)));
+
+    // An instructor's playbook through host a's runner runs in host b's lab.
+    let teacher = c.a.api.with_token(
+        c.a.platform
+            .mint("demo", &["forge.instructor"], "teacher")
+            .unwrap(),
+    );
+    let before = c.b().fake.exec_calls().len();
+    let playbook = json!({"scenario_id": on_b, "playbook": {"playbook": [
+        {"step": "execute_command", "container": "workstation", "command": "cat /tmp/flag",
+         "expect": {"exit_code": 0}}
+    ]}});
+    let r = teacher
+        .http
+        .post(format!(
+            "{}/v1/playbooks/run",
+            c.a.platform.url(forge_http::Service::Runner)
+        ))
+        .bearer_auth(&teacher.token)
+        .json(&playbook)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let report: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        report["passed"], true,
+        "the flag was written on b: {report}"
+    );
+    assert!(c.b().fake.exec_calls().len() > before);
 
     // Submitted through host a, it is evaluated by host b and scored.
     c.a.api.submit(&on_b).await;

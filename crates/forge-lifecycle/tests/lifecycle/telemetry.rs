@@ -176,3 +176,44 @@ async fn created_labs_are_counted_per_track() {
     assert_eq!(observe(&h, &h.api.token, "/v1/telemetry/labs").await.0, 403);
     h.stop().await;
 }
+
+/// The observer exports every durable's backlog under the name the spec's NATSBacklog alert
+/// reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_backlog_is_exported_for_the_backlog_alert() {
+    let h = Harness::start_with(|cfg| {
+        cfg.telemetry.metrics_interval = Some(Duration::from_millis(100));
+    })
+    .await;
+    h.running().await;
+    let url = format!("{}/metrics", h.platform.url(Service::Observer));
+    let start = Instant::now();
+    loop {
+        let text = h
+            .api
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = text.lines().find(|l| {
+            l.starts_with("nats_jetstream_consumer_pending{")
+                && l.contains(r#"durable="orchestrator""#)
+                && l.contains(r#"subject="spawn.request""#)
+        });
+        if let Some(line) = line {
+            assert!(line.ends_with(" 0"), "the spawn was consumed: {line}");
+            assert!(text.contains("nats_jetstream_consumer_ack_pending{"));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no backlog metric in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.stop().await;
+}

@@ -221,6 +221,9 @@ impl Bus for FlakyBus {
     ) -> Result<Box<dyn Subscription>, BusError> {
         self.inner.subscribe(subject, durable).await
     }
+    async fn backlog(&self) -> Result<Vec<forge_bus::Backlog>, BusError> {
+        self.inner.backlog().await
+    }
 }
 
 #[tokio::test]

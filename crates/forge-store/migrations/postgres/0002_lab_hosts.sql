@@ -7,6 +7,7 @@ CREATE INDEX scenarios_host_status ON scenarios (host_id, status);
 CREATE TABLE lab_hosts (
     host_id          TEXT PRIMARY KEY,
     url              TEXT NOT NULL,
+    runner_url       TEXT NOT NULL DEFAULT '',
     capacity         INTEGER NOT NULL CHECK (capacity >= 0),
     started_at       TIMESTAMPTZ NOT NULL,
     heartbeat_at     TIMESTAMPTZ NOT NULL,

@@ -34,9 +34,10 @@ pub(super) async fn claim(
 
 pub(super) async fn renew(pool: &PgPool, host: &LabHost) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO lab_hosts (host_id, url, capacity, started_at, heartbeat_at, \
-         lease_expires_at) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (host_id) DO UPDATE SET url = excluded.url, capacity = excluded.capacity, \
+        "INSERT INTO lab_hosts (host_id, url, runner_url, capacity, started_at, heartbeat_at, \
+         lease_expires_at) VALUES ($1, $2, $7, $3, $4, $5, $6) \
+         ON CONFLICT (host_id) DO UPDATE SET url = excluded.url, \
+         runner_url = excluded.runner_url, capacity = excluded.capacity, \
          started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
          lease_expires_at = excluded.lease_expires_at",
     )
@@ -46,6 +47,7 @@ pub(super) async fn renew(pool: &PgPool, host: &LabHost) -> Result<(), StoreErro
     .bind(at_ms(host.started_at))
     .bind(at_ms(host.heartbeat_at))
     .bind(at_ms(host.lease_expires_at))
+    .bind(&host.runner_url)
     .execute(pool)
     .await?;
     Ok(())
@@ -53,7 +55,7 @@ pub(super) async fn renew(pool: &PgPool, host: &LabHost) -> Result<(), StoreErro
 
 pub(super) async fn list(pool: &PgPool) -> Result<Vec<LabHost>, StoreError> {
     let rows = sqlx::query(
-        "SELECT host_id, url, capacity, started_at, heartbeat_at, lease_expires_at \
+        "SELECT host_id, url, runner_url, capacity, started_at, heartbeat_at, lease_expires_at \
          FROM lab_hosts ORDER BY host_id",
     )
     .fetch_all(pool)
@@ -64,6 +66,7 @@ pub(super) async fn list(pool: &PgPool) -> Result<Vec<LabHost>, StoreError> {
             Ok(LabHost {
                 host_id: r.try_get("host_id")?,
                 url: r.try_get("url")?,
+                runner_url: r.try_get("runner_url")?,
                 capacity: u32::try_from(capacity).unwrap_or(0),
                 started_at: r.try_get("started_at")?,
                 heartbeat_at: r.try_get("heartbeat_at")?,

@@ -33,14 +33,16 @@ pub(super) async fn claim(
 
 pub(super) async fn renew(conn: &mut SqliteConnection, host: LabHost) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO lab_hosts (host_id, url, capacity, started_at, heartbeat_at, \
-         lease_expires_at) VALUES (?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (host_id) DO UPDATE SET url = excluded.url, capacity = excluded.capacity, \
+        "INSERT INTO lab_hosts (host_id, url, runner_url, capacity, started_at, heartbeat_at, \
+         lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (host_id) DO UPDATE SET url = excluded.url, \
+         runner_url = excluded.runner_url, capacity = excluded.capacity, \
          started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
          lease_expires_at = excluded.lease_expires_at",
     )
     .bind(&host.host_id)
     .bind(&host.url)
+    .bind(&host.runner_url)
     .bind(i64::from(host.capacity))
     .bind(ms(host.started_at))
     .bind(ms(host.heartbeat_at))
@@ -52,7 +54,7 @@ pub(super) async fn renew(conn: &mut SqliteConnection, host: LabHost) -> Result<
 
 pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<LabHost>, StoreError> {
     let rows = sqlx::query(
-        "SELECT host_id, url, capacity, started_at, heartbeat_at, lease_expires_at \
+        "SELECT host_id, url, runner_url, capacity, started_at, heartbeat_at, lease_expires_at \
          FROM lab_hosts ORDER BY host_id",
     )
     .fetch_all(pool)
@@ -63,6 +65,7 @@ pub(super) async fn list(pool: &SqlitePool) -> Result<Vec<LabHost>, StoreError> 
             Ok(LabHost {
                 host_id: r.try_get("host_id")?,
                 url: r.try_get("url")?,
+                runner_url: r.try_get("runner_url")?,
                 capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
                 started_at: from_ms(r.try_get("started_at")?)?,
                 heartbeat_at: from_ms(r.try_get("heartbeat_at")?)?,

@@ -14,6 +14,7 @@ fn host(id: &str, capacity: u32, lease_secs: i64) -> LabHost {
     LabHost {
         host_id: id.to_owned(),
         url: format!("http://127.0.0.1:1/{id}"),
+        runner_url: format!("http://127.0.0.1:3/{id}"),
         capacity,
         started_at: now,
         heartbeat_at: now,

@@ -1,0 +1,42 @@
+//! The bus backlog as metrics: every interval the hub asks the bus how far behind each durable
+//! consumer is and sets `nats_jetstream_consumer_pending{durable,subject}` (not delivered yet;
+//! the spec's NATSBacklog alert fires above 1000) and
+//! `nats_jetstream_consumer_ack_pending{durable,subject}` (delivered, not acked yet). One place
+//! samples it, so a platform of many processes exports each consumer once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use forge_bus::Bus;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Samples `bus` every `every` until `shutdown`.
+pub fn spawn(
+    bus: Arc<dyn Bus>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            match bus.backlog().await {
+                Ok(consumers) => {
+                    for c in consumers {
+                        let labels = [("durable", c.durable), ("subject", c.subject)];
+                        metrics::gauge!("nats_jetstream_consumer_pending", &labels)
+                            .set(c.pending as f64);
+                        metrics::gauge!("nats_jetstream_consumer_ack_pending", &labels)
+                            .set(c.ack_pending as f64);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the bus backlog"),
+            }
+        }
+    })
+}
