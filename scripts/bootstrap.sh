@@ -25,6 +25,9 @@ declare -A PKGS=(
   [nats-server]=/usr/sbin/nats-server
   # scripts/check-compose.sh parses deploy/compose.yaml with it.
   [python3-yaml]=/usr/lib/python3/dist-packages/yaml/__init__.py
+  # promtool, with which scripts/check-monitoring.sh checks deploy/prometheus and the dashboards'
+  # queries (docs/monitoring.md). Under systemd the package also starts a Prometheus on :9090.
+  [prometheus]=/usr/bin/promtool
 )
 missing=()
 for p in "${!PKGS[@]}"; do

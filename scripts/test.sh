@@ -13,6 +13,7 @@ bash scripts/bootstrap.sh
 cargo build --workspace --all-targets --all-features
 cargo test --workspace --all-features --no-fail-fast
 bash scripts/check-compose.sh
+bash scripts/check-monitoring.sh
 forge="$CARGO_TARGET_DIR/debug/forge"
 "$forge" template validate templates/*.yaml
 if "$forge" policy --help >/dev/null 2>&1; then

@@ -166,7 +166,13 @@ pub trait Bus: Send + Sync + 'static {
 
     /// How far behind every durable consumer is (the spec's NATSBacklog alert watches it).
     async fn backlog(&self) -> Result<Vec<Backlog>, BusError>;
+
+    /// Whether the bus answers now (readiness probes), within [`PING_TIMEOUT`].
+    async fn ping(&self) -> Result<(), BusError>;
 }
+
+/// How long [`Bus::ping`] waits for the server.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The backlog of one durable consumer of one subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

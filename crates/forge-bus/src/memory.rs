@@ -250,6 +250,11 @@ impl Bus for MemoryBus {
         out.sort_by(|a, b| (&a.subject, &a.durable).cmp(&(&b.subject, &b.durable)));
         Ok(out)
     }
+
+    /// In process: there is nothing to reach.
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 struct MemorySubscription {

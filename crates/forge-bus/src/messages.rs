@@ -153,6 +153,9 @@ pub struct ScenarioCompleted {
     pub collected_at: DateTime<Utc>,
     pub criteria: Vec<CriterionResult>,
     pub artifacts: Vec<CollectedArtifact>,
+    /// The request id of the scenario's spawn, so its logs can be followed here too.
+    #[serde(default)]
+    pub request_id: String,
 }
 
 once_per_scenario!(ScenarioCompleted, subjects::SCENARIO_COMPLETED, "completed");

@@ -103,6 +103,10 @@ macro_rules! bus_conformance_suite {
         async fn backlog_counts_undelivered_and_unacked_messages() {
             crate::backlog_counts_undelivered_and_unacked_messages_impl($make).await
         }
+        #[tokio::test]
+        async fn ping_answers() {
+            crate::ping_answers_impl($make).await
+        }
         #[test]
         fn counts_messages_per_subject() {
             crate::counts_messages_per_subject_impl($make)
@@ -111,6 +115,13 @@ macro_rules! bus_conformance_suite {
 }
 
 bus_conformance_suite!(memory);
+
+async fn ping_answers_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) {
+    let bus = make(DEFAULTS).await;
+    let start = tokio::time::Instant::now();
+    bus.ping().await.expect("a working bus answers the ping");
+    assert!(start.elapsed() < forge_bus::PING_TIMEOUT);
+}
 
 async fn dedup_by_message_id_within_window_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) {
     let bus = make(FAST).await;

@@ -4,10 +4,12 @@
 
 mod cmd;
 mod config;
+mod logging;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -90,9 +92,24 @@ fn main() -> ExitCode {
     };
     // The bus layer publishes nothing until a platform binds its publisher (`telemetry::start`);
     // until then, and in every other command, it is a cheap no-op next to stderr.
+    let process = process_name(&cli.command);
+    let stderr = if cli.global.log_format.json(process.is_some()) {
+        let json = logging::JsonLines {
+            process: process.unwrap_or("forge").to_owned(),
+        };
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(logging::span_fields())
+            .event_format(json)
+            .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(stderr)
         .with(forge_lifecycle::telemetry::BusLogLayer::new())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -130,4 +147,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Nats(c) => cmd::nats::run(c).await,
         Command::Bus(c) => cmd::bus::run(c).await,
     }
+}
+
+/// The service name of a command that runs services (for its log lines), `None` for the others.
+fn process_name(command: &Command) -> Option<&'static str> {
+    use cmd::serve::ServeCommand as S;
+    use forge_http::Service;
+    Some(match command {
+        Command::Up(_) => "forge_platform",
+        Command::Serve(S::Spawn(_)) => Service::Spawn.name(),
+        Command::Serve(S::Orchestrator(_)) => Service::Orchestrator.name(),
+        Command::Serve(S::Worker(_)) => Service::Worker.name(),
+        Command::Serve(S::Observer(_)) => Service::Observer.name(),
+        Command::Serve(S::Scoreboard(_)) => Service::Scoreboard.name(),
+        Command::Serve(S::Runner(_)) => Service::Runner.name(),
+        Command::Serve(S::Host(_)) => "forge_lab_host",
+        Command::Serve(S::Opa { .. }) => Service::Opa.name(),
+        _ => return None,
+    })
 }

@@ -16,6 +16,9 @@ mod config;
 mod evidence;
 #[path = "cli/policy.rs"]
 mod policy;
+#[cfg(feature = "docker")]
+#[path = "cli/prometheus.rs"]
+mod prometheus;
 #[path = "cli/token.rs"]
 mod token;
 

@@ -340,6 +340,7 @@ impl AuditLog {
             checkpoint: None,
         };
         self.append_line(&mut w, &record)?;
+        metrics::counter!("forge_audit_appends_total").increment(1);
         w.events += 1;
         w.since_checkpoint += 1;
         let event_id = record

@@ -107,7 +107,12 @@ pub trait EvidenceStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, StoreError>;
     /// The object's URL, `s3://<bucket>/<key>`.
     fn url_for(&self, key: &ObjectKey) -> String;
+    /// Whether the store can take evidence now (readiness probes), within [`PING_TIMEOUT`].
+    async fn ping(&self) -> Result<(), StoreError>;
 }
+
+/// How long [`EvidenceStore::ping`] waits for the backend.
+pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Objects as files under `<root>/<bucket>/<key>`.
 #[derive(Debug, Clone)]
@@ -231,6 +236,35 @@ impl EvidenceStore for LocalStore {
 
     fn url_for(&self, key: &ObjectKey) -> String {
         format!("s3://{}/{}", self.bucket, key.0)
+    }
+
+    /// The bucket directory exists (it is created as `put` would) and takes a file: a hidden
+    /// probe, written and removed (listings skip hidden names).
+    async fn ping(&self) -> Result<(), StoreError> {
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.bucket_dir();
+        let probe = async move {
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                let path = dir.join(format!(".ready-{}-{n}", std::process::id()));
+                std::fs::write(&path, b"")?;
+                std::fs::remove_file(&path)
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        };
+        let unwritable = |why: String| {
+            StoreError::Backend(format!(
+                "evidence directory {} is not writable: {why}",
+                self.bucket_dir().display()
+            ))
+        };
+        match tokio::time::timeout(PING_TIMEOUT, probe).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(unwritable(e.to_string())),
+            Err(_) => Err(unwritable(format!("no answer within {PING_TIMEOUT:?}"))),
+        }
     }
 }
 

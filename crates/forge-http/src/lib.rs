@@ -4,7 +4,9 @@
 //!   ([`Kind::status`]), written as the envelope `{"error": {"code", "message", "details"}}`
 //!   ([`error_response`]) or, on the OPA-compatible endpoint, as OPA's `{"code", "message"}`;
 //! - [`ApiJson`] / [`parse_json`]: JSON bodies whose every flaw is a 4xx naming the problem;
-//! - [`common_routes`]: `/health`, `/metrics`, `/openapi.json`; [`metrics_handle`];
+//! - [`common_routes`]: `/health`, `/ready`, `/metrics`, `/openapi.json`; [`metrics_handle`];
+//! - [`Readiness`]: the named dependency checks behind a service's `/ready` (liveness stays
+//!   `/health`), run concurrently, bounded and cached;
 //! - [`finish`] / [`finish_opa`]: body limit, JSON 404/405 fallbacks and request ids
 //!   ([`RequestId`]) on a service's router;
 //! - [`Service`]: the registry of services, their names and default ports;
@@ -15,6 +17,7 @@
 
 mod error;
 mod json;
+mod ready;
 mod request_id;
 mod routes;
 mod service;
@@ -27,6 +30,7 @@ use axum::handler::Handler;
 
 pub use error::{ApiError, ErrorBody, ErrorEnvelope, Kind, error_response};
 pub use json::{ApiJson, parse_json};
+pub use ready::{CACHE_FOR, CHECK_OK, CHECK_TIMEOUT, NOT_READY, Readiness, ReadyReport};
 pub use request_id::{MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER, RequestId};
 pub use routes::{Health, common_routes, metrics_handle, with_common_docs};
 pub use service::{Service, UnknownService};

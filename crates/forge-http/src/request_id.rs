@@ -55,14 +55,32 @@ fn request_id(headers: &HeaderMap) -> (RequestId, HeaderValue) {
 /// The middleware [`crate::finish`] applies to every route and fallback.
 pub(crate) async fn layer(mut req: Request, next: Next) -> Response {
     let (id, value) = request_id(req.headers());
+    // `request_id` is the id of the work the request belongs to: this request's own, until a
+    // scenario route learns the scenario's (its spawn's request id, recorded by the access
+    // check), so one spawn can be followed through every service. `http_request_id` stays this
+    // request's.
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
         path = %req.uri().path(),
         request_id = %id,
+        http_request_id = %id,
+        scenario_id = tracing::field::Empty,
+        tenant_id = tracing::field::Empty,
     );
     req.extensions_mut().insert(id);
-    let mut resp = next.run(req).instrument(span).await;
+    let started = std::time::Instant::now();
+    let probe = matches!(req.uri().path(), "/health" | "/ready" | "/metrics");
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    // The access log: one line a request, in its span (probes only at debug level).
+    span.in_scope(|| {
+        let (status, ms) = (resp.status().as_u16(), started.elapsed().as_millis() as u64);
+        if probe {
+            tracing::debug!(status, duration_ms = ms, "request");
+        } else {
+            tracing::info!(status, duration_ms = ms, "request");
+        }
+    });
     resp.headers_mut().insert(REQUEST_ID_HEADER, value);
     resp
 }

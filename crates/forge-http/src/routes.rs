@@ -1,5 +1,6 @@
-//! The routes every service has, without authentication: `GET /health`, `GET /metrics`
-//! (Prometheus text) and `GET /openapi.json`, and the process-wide metrics recorder behind them.
+//! The routes every service has, without authentication: `GET /health` (liveness), `GET /ready`
+//! (its dependencies, [`crate::Readiness`]), `GET /metrics` (Prometheus text) and
+//! `GET /openapi.json`, and the process-wide metrics recorder behind them.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -12,10 +13,23 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 
 use crate::Service;
+use crate::ready::ReadyReport;
 
-/// Buckets of every `*_duration_seconds` histogram: 1 ms to 60 s.
+/// Buckets of every `*_seconds` histogram without buckets of its own: 1 ms to 60 s.
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Policy decisions: microseconds when cached, milliseconds through a remote OPA.
+const DECISION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+/// Lab builds: a fraction of a second to the launch timeout.
+const LAUNCH_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 180.0,
+];
+/// Evidence bundles: 1 KiB to 64 MiB.
+const SIZE_BUCKETS: &[f64] = &[
+    1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0,
 ];
 
 /// The process-wide Prometheus recorder, installed on first use. If another recorder was
@@ -24,8 +38,21 @@ const DURATION_BUCKETS: &[f64] = &[
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
+        // Every histogram gets buckets that fit its unit (without, it would be a summary,
+        // which cannot be aggregated across instances). Full names win over the suffix.
+        let full = |name: &str| Matcher::Full(name.into());
         let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), DURATION_BUCKETS)
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(full("forge_opa_decision_seconds"), DECISION_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(full("forge_lab_launch_seconds"), LAUNCH_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(full("forge_runtime_launch_seconds"), LAUNCH_BUCKETS)
+            })
+            .and_then(|b| b.set_buckets_for_metric(full("forge_evidence_size_bytes"), SIZE_BUCKETS))
             .expect("buckets are not empty");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -57,8 +84,9 @@ pub struct Health {
     pub service: &'static str,
 }
 
-/// `GET /health` → `{"status":"ok","service":NAME}` ([`Service::name`]), `GET /metrics`
-/// (Prometheus text) and `GET /openapi.json` (`openapi`).
+/// `GET /health` → `{"status":"ok","service":NAME}` ([`Service::name`]), `GET /ready` (the
+/// checks a [`crate::Readiness`] installed on the finished router brings; none without one),
+/// `GET /metrics` (Prometheus text) and `GET /openapi.json` (`openapi`).
 pub fn common_routes<S>(service: Service, openapi: utoipa::openapi::OpenApi) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -73,6 +101,7 @@ where
     };
     Router::new()
         .route("/health", get(move || async move { Json(health) }))
+        .route("/ready", get(crate::ready::ready))
         .route("/metrics", get(metrics))
         .route(
             "/openapi.json",
@@ -92,6 +121,20 @@ where
 )]
 #[allow(dead_code)]
 fn health_doc() {}
+
+/// Documentation of `GET /ready`.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Every dependency of the service answers", body = ReadyReport),
+        (status = 503, description = "A dependency does not answer: `checks` says which and why; \
+            `error.code` is `not_ready`", body = ReadyReport),
+    )
+)]
+#[allow(dead_code)]
+fn ready_doc() {}
 
 /// Documentation of `GET /metrics`.
 #[utoipa::path(
@@ -124,15 +167,15 @@ impl utoipa::Modify for BearerAuth {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(health_doc, metrics_doc),
-    components(schemas(Health, crate::ErrorEnvelope, crate::ErrorBody)),
+    paths(health_doc, ready_doc, metrics_doc),
+    components(schemas(Health, ReadyReport, crate::ErrorEnvelope, crate::ErrorBody)),
     modifiers(&BearerAuth)
 )]
 struct CommonApiDoc;
 
 /// `openapi` plus what every service has: its title and description from the registry,
-/// `/health`, `/metrics`, the error envelope's schema and the bearer scheme, documented here
-/// once.
+/// `/health`, `/ready`, `/metrics`, the error envelope's schema and the bearer scheme, documented
+/// here once.
 pub fn with_common_docs(
     service: Service,
     mut openapi: utoipa::openapi::OpenApi,
@@ -201,6 +244,15 @@ mod tests {
         assert_eq!(doc["info"]["description"], Service::Observer.description());
         assert!(doc["paths"]["/health"]["get"].is_object(), "{doc}");
         assert!(doc["paths"]["/metrics"]["get"].is_object(), "{doc}");
+        let ready = &doc["paths"]["/ready"]["get"]["responses"];
+        assert!(
+            ready["200"].is_object() && ready["503"].is_object(),
+            "{doc}"
+        );
+        assert!(
+            doc["components"]["schemas"]["ReadyReport"].is_object(),
+            "{doc}"
+        );
         assert!(
             doc["components"]["schemas"]["ErrorEnvelope"].is_object(),
             "{doc}"

@@ -95,7 +95,7 @@ async fn the_id_is_recorded_on_the_request_span() {
     assert_eq!(*recorder.spans.lock().unwrap(), ["traced-1"]);
     assert_eq!(
         *recorder.events_in.lock().unwrap(),
-        ["traced-1"],
-        "the handler's log line is inside the request span"
+        ["traced-1", "traced-1"],
+        "the handler's log line and the access log line are inside the request span"
     );
 }

@@ -143,7 +143,10 @@ impl ScenarioAccess {
             .await
             .map_err(ApiError::internal)?;
         match found {
-            Some(rec) if action.allows(caller, &rec) => Ok(rec),
+            Some(rec) if action.allows(caller, &rec) => {
+                trace_scenario(&tracing::Span::current(), &rec);
+                Ok(rec)
+            }
             Some(_) => {
                 self.deny(caller, &sid, action, "same_tenant");
                 Err(not_found())
@@ -239,4 +242,25 @@ impl<S: Send + Sync, P: Permission> FromRequestParts<S> for Authorized<P> {
             permission: PhantomData,
         })
     }
+}
+
+/// Records on `span` which scenario its work is about: the scenario and tenant ids, and as
+/// `request_id` the request id of the scenario's spawn, which every service's log lines about
+/// the scenario carry (HTTP routes, bus consumers).
+pub fn trace_scenario(span: &tracing::Span, rec: &forge_store::ScenarioRecord) {
+    span.record("scenario_id", rec.scenario_id.as_str());
+    span.record("tenant_id", rec.tenant_id.as_str());
+    span.record("request_id", rec.request_id.as_str());
+}
+
+/// A span for handling a bus message about `scenario_id` (fields filled by [`trace_scenario`]
+/// once the scenario is read).
+pub fn scenario_span(what: &'static str, scenario_id: &forge_core::ScenarioId) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        subject = what,
+        scenario_id = %scenario_id,
+        tenant_id = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    )
 }

@@ -10,6 +10,7 @@
 //!   events), in embedded and distributed mode alike;
 //! - [`access`]: the learner's access page on the spawn service's port;
 //! - [`authz`]: the one check of who may do what to a scenario;
+//! - [`readiness`]: what each service's `/ready` checks (engine, store, bus, evidence, policy);
 //! - [`platform`]: all of them (plus the spawn service and the OPA endpoint) in one process,
 //!   which is `forge up`, on backends the caller passes in.
 //!
@@ -21,6 +22,7 @@ pub mod authz;
 pub mod observer;
 pub mod orchestrator;
 pub mod platform;
+pub mod readiness;
 pub mod runner;
 pub mod scoreboard;
 pub mod telemetry;
@@ -59,7 +61,7 @@ pub(crate) fn settle<E: std::fmt::Display>(
     }
 }
 
-/// A lifecycle service's finished router: its `routes` (state applied) plus `/health`,
+/// A lifecycle service's finished router: its `routes` (state applied) plus `/health`, `/ready`,
 /// `/metrics` and `/openapi.json`, the token verifier and the scenario access check as request
 /// extensions, then the body limit, JSON fallbacks and request ids.
 pub(crate) fn service_router(

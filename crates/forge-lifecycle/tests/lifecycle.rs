@@ -20,6 +20,8 @@ mod flows;
 mod harness;
 #[path = "lifecycle/hosts.rs"]
 mod hosts;
+#[path = "lifecycle/ready.rs"]
+mod ready;
 #[path = "lifecycle/recovery.rs"]
 mod recovery;
 #[path = "lifecycle/telemetry.rs"]

@@ -268,3 +268,10 @@ impl DecisionObserver {
         result
     }
 }
+
+/// `forge_opa_decision_seconds{policy}`: how long deciding took, cached or not, embedded or
+/// through a remote OPA (the wait for it included).
+pub(crate) fn record_latency(policy: PolicyName, took: std::time::Duration) {
+    metrics::histogram!("forge_opa_decision_seconds", "policy" => policy.as_str())
+        .record(took.as_secs_f64());
+}

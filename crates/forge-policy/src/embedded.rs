@@ -290,7 +290,9 @@ impl EmbeddedEngine {
         input: &Value,
         ctx: &DecisionContext,
     ) -> Result<Decision, PolicyError> {
+        let started = std::time::Instant::now();
         let result = self.evaluate(policy, input);
+        crate::decision::record_latency(policy, started.elapsed());
         self.observer.observe(policy, input, ctx, result)
     }
 

@@ -34,8 +34,8 @@ pub trait PolicyEngine: Send + Sync {
     /// `embedded` or `remote`, for logs and health output.
     fn backend(&self) -> &'static str;
 
-    /// Whether the backend can answer now (for readiness probes): always for embedded, a
-    /// `GET /health` within the timeout for remote.
+    /// Whether the backend can answer now (for readiness probes): embedded when the gates are
+    /// loaded, remote when `GET /health` answers within the timeout.
     async fn check(&self) -> Result<(), PolicyError> {
         Ok(())
     }
@@ -56,6 +56,17 @@ impl PolicyEngine for EmbeddedEngine {
 
     fn backend(&self) -> &'static str {
         "embedded"
+    }
+
+    /// Ready when every gate is loaded: what the services decide through.
+    async fn check(&self) -> Result<(), PolicyError> {
+        match PolicyName::ALL.into_iter().find(|p| !self.has_policy(*p)) {
+            Some(missing) => Err(PolicyError::NotLoaded {
+                policy: missing.to_string(),
+                package: missing.package().to_owned(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

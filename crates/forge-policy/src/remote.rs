@@ -103,7 +103,9 @@ impl RemoteEngine {
         input: &Value,
         ctx: &DecisionContext,
     ) -> Result<Decision, PolicyError> {
+        let started = std::time::Instant::now();
         let result = self.evaluate(policy, input).await;
+        crate::decision::record_latency(policy, started.elapsed());
         self.observer.observe(policy, input, ctx, result)
     }
 

@@ -3,7 +3,7 @@
 //!
 //! Routes: `POST|GET /v1/data[/{path}]` (`{"input": ...}` in the body, whatever its content type;
 //! GET has no input), `GET /v1/policies`, and the routes every Forge service has (`GET /health`,
-//! `/metrics`, `/openapi.json`). Answers are `{"result": <value>}`, or `{}` when the document is
+//! `/ready` with the one check `policy`: every gate is loaded, `/metrics`, `/openapi.json`). Answers are `{"result": <value>}`, or `{}` when the document is
 //! undefined; errors, unknown routes and wrong methods included, are OPA-shaped
 //! `{"code", "message"}` with their status from [`forge_http::Kind`]. Querying a gate's package
 //! (or its `allow` / `deny_reasons` / extra rules) with an input is a decision: counted, audited,
@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::{EmbeddedEngine, PolicyError, PolicyName};
+use crate::{EmbeddedEngine, PolicyEngine, PolicyError, PolicyName};
 
 /// Response header carrying the decision id of a gate decision.
 pub const DECISION_ID_HEADER: &str = "x-forge-decision-id";
@@ -38,6 +38,11 @@ pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// The OPA-compatible HTTP API over `engine`, finished like every service's router but with
 /// OPA-shaped errors.
 pub fn router(engine: Arc<EmbeddedEngine>) -> Router {
+    let probed = engine.clone();
+    let readiness = forge_http::Readiness::new().check("policy", move || {
+        let engine = probed.clone();
+        async move { PolicyEngine::check(engine.as_ref()).await }
+    });
     let routes = Router::new()
         .route("/v1/data", get(data_get_root).post(data_post_root))
         .route("/v1/data/", get(data_get_root).post(data_post_root))
@@ -45,7 +50,7 @@ pub fn router(engine: Arc<EmbeddedEngine>) -> Router {
         .route("/v1/policies", get(policies))
         .merge(forge_http::common_routes(Service::Opa, openapi()))
         .with_state(engine);
-    forge_http::finish_opa(routes, BODY_LIMIT)
+    readiness.install(forge_http::finish_opa(routes, BODY_LIMIT))
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then drains in-flight requests.

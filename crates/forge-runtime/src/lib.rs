@@ -227,9 +227,15 @@ pub struct StoppedContainer {
     pub container: String,
 }
 
+/// How long [`Runtime::ping`] waits for the engine.
+pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The lab runtime the orchestrator, worker agent and supervisor use.
 #[async_trait]
 pub trait Runtime: Send + Sync {
+    /// Whether the engine answers now (readiness probes), within [`PING_TIMEOUT`].
+    async fn ping(&self) -> Result<(), RuntimeError>;
+
     /// Creates the fabric and containers, plumbs links, runs setup; tears down what it built
     /// when any step fails.
     async fn launch(&self, spec: LabSpec) -> Result<LabHandle, RuntimeError>;

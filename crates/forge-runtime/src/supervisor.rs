@@ -209,7 +209,9 @@ impl Supervisor {
             }
             match self.rt.revive(scenario, name).await {
                 Ok(()) => {
-                    metrics::counter!("forge_container_restarts_total", "service" => "forge_runtime").increment(1);
+                    // `service`: the lab container's name in its template (router, web, …).
+                    metrics::counter!("forge_container_restarts_total", "service" => name.to_owned())
+                        .increment(1);
                     tracing::info!(scenario = sid, container = %name, attempt, "lab container restarted and re-plumbed");
                     return Some(LabEvent::Restarted {
                         scenario_id: sid.into(),

@@ -18,6 +18,8 @@ mod model;
 pub mod postgres;
 pub mod sqlite;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use forge_core::{ScenarioId, ScenarioStatus};
@@ -75,9 +77,16 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// How long [`Store::ping`] waits for the database.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The state store.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether the database answers now (readiness probes): one cheap read, within
+    /// [`PING_TIMEOUT`].
+    async fn ping(&self) -> Result<(), StoreError>;
+
     // ---- scenarios ----
 
     /// Inserts a `pending` scenario and, atomically with it, its billing records. When the

@@ -44,6 +44,7 @@ macro_rules! store_conformance_suite {
             check!(quota_is_enforced_atomically);
             check!(claim_has_one_winner_and_records_the_host);
             check!(leases_are_registered_renewed_and_listed);
+            check!(ping_answers);
         }
     };
 }
@@ -113,6 +114,17 @@ async fn postgres_reconnect_keeps_data_and_errors_hide_the_password() {
         }
         other => panic!("expected an open error, got {other:?}"),
     }
+}
+
+/// A closed store fails its readiness ping, naming the database file.
+#[tokio::test]
+async fn sqlite_ping_fails_once_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_in_dir(dir.path()).await.unwrap();
+    store.ping().await.unwrap();
+    store.close().await;
+    let e = store.ping().await.unwrap_err().to_string();
+    assert!(e.contains("forge.db"), "{e}");
 }
 
 /// SQLite specifics: the file lives in the data dir, migrations run once, data survives reopen.

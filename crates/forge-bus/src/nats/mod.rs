@@ -367,6 +367,21 @@ impl Bus for NatsBus {
         out.sort_by(|a, b| (&a.subject, &a.durable).cmp(&(&b.subject, &b.durable)));
         Ok(out)
     }
+
+    /// A stream-info request: the server is reachable, JetStream answers and the stream exists.
+    async fn ping(&self) -> Result<(), BusError> {
+        let name = &self.inner.config.stream;
+        match tokio::time::timeout(crate::PING_TIMEOUT, self.inner.js.get_stream(name)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(BusError::Unavailable(format!(
+                "cannot get the info of stream {name} from nats: {e}"
+            ))),
+            Err(_) => Err(BusError::Unavailable(format!(
+                "nats did not answer within {:?}",
+                crate::PING_TIMEOUT
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]

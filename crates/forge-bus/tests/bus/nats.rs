@@ -60,6 +60,35 @@ async fn next_through_outage(sub: &mut Box<dyn Subscription>) -> forge_bus::Mess
     }
 }
 
+/// The readiness ping fails while the server is gone, within its timeout, and answers again
+/// once the server is back.
+#[tokio::test]
+async fn ping_follows_the_server() {
+    let mut server = NatsServer::start().await;
+    let bus = NatsBus::connect(&server.url(), NatsBusConfig::default())
+        .await
+        .unwrap();
+    bus.ping().await.unwrap();
+    server.kill();
+    let start = tokio::time::Instant::now();
+    let e = bus.ping().await.unwrap_err();
+    assert!(matches!(e, BusError::Unavailable(_)), "{e}");
+    assert!(
+        start.elapsed() < forge_bus::PING_TIMEOUT + Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    server.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while let Err(e) = bus.ping().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ping after the restart: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn message_survives_sigkill_and_is_delivered_once_and_deduplicated_after() {
     let mut server = NatsServer::start().await;

@@ -58,6 +58,17 @@ pub struct GlobalArgs {
         value_name = "FILTER"
     )]
     pub log_level: String,
+    /// Log format on stderr: `text`, `json` (one JSON object a line), or `auto` (JSON for
+    /// `forge up` and `forge serve` when stderr is not a terminal)
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value_t = crate::logging::LogFormat::Auto,
+        global = true,
+        value_name = "FORMAT"
+    )]
+    pub log_format: crate::logging::LogFormat,
 }
 
 impl GlobalArgs {

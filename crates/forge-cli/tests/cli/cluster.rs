@@ -77,13 +77,7 @@ impl Cluster {
 
     /// `(status, host, error)` of every scenario, from the cluster's PostgreSQL.
     fn scenarios(&self) -> BTreeMap<String, (String, String, String)> {
-        let psql = std::fs::read_dir("/usr/lib/postgresql")
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("bin/psql"))
-            .find(|p| p.is_file())
-            .expect("psql");
-        let out = Command::new(psql)
+        let out = Command::new(psql())
             .args(["-tA", "-F", "\t", "-d", &self.env["DATABASE_URL"], "-c"])
             .arg("SELECT scenario_id, status, coalesce(host_id, ''), coalesce(error, '') FROM scenarios")
             .output()
@@ -119,6 +113,18 @@ impl Cluster {
         }
     }
 
+    /// The request id the scenario was spawned with.
+    fn request_id_of(&self, id: &str) -> String {
+        let out = Command::new(psql())
+            .args(["-tA", "-d", &self.env["DATABASE_URL"], "-c"])
+            .arg(format!(
+                "SELECT request_id FROM scenarios WHERE scenario_id = '{id}'"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     fn pid_of(&self, name: &str) -> i32 {
         let pids = std::fs::read_to_string(self.dir.join("pids")).unwrap();
         pids.lines()
@@ -152,6 +158,15 @@ impl Drop for Cluster {
         sweep::teardown_labs(Some((TEST_RUN_LABEL, &self.run)), Vec::new());
         sweep::remove_labelled_containers(&format!("{TEST_RUN_LABEL}={}", self.run));
     }
+}
+
+fn psql() -> PathBuf {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/psql"))
+        .find(|p| p.is_file())
+        .expect("psql")
 }
 
 fn count(s: &BTreeMap<String, (String, String, String)>, status: &str, host: &str) -> usize {
@@ -209,9 +224,42 @@ fn the_walkthrough_and_a_killed_lab_host_on_the_local_cluster() {
         verified.stdout.starts_with(&format!("OK {id}")),
         "{verified:#?}"
     );
-    c.wait_scenarios("completed", Duration::from_secs(20), |s| {
+    let s = c.wait_scenarios("completed", Duration::from_secs(20), |s| {
         s.get(&id).is_some_and(|(st, _, _)| st == "completed")
     });
+
+    // JSON log lines (the services' stderr is a file), every service the lab went through,
+    // one request id: the spawn's.
+    let request_id = c.request_id_of(&id);
+    let owner = &s[&id].1;
+    let mut services = std::collections::BTreeSet::new();
+    for log in ["spawn", &format!("host-{owner}"), "scoreboard"] {
+        let text = std::fs::read_to_string(c.dir.join(format!("logs/{log}.log"))).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| v["request_id"] == request_id.as_str())
+            .collect();
+        assert!(
+            !lines.is_empty(),
+            "no line of {request_id} in {log}.log:\n{text}"
+        );
+        for l in &lines {
+            assert_eq!(l["scenario_id"], id.as_str(), "{l}");
+            services.insert(l["service"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    for service in [
+        "forge_spawn_service",
+        "forge_orchestrator",
+        "forge_worker_agent",
+        "forge_scoreboard",
+    ] {
+        assert!(
+            services.contains(service),
+            "{service} missing from {services:?}"
+        );
+    }
 
     // Capacity 2 per host: four labs, two on each host.
     let ids: Vec<String> = (0..4).map(|_| c.spawn()).collect();

@@ -36,6 +36,7 @@ macro_rules! evidence_store_conformance {
             keys_are_validated,
             url_names_bucket_and_key,
             publish_bundle_is_write_once_and_verifiable,
+            ping_answers,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -48,6 +49,16 @@ macro_rules! evidence_store_conformance {
             }
         )*
     };
+}
+
+/// A working store answers its readiness ping, within its timeout.
+pub async fn ping_answers(store: Arc<dyn EvidenceStore>) {
+    let start = std::time::Instant::now();
+    store
+        .ping()
+        .await
+        .expect("a working store answers the ping");
+    assert!(start.elapsed() < super::PING_TIMEOUT);
 }
 
 fn key(s: &str) -> ObjectKey {

@@ -392,6 +392,21 @@ impl S3Store {
 
 #[async_trait]
 impl EvidenceStore for S3Store {
+    /// `HeadBucket`: the server answers and the credentials open the bucket.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let bucket = &self.bucket;
+        let head = self.client.head_bucket().bucket(bucket).send();
+        match tokio::time::timeout(super::PING_TIMEOUT, head).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.backend(&format!("open bucket `{bucket}`"), &e)),
+            Err(_) => Err(StoreError::Backend(format!(
+                "open bucket `{bucket}`: the s3 server at {} did not answer within {:?}",
+                self.endpoint,
+                super::PING_TIMEOUT
+            ))),
+        }
+    }
+
     async fn put(&self, key: &ObjectKey, bytes: Vec<u8>) -> Result<(), StoreError> {
         let exists = || StoreError::AlreadyExists(key.clone());
         // Without conditional writes, a check first spares a locked version that would only

@@ -14,6 +14,25 @@ mod local_backend {
     forge_evidence::evidence_store_conformance!(super::local());
 }
 
+/// The readiness ping creates the bucket directory as `put` would, leaves no probe behind, and
+/// names the directory when it cannot write there.
+#[tokio::test]
+async fn local_ping_needs_a_writable_bucket_directory() {
+    let (store, dir) = local();
+    store.ping().await.unwrap();
+    let bucket = dir.path().join(DEFAULT_BUCKET);
+    assert_eq!(std::fs::read_dir(&bucket).unwrap().count(), 0);
+
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let broken = LocalStore::new(&file, DEFAULT_BUCKET).unwrap();
+    let e = broken.ping().await.unwrap_err().to_string();
+    assert!(
+        e.contains("not-a-dir/forge-evidence") && e.contains("not writable"),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn local_layout_is_root_bucket_scenario_file_and_leaves_no_temp_files() {
     let (store, dir) = local();

@@ -5,13 +5,14 @@
 //! its peers' is flagged for authors to look at.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A lab counts as passed at this score or above.
 pub const PASS_MARK: f64 = 0.7;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupStats {
     pub count: u64,
     pub score_sum: f64,
@@ -40,6 +41,16 @@ impl GroupStats {
 #[derive(Debug, Default, Serialize)]
 pub struct Fairness {
     groups: BTreeMap<(String, String, String), GroupStats>,
+}
+
+/// One group as saved on disk.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    track: String,
+    tier: String,
+    template: String,
+    #[serde(flatten)]
+    stats: GroupStats,
 }
 
 /// Disparity within one (track, tier).
@@ -71,6 +82,46 @@ impl Fairness {
 
     pub fn groups(&self) -> impl Iterator<Item = (&(String, String, String), &GroupStats)> {
         self.groups.iter()
+    }
+
+    /// The statistics saved at `path` by [`Fairness::save`]; empty when there is no file yet.
+    pub fn load(path: &Path) -> std::io::Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(e),
+        };
+        let saved: Vec<Saved> = serde_json::from_str(&text)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let groups = saved
+            .into_iter()
+            .map(|s| ((s.track, s.tier, s.template), s.stats))
+            .collect();
+        Ok(Self { groups })
+    }
+
+    /// Writes the statistics to `path` (a temp file renamed over it: never half written), so
+    /// they survive a restart of the hub.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let saved: Vec<Saved> = self
+            .groups
+            .iter()
+            .map(|((track, tier, template), stats)| Saved {
+                track: track.clone(),
+                tier: tier.clone(),
+                template: template.clone(),
+                stats: stats.clone(),
+            })
+            .collect();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&saved).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, path)
     }
 
     pub fn disparities(&self) -> Vec<Disparity> {
@@ -107,6 +158,21 @@ impl Fairness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statistics_survive_a_save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("observer/fairness.json");
+        assert_eq!(Fairness::load(&path).unwrap().groups().count(), 0);
+        let mut f = Fairness::default();
+        f.record("netplus", "foundation", "a-lab", 1.0);
+        f.record("netplus", "foundation", "a-lab", 0.5);
+        f.save(&path).unwrap();
+        let back = Fairness::load(&path).unwrap();
+        let g = back.group("netplus", "foundation", "a-lab").unwrap();
+        assert_eq!((g.count, g.passes), (2, 1));
+        assert!((g.mean() - 0.75).abs() < 1e-9);
+    }
 
     #[test]
     fn disparity_compares_templates_of_one_tier() {

@@ -49,6 +49,8 @@ pub struct ObserverDeps {
     pub access: ScenarioAccess,
     /// How often the bus backlog is sampled into metrics.
     pub backlog_every: std::time::Duration,
+    /// Where the fairness statistics are kept across restarts (`None`: in memory only).
+    pub fairness_file: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -68,12 +70,13 @@ struct Inner {
 
 impl Observer {
     pub fn new(deps: ObserverDeps) -> Self {
+        let fairness = load_fairness(deps.fairness_file.as_deref());
         Self {
             inner: Arc::new(Inner {
                 deps,
                 logs: Mutex::default(),
                 guard: Mutex::default(),
-                fairness: Mutex::default(),
+                fairness: Mutex::new(fairness),
                 samples: Mutex::default(),
                 audit: Mutex::default(),
                 labs: Mutex::default(),
@@ -159,6 +162,11 @@ impl Observer {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         f.record(s.track.as_str(), &tier, &s.template, s.score);
+        if let Some(path) = &self.inner.deps.fairness_file
+            && let Err(e) = f.save(path)
+        {
+            tracing::warn!(error = %e, path = %path.display(), "cannot save the fairness statistics");
+        }
         if let Some(g) = f.group(s.track.as_str(), &tier, &s.template) {
             let labels = [
                 ("track", s.track.as_str().to_owned()),
@@ -235,6 +243,27 @@ impl Observer {
             let _ = tokio::join!(logs, samples, audit, labs, scores, backlog);
         })
     }
+}
+
+/// The saved fairness statistics, with their gauges set again; empty (and said) when unreadable.
+fn load_fairness(path: Option<&std::path::Path>) -> Fairness {
+    let Some(path) = path else {
+        return Fairness::default();
+    };
+    let f = Fairness::load(path).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, path = %path.display(), "cannot read the fairness statistics; starting afresh");
+        Fairness::default()
+    });
+    for ((track, tier, template), g) in f.groups() {
+        let labels = [
+            ("track", track.clone()),
+            ("tier", tier.clone()),
+            ("template", template.clone()),
+        ];
+        metrics::gauge!("forge_fairness_pass_rate", &labels).set(g.pass_rate());
+        metrics::gauge!("forge_fairness_mean_score", &labels).set(g.mean());
+    }
+    f
 }
 
 #[derive(OpenApi)]

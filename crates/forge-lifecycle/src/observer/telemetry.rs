@@ -47,6 +47,16 @@ fn detectors() -> &'static [Detector] {
                 re: Regex::new(r"\+\d{1,3}[ -]?\(?\d{2,4}\)?[ -]?\d{3,4}[ -]?\d{3,4}\b").unwrap(),
                 confirm: always,
             },
+            // Bearer tokens and JWTs (ours are HS256/RS256 JWTs): a log line must never
+            // carry a credential someone could replay.
+            Detector {
+                kind: "access_token",
+                re: Regex::new(
+                    r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{8,}=*|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+                )
+                .unwrap(),
+                confirm: always,
+            },
             Detector {
                 kind: "secret",
                 re: Regex::new(r"(?i)\b(?:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*\S+")
@@ -162,6 +172,15 @@ mod tests {
         assert_eq!(k, ["card_number", "email", "secret", "us_ssn"]);
         let (t, k) = redact_pii("route 10.20.0.0/24 via 10.10.0.1, order 1234567812345678");
         assert!(k.is_empty(), "{k:?} {t}");
+        let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vIn0.CTKm3yKRBAdd_nXyq3WP0";
+        for line in [
+            format!("retrying with Authorization: Bearer {jwt}"),
+            format!("token leaked in url ?access_token={jwt}&x=1"),
+        ] {
+            let (t, k) = redact_pii(&line);
+            assert!(!t.contains("CTKm3y"), "{t}");
+            assert!(k.contains(&"access_token".to_owned()), "{k:?}");
+        }
     }
 
     #[test]

@@ -42,7 +42,15 @@ impl Orchestrator {
                 let this = this.clone();
                 async move {
                     let slot = d.reserved.take().expect("the spawn consumer is gated");
-                    let done = this.spawn_in(&req.scenario_id, slot).await;
+                    let span =
+                        crate::authz::scenario_span(subjects::SPAWN_REQUEST, &req.scenario_id);
+                    span.record("tenant_id", req.tenant_id.as_str());
+                    span.record("request_id", req.request_id.as_str());
+                    let done = tracing::Instrument::instrument(
+                        this.spawn_in(&req.scenario_id, slot),
+                        span,
+                    )
+                    .await;
                     settle(done, subjects::SPAWN_REQUEST, &req.scenario_id)
                 }
             },
@@ -59,7 +67,9 @@ impl Orchestrator {
                     EndReason::Submit => ScenarioStatus::Completed,
                     EndReason::Timeout => ScenarioStatus::Timeout,
                 };
-                let done = o.finish(&s.scenario_id, to, None).await;
+                let span = crate::authz::scenario_span(subjects::SCENARIO_SCORED, &s.scenario_id);
+                let done =
+                    tracing::Instrument::instrument(o.finish(&s.scenario_id, to, None), span).await;
                 settle(done, subjects::SCENARIO_SCORED, &s.scenario_id)
             },
         );

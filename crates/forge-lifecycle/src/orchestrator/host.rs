@@ -202,7 +202,6 @@ impl Orchestrator {
                 lease_expires_at: now + lease,
             })
             .await?;
-        metrics::gauge!("forge_host_labs", "host" => h.id.clone()).set(self.labs_in_use() as f64);
         Ok(())
     }
 
@@ -210,10 +209,12 @@ impl Orchestrator {
     pub async fn sweep_expired_hosts(&self) -> Result<Vec<ScenarioId>, OrchestratorError> {
         let d = self.deps();
         let now = Utc::now();
-        let expired: HashMap<String, LabHost> = d
-            .store
-            .lab_hosts()
-            .await?
+        let hosts = d.store.lab_hosts().await?;
+        for h in &hosts {
+            metrics::gauge!("forge_host_lease_expired", "host" => h.host_id.clone())
+                .set(if h.expired(now) { 1.0 } else { 0.0 });
+        }
+        let expired: HashMap<String, LabHost> = hosts
             .into_iter()
             .filter(|h| h.host_id != self.host().id && h.expired(now))
             .map(|h| (h.host_id.clone(), h))
@@ -245,14 +246,20 @@ impl Orchestrator {
     /// Removes this host's labs that no scenario it runs needs any more, and frees their slots.
     pub async fn reconcile(&self) -> Result<Vec<ScenarioId>, OrchestratorError> {
         let d = self.deps();
-        let mine: BTreeSet<ScenarioId> = d
+        let host = self.host().id.clone();
+        let mine: Vec<ScenarioRecord> = d
             .store
             .list_by_status(&ACTIVE)
             .await?
             .into_iter()
-            .filter(|r| r.host_id.as_deref() == Some(self.host().id.as_str()))
-            .map(|r| r.scenario_id)
+            .filter(|r| r.host_id.as_deref() == Some(host.as_str()))
             .collect();
+        for status in ACTIVE {
+            let n = mine.iter().filter(|r| r.status == status).count();
+            metrics::gauge!("forge_labs", "host" => host.clone(), "status" => status.as_str())
+                .set(n as f64);
+        }
+        let mine: BTreeSet<ScenarioId> = mine.into_iter().map(|r| r.scenario_id).collect();
         // The snapshot above may predate a claim made since: look again before acting.
         for id in self.inner.slots.holders() {
             if !mine.contains(&id) && !self.still_mine(&id).await? {
@@ -266,7 +273,7 @@ impl Orchestrator {
                 return Ok(Vec::new());
             }
         };
-        let mut removed = Vec::new();
+        let (mut removed, mut stuck) = (Vec::new(), 0u32);
         for lab in labs.iter().filter(|l| self.labelled_mine(l)) {
             let Ok(id) = lab.scenario_id.parse::<ScenarioId>() else {
                 continue;
@@ -281,9 +288,14 @@ impl Orchestrator {
                     tracing::info!(scenario_id = %id, "removed a lab this host no longer owns");
                     removed.push(id);
                 }
-                Err(e) => tracing::warn!(error = %e, scenario_id = %id, "removing a stale lab"),
+                Err(e) => {
+                    stuck += 1;
+                    tracing::warn!(error = %e, scenario_id = %id, "removing a stale lab");
+                }
             }
         }
+        // Labs without a live scenario that are still there after this pass: a leak.
+        metrics::gauge!("forge_lab_orphans", "host" => host).set(f64::from(stuck));
         Ok(removed)
     }
 

@@ -346,6 +346,7 @@ impl Orchestrator {
         let Some(rec) = d.store.get_any(id).await? else {
             return Ok(());
         };
+        crate::authz::trace_scenario(&tracing::Span::current(), &rec);
         // The owner removes the lab first, so `completed` means the lab is gone; on another
         // host only the status moves, and the owner reconciles its lab away.
         if self.owns(&rec) {
@@ -434,6 +435,14 @@ impl Orchestrator {
     }
 
     fn audit_transition(&self, rec: &ScenarioRecord, to: ScenarioStatus, error: Option<&str>) {
+        tracing::info!(
+            scenario_id = %rec.scenario_id,
+            tenant_id = %rec.tenant_id,
+            track = rec.track.as_str(),
+            host = self.host().id.as_str(),
+            status = to.as_str(),
+            "scenario is {to}"
+        );
         metrics::counter!("forge_scenario_transitions_total", "track" => rec.track.as_str(), "to" => to.as_str())
             .increment(1);
         let outcome = if to == ScenarioStatus::Failed {

@@ -98,6 +98,9 @@ pub struct PlatformConfig {
     pub audit_log: Option<PathBuf>,
     /// What goes on the bus as telemetry (levels, sampling interval, queue sizes).
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// How often this process verifies its signed audit log (`forge_audit_chain_verified`);
+    /// `None` never does.
+    pub audit_verify_every: Option<std::time::Duration>,
 }
 
 impl PlatformConfig {
@@ -130,6 +133,7 @@ impl PlatformConfig {
             urls: BTreeMap::new(),
             audit_log: None,
             telemetry: crate::telemetry::TelemetryConfig::default(),
+            audit_verify_every: Some(std::time::Duration::from_secs(300)),
         }
     }
 
@@ -154,6 +158,17 @@ impl PlatformConfig {
             3 if lab_host.iter().all(|s| self.services.contains(s)) => "forge_lab_host".into(),
             _ => "forge_platform".into(),
         }
+    }
+
+    /// A state file of this process in the data dir, `state/<process>/<name>`, where the
+    /// process is named like its audit log: processes sharing a data dir keep their own.
+    pub fn state_file(&self, name: &str) -> PathBuf {
+        let log = self.audit_log_path();
+        let process = log
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "audit".into());
+        self.data_dir.join("state").join(process).join(name)
     }
 
     pub fn audit_log_path(&self) -> PathBuf {

@@ -4,6 +4,7 @@
 //! backends; the end-to-end tests start it on ephemeral ports, the fast lifecycle tests on the
 //! fake runtime.
 
+mod audit_watch;
 mod backends;
 mod config;
 
@@ -118,6 +119,8 @@ impl Platform {
             }
         };
 
+        // `/ready` on every listener: each service checks the backends it depends on.
+        let ready = crate::readiness::Dependencies::of(&backends);
         let Backends {
             store,
             bus,
@@ -165,6 +168,15 @@ impl Platform {
         let audit: Arc<dyn AuditSink> = telemetry.audit_tee(audit_log.clone());
         let access = ScenarioAccess::new(verifier.clone(), store.clone(), audit.clone());
         let mut tasks = telemetry.into_tasks();
+        if let Some(every) = cfg.audit_verify_every {
+            let log = cfg.audit_log_path();
+            tasks.push(audit_watch::spawn(
+                log,
+                data_dir.clone(),
+                every,
+                shutdown_rx.clone(),
+            ));
+        }
         let mut apps: BTreeMap<Service, axum::Router> = BTreeMap::new();
 
         let mut host = cfg.orchestrator.host.clone();
@@ -256,6 +268,7 @@ impl Platform {
                 audit_log: audit_log.clone(),
                 data_dir: data_dir.clone(),
                 access: access.for_service(Service::Observer),
+                fairness_file: Some(cfg.state_file("fairness.json")),
                 backlog_every: cfg
                     .telemetry
                     .metrics_interval
@@ -279,7 +292,11 @@ impl Platform {
 
         for (service, listener) in listeners {
             let fut: ServeFuture = match apps.remove(&service) {
-                Some(app) => Box::pin(forge_http::serve(listener, app, stop())),
+                Some(app) => Box::pin(forge_http::serve(
+                    listener,
+                    named(service, ready.install(service, app)),
+                    stop(),
+                )),
                 // The front door has background work of its own (billing outbox, key purge).
                 None => {
                     let (spawn, access_page) = front_door(
@@ -297,7 +314,7 @@ impl Platform {
                     )?;
                     Box::pin(forge_services::spawn::serve_with(
                         listener,
-                        spawn,
+                        spawn.with_readiness(ready.readiness(service)),
                         access_page,
                         stop(),
                     ))
@@ -407,4 +424,16 @@ fn front_door(
         catalog: d.catalog,
     });
     Ok((spawn, page))
+}
+
+/// `app` with every request in a span naming `service`: its log lines say which service
+/// answered, also where several share a process (`forge up`, a lab host).
+fn named(service: Service, app: axum::Router) -> axum::Router {
+    use tracing::Instrument as _;
+    app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            next.run(req)
+                .instrument(tracing::info_span!("service", service = service.name()))
+        },
+    ))
 }

@@ -92,7 +92,12 @@ impl Scoreboard {
     /// retried.
     pub async fn on_completed(self, c: ScenarioCompleted) -> forge_bus::Outcome {
         let id = c.scenario_id.clone();
-        match self.publish(c).await {
+        let span = crate::authz::scenario_span(subjects::SCENARIO_COMPLETED, &id);
+        span.record("tenant_id", c.tenant_id.as_str());
+        if !c.request_id.is_empty() {
+            span.record("request_id", c.request_id.as_str());
+        }
+        match tracing::Instrument::instrument(self.publish(c), span).await {
             Ok(_) => forge_bus::Outcome::Ack,
             Err(ScoreboardError::Invalid(why)) => forge_bus::Outcome::DeadLetter(why),
             Err(e) => settle(Err(e), subjects::SCENARIO_COMPLETED, &id),
@@ -147,7 +152,13 @@ impl Scoreboard {
         let bundle = tokio::task::spawn_blocking(move || Bundle::build(input, &signer))
             .await
             .map_err(|e| ScoreboardError::Invalid(format!("bundle task: {e}")))??;
-        publish_bundle(d.evidence.as_ref(), &bundle).await?;
+        publish_bundle(d.evidence.as_ref(), &bundle)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(scenario_id = %c.scenario_id, error = %e, "cannot publish the evidence bundle");
+                metrics::counter!("forge_evidence_publish_failures_total", "track" => c.track.as_str())
+                    .increment(1);
+            })?;
         self.observe(&c, &bundle);
         d.audit.record(
             AuditEvent::new(

@@ -67,7 +67,8 @@ fn is_muted(target: &str) -> bool {
     MUTED.iter().any(|m| in_module(target, m))
 }
 
-fn service_of(target: &str) -> Option<&'static str> {
+/// The service a module belongs to wherever it runs (embedded mode shares one process).
+pub fn service_of(target: &str) -> Option<&'static str> {
     SERVICE_MODULES
         .iter()
         .find(|(m, _)| in_module(target, m))

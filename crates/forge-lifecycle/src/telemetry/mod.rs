@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use self::audit::BusAuditSink;
-pub use self::logs::{BusLogLayer, LogSlot};
+pub use self::logs::{BusLogLayer, LogSlot, service_of};
 
 /// How long a stopping publisher keeps publishing what is still queued.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(2);

@@ -26,6 +26,7 @@ use forge_core::{RunId, ScenarioId, ScenarioStatus};
 use forge_runtime::Runtime;
 use forge_runtime::template_test::{EvaluatedCriterion, evaluate_criteria};
 use forge_store::{ScenarioRecord, Store};
+use tracing::Instrument as _;
 
 use crate::authz::ScenarioAccess;
 use crate::settle;
@@ -139,7 +140,8 @@ impl Worker {
 
     /// One `scenario.execute`: collect, then publish `scenario.completed` (retried on failure).
     pub async fn on_execute(self, req: ExecuteRequested) -> Outcome {
-        let done = self.handle_execute(&req).await;
+        let span = crate::authz::scenario_span(subjects::SCENARIO_EXECUTE, &req.scenario_id);
+        let done = self.handle_execute(&req).instrument(span).await;
         settle(done, subjects::SCENARIO_EXECUTE, &req.scenario_id)
     }
 
@@ -149,6 +151,7 @@ impl Worker {
         let Some(rec) = d.store.get_any(&req.scenario_id).await? else {
             return Ok(());
         };
+        crate::authz::trace_scenario(&tracing::Span::current(), &rec);
         let mine = rec.host_id.as_deref().is_none_or(|h| h == d.host_id);
         if rec.status != ScenarioStatus::Running || !mine {
             return Ok(());
@@ -174,6 +177,7 @@ impl Worker {
             collected_at: Utc::now(),
             criteria,
             artifacts,
+            request_id: rec.request_id.clone(),
         };
         d.bus.publish_msg(&completed).await?;
         Ok(())

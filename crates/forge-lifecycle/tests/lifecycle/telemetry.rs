@@ -77,6 +77,10 @@ async fn logs_and_audit_events_reach_the_observer_with_pii_flagged() {
             contact = "alice@example.org",
             "learner asked for help"
         );
+        tracing::warn!(
+            scenario_id = "scn-token",
+            "upstream refused Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
+        );
     });
     let tee = t.audit_tee(h.platform.audit_log.clone());
     let event = AuditEvent::new(
@@ -109,6 +113,18 @@ async fn logs_and_audit_events_reach_the_observer_with_pii_flagged() {
         "learner asked for help contact=[redacted:email]"
     );
     assert_eq!(log["pii"], json!(["email"]));
+    let token = eventually(
+        &h,
+        &operator,
+        "/v1/telemetry/logs?scenario_id=scn-token",
+        first,
+    )
+    .await;
+    assert_eq!(
+        token["message"],
+        "upstream refused Authorization: [redacted:access_token]"
+    );
+    assert_eq!(token["pii"], json!(["access_token"]));
 
     let audited = eventually(
         &h,
@@ -213,6 +229,101 @@ async fn the_bus_backlog_is_exported_for_the_backlog_alert() {
             start.elapsed() < Duration::from_secs(10),
             "no backlog metric in:\n{text}"
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.stop().await;
+}
+
+/// The fairness statistics are the hub's memory of every scored lab: a restart keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fairness_statistics_survive_a_restart() {
+    let h = Harness::start().await;
+    let id = h.running().await;
+    h.solve(&id).await;
+    h.api.submit(&id).await;
+    h.api.wait_score(&id, Duration::from_secs(10)).await;
+    let token = h.platform.mint("demo", &[roles::OBSERVER], "ops").unwrap();
+    let groups = |v: &Value| -> Option<Value> {
+        let g = v["groups"]
+            .as_array()?
+            .iter()
+            .find(|g| g["template"] == TEMPLATE)?;
+        (g["count"] == 1).then(|| g.clone())
+    };
+    let before = eventually(&h, &token, "/v1/fairness", groups).await;
+    assert_eq!(before["pass_rate"], 1.0, "{before}");
+
+    let h = h.restart_with(|_| {}).await;
+    let token = h.platform.mint("demo", &[roles::OBSERVER], "ops").unwrap();
+    let (code, v) = observe(&h, &token, "/v1/fairness").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(groups(&v), Some(before), "{v}");
+    h.stop().await;
+}
+
+/// Metric samples on the bus with an 11th label key, or past 1000 label combinations of one
+/// service, are cut down by the hub and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_limits_refuse_and_count_what_is_past_them() {
+    use forge_bus::BusExt as _;
+    use forge_bus::messages::MetricSample;
+    let h = Harness::start().await;
+    let service = format!("limits-{}", uuid::Uuid::new_v4().simple());
+    let wide: std::collections::BTreeMap<String, String> = (0..11)
+        .map(|i| (format!("k{i:02}"), "v".to_owned()))
+        .collect();
+    let mut samples = vec![MetricSample {
+        service: service.clone(),
+        name: "forge_wide".into(),
+        labels: wide,
+        value: 1.0,
+    }];
+    // With the wide one, the 1001st combination of the service.
+    for i in 0..1000 {
+        samples.push(MetricSample {
+            service: service.clone(),
+            name: "forge_many".into(),
+            labels: [("id".to_owned(), i.to_string())].into(),
+            value: 1.0,
+        });
+    }
+    for (i, s) in samples.iter().enumerate() {
+        h.platform
+            .bus
+            .publish_json("telemetry.metrics", &format!("{service}-{i}"), s)
+            .await
+            .unwrap();
+    }
+    let url = format!("{}/metrics", h.platform.url(Service::Observer));
+    let counted = |text: &str, reason: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("forge_cardinality_limited_total{")
+                    && l.contains(&format!("service=\"{service}\""))
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let start = Instant::now();
+    loop {
+        let text = h
+            .api
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if let (Some(keys), Some(combos)) =
+            (counted(&text, "label_keys"), counted(&text, "combinations"))
+        {
+            assert_eq!(keys, 1.0, "one key past the 10th");
+            assert_eq!(combos, 1.0, "the 1001st combination of the service");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "not counted yet");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     h.stop().await;

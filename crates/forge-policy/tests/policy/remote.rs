@@ -256,6 +256,12 @@ async fn remote_reports_a_missing_package_and_bad_input() {
     assert!(ok.allow && ok.deny_reasons.is_empty());
     let err = refusal(&remote, PolicyName::TrainingGate, json!([])).await;
     assert!(matches!(err, PolicyError::InvalidInput(_)), "{err}");
+    // The endpoint is live but not ready: the services' gates are missing.
+    let (status, ready) = get(&format!("{}/ready", opa.url)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready["error"]["code"], "not_ready", "{ready}");
+    let why = ready["checks"]["policy"].as_str().unwrap();
+    assert!(why.contains("spawn_gate is not loaded"), "{ready}");
 }
 
 #[tokio::test]
@@ -375,6 +381,12 @@ async fn common_routes_and_request_ids() {
     assert!(doc["paths"]["/v1/data/{path}"]["post"].is_object(), "{doc}");
     let resp = reqwest::get(format!("{}/metrics", opa.url)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    let (status, ready) = get(&format!("{}/ready", opa.url)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "checks": {"policy": "ok"}})
+    );
 
     let resp = reqwest::Client::new()
         .get(format!("{}/v1/data/no/such/doc", opa.url))

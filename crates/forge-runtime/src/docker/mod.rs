@@ -29,6 +29,9 @@ use crate::{
 /// How long a torn-down lab stays marked so late `die` events are ignored.
 const TEARDOWN_MEMORY: Duration = Duration::from_secs(120);
 
+/// Bound on one engine request, as bollard's local defaults have it.
+const ENGINE_TIMEOUT_SECS: u64 = 120;
+
 /// The Docker-backed runtime. Cheap to clone; clones share state.
 #[derive(Clone)]
 pub struct DockerRuntime {
@@ -47,6 +50,21 @@ impl DockerRuntime {
     pub async fn connect() -> Result<Self, RuntimeError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        Self::negotiate(docker).await
+    }
+
+    /// Connects to the engine on the unix socket at `socket` (a path, or `unix://` and a path)
+    /// instead of `DOCKER_HOST` or the default socket, with the same timeouts and version
+    /// negotiation as [`DockerRuntime::connect`].
+    pub async fn connect_at(socket: impl AsRef<std::path::Path>) -> Result<Self, RuntimeError> {
+        let socket = socket.as_ref().to_string_lossy();
+        let docker =
+            Docker::connect_with_unix(&socket, ENGINE_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+                .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        Self::negotiate(docker).await
+    }
+
+    async fn negotiate(docker: Docker) -> Result<Self, RuntimeError> {
         let docker = docker
             .negotiate_version()
             .await
@@ -108,6 +126,18 @@ impl DockerRuntime {
 
 #[async_trait]
 impl Runtime for DockerRuntime {
+    /// `GET /_ping`, within [`crate::PING_TIMEOUT`].
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        match tokio::time::timeout(crate::PING_TIMEOUT, self.docker().ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(RuntimeError::Connect(with_causes(&e))),
+            Err(_) => Err(RuntimeError::Connect(format!(
+                "no answer to a ping within {:?}",
+                crate::PING_TIMEOUT
+            ))),
+        }
+    }
+
     async fn launch(&self, spec: LabSpec) -> Result<LabHandle, RuntimeError> {
         launch::launch(self, spec).await
     }
@@ -210,4 +240,20 @@ impl Runtime for DockerRuntime {
         let target = container_name(scenario, container);
         watch::kill(self, &target, container, scenario.as_str()).await
     }
+}
+
+/// `e` and its causes: bollard's transport errors say only "client error (Connect)" and leave
+/// the reason (no such socket, connection refused) to their sources.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cause = c.source();
+    }
+    out
 }

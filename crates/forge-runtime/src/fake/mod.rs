@@ -8,7 +8,8 @@
 //! answers through handlers the test sets with [`FakeRuntime::on_exec`] (exit code 0 and no
 //! output otherwise); files exist once [`FakeRuntime::put_file`] put them; a terminal echoes
 //! its input. Test controls inject failures and deaths ([`FakeRuntime::fail_next_launch`],
-//! [`FakeRuntime::kill_container`], [`FakeRuntime::lose_lab`], …).
+//! [`FakeRuntime::kill_container`], [`FakeRuntime::lose_lab`], [`FakeRuntime::set_engine_down`],
+//! …).
 //!
 //! Clones share one state, so a test keeps a clone to drive and observe what the code under
 //! test does with another.
@@ -68,6 +69,7 @@ struct State {
     fail_next_launch: Option<String>,
     launch_delay: Duration,
     fail_revive: bool,
+    engine_down: bool,
 }
 
 struct FakeLab {
@@ -161,6 +163,11 @@ impl FakeRuntime {
     /// Whether `revive` fails (as when a lab's fabric is broken).
     pub fn fail_revive(&self, fail: bool) {
         self.state().fail_revive = fail;
+    }
+
+    /// Whether the engine is down: `ping` fails (readiness) while it is; nothing else changes.
+    pub fn set_engine_down(&self, down: bool) {
+        self.state().engine_down = down;
     }
 
     /// The container dies: state `Exited` (code 137, a kill), and every `events` subscriber

@@ -104,6 +104,15 @@ fn cap(s: String, max: usize) -> (String, bool) {
 
 #[async_trait]
 impl Runtime for FakeRuntime {
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        if self.state().engine_down {
+            return Err(RuntimeError::Backend(
+                "the engine is down (FakeRuntime::set_engine_down)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn launch(&self, spec: LabSpec) -> Result<LabHandle, RuntimeError> {
         let delay = self.state().launch_delay;
         if !delay.is_zero() {

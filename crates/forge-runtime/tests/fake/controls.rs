@@ -245,3 +245,15 @@ async fn reconcile_removes_labs_nobody_owns() {
     assert_eq!(report.kept, [keep.to_string()]);
     assert_eq!(rt.labs(), [keep]);
 }
+
+#[tokio::test]
+async fn ping_fails_while_the_engine_is_down() {
+    let rt = FakeRuntime::new();
+    rt.ping().await.unwrap();
+    rt.set_engine_down(true);
+    let e = rt.ping().await.unwrap_err();
+    assert!(matches!(e, RuntimeError::Backend(_)), "{e}");
+    assert!(e.to_string().contains("engine is down"), "{e}");
+    rt.set_engine_down(false);
+    rt.ping().await.unwrap();
+}

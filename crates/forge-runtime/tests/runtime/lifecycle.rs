@@ -227,3 +227,29 @@ async fn an_unrecoverable_container_fails_the_lab_with_a_reason() {
     assert_eq!(lab_leftovers(scn), (vec![], false));
     task.abort();
 }
+
+#[tokio::test]
+async fn ping_answers_on_the_socket_it_was_given() {
+    use forge_runtime::{DockerRuntime, RuntimeError};
+    DockerRuntime::connect()
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    let at = DockerRuntime::connect_at("unix:///var/run/docker.sock")
+        .await
+        .unwrap();
+    at.ping().await.unwrap();
+    let missing = std::env::temp_dir().join(format!("forge-no-engine-{}.sock", run_id()));
+    let e = DockerRuntime::connect_at(&missing)
+        .await
+        .err()
+        .expect("no engine there");
+    assert!(matches!(e, RuntimeError::Connect(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("cannot connect to the docker engine"),
+        "{e}"
+    );
+}

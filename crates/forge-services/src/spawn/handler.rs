@@ -39,12 +39,24 @@ pub(super) async fn spawn(
     let resp = handle(&state, caller, &headers, body, &mut track)
         .await
         .unwrap_or_else(IntoResponse::into_response);
-    let status = resp.status().as_u16().to_string();
+    let status = outcome_of(resp.status());
     metrics::counter!("forge_spawn_requests_total", "track" => track, "status" => status)
         .increment(1);
     metrics::histogram!("forge_spawn_duration_seconds", "track" => track)
         .record(started.elapsed().as_secs_f64());
     resp
+}
+
+/// The `status` label of `forge_spawn_requests_total` (the spec's SpawnFailureRateHigh alert
+/// watches `status="error"`): `success`, `denied` (not allowed: authentication, role, policy,
+/// quota, rate limit), `invalid` (the request itself is wrong) or `error` (the platform failed).
+pub fn outcome_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "success",
+        401 | 403 | 429 => "denied",
+        400..=499 => "invalid",
+        _ => "error",
+    }
 }
 
 async fn handle(
@@ -254,6 +266,11 @@ async fn create(
         state.inner.billing_wake.notify_one();
     }
     let record = inserted.record;
+    // The spawn's request id names the scenario's work in every service's log lines.
+    let span = tracing::Span::current();
+    span.record("scenario_id", record.scenario_id.as_str());
+    span.record("tenant_id", record.tenant_id.as_str());
+    span.record("request_id", record.request_id.as_str());
     let msg = SpawnRequested {
         scenario_id: record.scenario_id.clone(),
         tenant_id: record.tenant_id.clone(),
@@ -312,4 +329,22 @@ fn json_response(status: u16, body: Vec<u8>, replayed: bool) -> Response {
             .insert(REPLAYED, HeaderValue::from_static("true"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_become_the_outcomes_the_alerts_use() {
+        let of = |code: u16| outcome_of(StatusCode::from_u16(code).unwrap());
+        assert_eq!(of(201), "success");
+        assert_eq!(of(200), "success");
+        assert_eq!((of(401), of(403), of(429)), ("denied", "denied", "denied"));
+        assert_eq!(
+            (of(400), of(409), of(413), of(422)),
+            ("invalid", "invalid", "invalid", "invalid")
+        );
+        assert_eq!((of(500), of(502), of(503)), ("error", "error", "error"));
+    }
 }

@@ -4,7 +4,7 @@
 //! per-tenant rate limit → validate body, request_id, track, template → claim the idempotency
 //! key → spawn gate (policy) → persist `pending` with its billing records → publish
 //! `spawn.request` → audit → `201 {request_id, scenario_id, access_url, expires_at}`.
-//! Plus `GET /health`, `GET /metrics`, `GET /openapi.json`. See docs/spawn-api.md.
+//! Plus `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json`. See docs/spawn-api.md.
 
 pub mod api;
 pub mod config;
@@ -23,7 +23,7 @@ use forge_auth::Verifier;
 use forge_bus::Bus;
 use forge_catalog::Catalog;
 use forge_core::audit::AuditSink;
-use forge_http::Service;
+use forge_http::{Readiness, Service};
 use forge_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -53,6 +53,8 @@ pub struct SpawnDeps {
 #[derive(Clone)]
 pub struct SpawnState {
     inner: Arc<Inner>,
+    /// The checks behind `/ready` (none unless [`SpawnState::with_readiness`] set them).
+    readiness: Readiness,
 }
 
 struct Inner {
@@ -69,7 +71,14 @@ impl SpawnState {
                 limiter: RateLimiter::new(),
                 billing_wake: Arc::new(Notify::new()),
             }),
+            readiness: Readiness::new(),
         }
+    }
+
+    /// The service with `readiness` behind its `/ready` (the dependencies its caller gave it:
+    /// store, bus, the spawn gate's policy engine).
+    pub fn with_readiness(self, readiness: Readiness) -> Self {
+        Self { readiness, ..self }
     }
 
     pub fn config(&self) -> &SpawnConfig {
@@ -100,6 +109,7 @@ pub fn router(state: SpawnState) -> Router {
 fn router_with(state: SpawnState, extra: Router) -> Router {
     let limit = state.config().body_limit;
     let verifier = state.inner.deps.verifier.clone();
+    let readiness = state.readiness.clone();
     let api = Router::new()
         .route("/v1/spawn", post(handler::spawn))
         .with_state(state);
@@ -107,7 +117,7 @@ fn router_with(state: SpawnState, extra: Router) -> Router {
         .merge(api)
         .merge(extra)
         .layer(Extension(verifier));
-    forge_http::finish(routes, limit)
+    readiness.install(forge_http::finish(routes, limit))
 }
 
 /// Serves the spawn service on `listener` until `shutdown` resolves, with its background work:

@@ -224,6 +224,9 @@ impl Bus for FlakyBus {
     async fn backlog(&self) -> Result<Vec<forge_bus::Backlog>, BusError> {
         self.inner.backlog().await
     }
+    async fn ping(&self) -> Result<(), BusError> {
+        self.inner.ping().await
+    }
 }
 
 #[tokio::test]

@@ -99,6 +99,18 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let query = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool);
+        match tokio::time::timeout(crate::PING_TIMEOUT, query).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Backend(format!("postgresql: {e}"))),
+            Err(_) => Err(StoreError::Backend(format!(
+                "postgresql did not answer within {:?}",
+                crate::PING_TIMEOUT
+            ))),
+        }
+    }
+
     async fn insert_pending(
         &self,
         new: &NewScenario,

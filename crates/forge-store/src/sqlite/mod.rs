@@ -149,6 +149,21 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Reads the schema page from the file, through the pool every read uses.
+        let read = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master")
+            .fetch_one(&self.reader);
+        let file = self.path.display();
+        match tokio::time::timeout(crate::PING_TIMEOUT, read).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Backend(format!("cannot read {file}: {e}"))),
+            Err(_) => Err(StoreError::Backend(format!(
+                "no read of {file} within {:?}",
+                crate::PING_TIMEOUT
+            ))),
+        }
+    }
+
     async fn insert_pending(
         &self,
         new: &NewScenario,

@@ -355,3 +355,13 @@ pub async fn quota_is_enforced_atomically(s: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(listed.iter().filter(|r| r.tenant_id == "quota").count(), 2);
 }
+
+/// A working store answers its readiness ping, quickly.
+pub async fn ping_answers(store: Arc<dyn Store>) {
+    let start = std::time::Instant::now();
+    store
+        .ping()
+        .await
+        .expect("a working store answers the ping");
+    assert!(start.elapsed() < forge_store::PING_TIMEOUT);
+}
