@@ -32,6 +32,7 @@ pub use config::{
     JwksSource,
 };
 pub use error::{AuthError, AuthSetupError};
+pub use extract::Authenticated;
 pub use mint::{LocalIssuer, parse_ttl};
 pub use secret::{SECRET_FILE, load_or_create_hs256_secret, secret_path};
 pub use verifier::Verifier;
@@ -44,8 +45,13 @@ pub mod roles {
     /// The platform itself and operators' automation: create scenarios directly, and act on
     /// any lab of the tenant.
     pub const ORCHESTRATOR: &str = "forge.orchestrator";
-    /// May read every score of the tenant (a learner reads their own without it).
+    /// A learner's score role (the spec's): reads the scores and bundles of the caller's own
+    /// scenarios only. The owner of a scenario reads its score with or without it; tenant-wide
+    /// reading is [`SCORE_READ_ALL`], an instructor or the orchestrator role.
     pub const SCORE_READ: &str = "forge.score.read";
+    /// Reads every score and bundle of the tenant without operating any lab (an auditor, a
+    /// reporting integration).
+    pub const SCORE_READ_ALL: &str = "forge.score.read_all";
     /// A tenant's instructors: check, submit, exec, open terminals and run playbooks in any lab
     /// of the tenant.
     pub const INSTRUCTOR: &str = "forge.instructor";

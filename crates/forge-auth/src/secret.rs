@@ -1,5 +1,7 @@
 //! The local HS256 secret: 32 random bytes, hex-encoded in `<data_dir>/auth/hs256.secret`, mode
-//! 0600, created atomically on first use (two processes starting together agree on one secret).
+//! 0600 in a 0700 directory, created atomically on first use (two processes starting together
+//! agree on one secret). A secret file that group or others may read or write is refused, with
+//! the `chmod` that fixes it.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -77,11 +79,16 @@ fn read_secret(path: &Path) -> Result<Option<Vec<u8>>, AuthSetupError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(err(path, e)),
     };
+    // Anyone who can read the secret can mint tokens for any tenant; anyone who can write it
+    // can swap in their own.
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(err(
             path,
-            format!("it is readable by other users (mode {mode:o}); run `chmod 600` on it"),
+            format!(
+                "it is readable or writable by other users (mode {mode:04o}); run `chmod 600 {}`",
+                path.display()
+            ),
         ));
     }
     let text = fs::read_to_string(path).map_err(|e| err(path, e))?;

@@ -379,14 +379,27 @@ fn secret_is_created_private_once_and_shared() {
         1,
         "no temp files left"
     );
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = forge_auth::load_or_create_hs256_secret(dir.path())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("readable by other users") && err.contains("chmod 600"),
-        "{err}"
+    assert_eq!(
+        std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
     );
+    for loose in [0o644, 0o640, 0o602] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+        let err = forge_auth::load_or_create_hs256_secret(dir.path())
+            .unwrap_err()
+            .to_string();
+        let shown = path.display();
+        assert!(
+            err.contains(&shown.to_string())
+                && err.contains(&format!("(mode 0{loose:o})"))
+                && err.contains(&format!("run `chmod 600 {shown}`")),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -157,7 +157,9 @@ pub trait Bus: Send + Sync + 'static {
     ) -> Result<PublishAck, BusError>;
 
     /// Binds to the durable consumer `durable` of `subject`, creating it (positioned at the
-    /// subject's first message) when it does not exist yet.
+    /// subject's first retained message) when it does not exist yet. What is retained differs:
+    /// NATS keeps acked messages up to the stream's limits, the in-process bus drops a message
+    /// once every existing durable acked it ([`memory`]).
     async fn subscribe(
         &self,
         subject: &str,

@@ -5,6 +5,16 @@
 //!
 //! Delivery is pull-based: a message is assigned to a subscription only when that subscription
 //! asks for one, so subscriptions sharing a durable split the work by how fast they pull.
+//!
+//! Retention: a message is dropped as soon as every durable that exists on its subject has
+//! acked it (or given it up after `max_deliver`), so memory holds only work in flight, however
+//! many labs have run; the dedup window keeps only message ids and sequences, never payloads,
+//! so a duplicate is still recognised after its original was dropped. A message published while
+//! its subject has no durable at all is kept (up to `max_messages_per_subject`) for the first
+//! durable to come. This is where the bus differs from the NATS stream, whose limits retention
+//! keeps acked messages until its limits discard them: a durable created later here starts at
+//! the first message still retained, and never sees messages every earlier durable had already
+//! acked (on NATS it would, up to the stream's limits).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -65,9 +75,11 @@ struct SubjectLog {
 
 #[derive(Default)]
 struct LogState {
-    /// Sequence of `messages[0]`; sequences start at 1.
-    first_seq: u64,
-    messages: VecDeque<Arc<Stored>>,
+    /// The sequence the next accepted message gets; sequences start at 1.
+    next_seq: u64,
+    /// Retained messages by sequence. Not contiguous: a message leaves as soon as every
+    /// durable is done with it, while older ones may still wait for an ack.
+    messages: BTreeMap<u64, Arc<Stored>>,
     dedup: HashMap<String, (Instant, u64)>,
     dedup_order: VecDeque<(Instant, String)>,
     durables: HashMap<String, DurableState>,
@@ -117,7 +129,7 @@ impl MemoryBus {
                     name: subject.to_owned(),
                     config: self.inner.config.clone(),
                     state: Mutex::new(LogState {
-                        first_seq: 1,
+                        next_seq: 1,
                         ..LogState::default()
                     }),
                     wake: Notify::new(),
@@ -131,6 +143,15 @@ impl MemoryBus {
         lock(&self.log(subject).state).messages.len()
     }
 
+    /// Payload bytes currently stored on `subject` (for tests and diagnostics).
+    pub fn stored_bytes(&self, subject: &str) -> usize {
+        lock(&self.log(subject).state)
+            .messages
+            .values()
+            .map(|m| m.payload.len())
+            .sum()
+    }
+
     /// Un-acked deliveries of `durable` on `subject` (for tests and diagnostics).
     pub fn pending(&self, subject: &str, durable: &str) -> usize {
         lock(&self.log(subject).state)
@@ -141,13 +162,25 @@ impl MemoryBus {
 }
 
 impl LogState {
-    fn last_seq(&self) -> u64 {
-        self.first_seq + self.messages.len() as u64 - 1
+    /// The oldest retained sequence, or the next one when nothing is retained.
+    fn first_seq(&self) -> u64 {
+        self.messages
+            .first_key_value()
+            .map_or(self.next_seq, |(seq, _)| *seq)
     }
 
-    fn get(&self, seq: u64) -> Option<&Arc<Stored>> {
-        let idx = seq.checked_sub(self.first_seq)?;
-        self.messages.get(usize::try_from(idx).ok()?)
+    /// Drops message `seq` once every durable is done with it: delivered to each (its next
+    /// sequence is past it) and acked or given up by each (nothing pending). While no durable
+    /// exists nobody has seen it, so it stays for the first one.
+    fn drop_if_done(&mut self, seq: u64) {
+        let done = !self.durables.is_empty()
+            && self
+                .durables
+                .values()
+                .all(|d| seq < d.next_seq && !d.pending.contains_key(&seq));
+        if done {
+            self.messages.remove(&seq);
+        }
     }
 
     fn prune_dedup(&mut self, now: Instant, window: Duration) {
@@ -186,15 +219,18 @@ impl Bus for MemoryBus {
                     duplicate: true,
                 });
             }
-            let seq = st.first_seq + st.messages.len() as u64;
-            st.messages.push_back(Arc::new(Stored {
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.messages.insert(
                 seq,
-                msg_id: msg_id.to_owned(),
-                payload,
-            }));
+                Arc::new(Stored {
+                    seq,
+                    msg_id: msg_id.to_owned(),
+                    payload,
+                }),
+            );
             if st.messages.len() > log.config.max_messages_per_subject {
-                st.messages.pop_front();
-                st.first_seq += 1;
+                st.messages.pop_first();
             }
             st.dedup.insert(msg_id.to_owned(), (now, seq));
             st.dedup_order.push_back((now, msg_id.to_owned()));
@@ -218,7 +254,8 @@ impl Bus for MemoryBus {
         let log = self.log(subject);
         {
             let mut st = lock(&log.state);
-            let first = st.first_seq;
+            // A new durable starts at the oldest message still retained (see the module docs).
+            let first = st.first_seq();
             st.durables
                 .entry(durable.to_owned())
                 .or_insert_with(|| DurableState {
@@ -237,12 +274,13 @@ impl Bus for MemoryBus {
         let mut out = Vec::new();
         for log in logs {
             let st = lock(&log.state);
-            let next_unstored = st.first_seq + st.messages.len() as u64;
             for (durable, d) in &st.durables {
                 out.push(Backlog {
                     durable: durable.clone(),
                     subject: log.name.clone(),
-                    pending: next_unstored.saturating_sub(d.next_seq.max(st.first_seq)),
+                    // Sequences are not contiguous (acked-by-all and over-the-limit messages
+                    // are gone), so count what is retained from the durable's position on.
+                    pending: st.messages.range(d.next_seq..).count() as u64,
                     ack_pending: d.pending.len() as u64,
                 });
             }
@@ -271,20 +309,20 @@ impl MemorySubscription {
     fn poll_once(&self) -> Next {
         let mut st = lock(&self.log.state);
         let now = Instant::now();
-        let first_seq = st.first_seq;
-        let last_seq = st.last_seq();
         let ack_wait = self.log.config.ack_wait;
         let max_deliver = self.log.config.max_deliver;
-        let d = st
-            .durables
+        let LogState {
+            messages, durables, ..
+        } = &mut *st;
+        let d = durables
             .get_mut(&self.durable)
             .expect("durable is created by subscribe");
-        // Discarded messages can no longer be delivered.
-        d.pending.retain(|seq, _| *seq >= first_seq);
-        d.next_seq = d.next_seq.max(first_seq);
+        // Messages discarded by the count limit can no longer be delivered.
+        d.pending.retain(|seq, _| messages.contains_key(seq));
 
         // Redeliveries first, oldest first: JetStream redelivers before moving on.
         let mut chosen = None;
+        let mut given_up = Vec::new();
         let due: Vec<u64> = d
             .pending
             .iter()
@@ -297,6 +335,7 @@ impl MemorySubscription {
                 tracing::warn!(subject = %self.log.name, durable = %self.durable, seq,
                     "message reached max deliveries without ack; giving it up");
                 d.pending.remove(&seq);
+                given_up.push(seq);
                 continue;
             }
             p.deliveries += 1;
@@ -304,9 +343,10 @@ impl MemorySubscription {
             chosen = Some((seq, p.deliveries));
             break;
         }
-        if chosen.is_none() && d.next_seq <= last_seq {
-            let seq = d.next_seq;
-            d.next_seq += 1;
+        if chosen.is_none()
+            && let Some(seq) = messages.range(d.next_seq..).next().map(|(s, _)| *s)
+        {
+            d.next_seq = seq + 1;
             d.pending.insert(
                 seq,
                 Pending {
@@ -316,13 +356,18 @@ impl MemorySubscription {
             );
             chosen = Some((seq, 1));
         }
-        match chosen {
+        let next = match chosen {
             Some((seq, deliveries)) => {
-                let msg = st.get(seq).expect("pending seq is stored").clone();
+                let msg = messages.get(&seq).expect("pending seq is stored").clone();
                 Next::Deliver(msg, deliveries)
             }
             None => Next::Wait(d.pending.values().map(|p| p.redeliver_at).min()),
+        };
+        // A message given up is done for this durable, as an acked one is.
+        for seq in given_up {
+            st.drop_if_done(seq);
         }
+        next
     }
 }
 
@@ -376,6 +421,7 @@ impl Acker for MemoryAcker {
         if let Some(d) = st.durables.get_mut(&self.durable) {
             d.pending.remove(&self.seq);
         }
+        st.drop_if_done(self.seq);
         Ok(())
     }
 

@@ -390,5 +390,7 @@ fn counts_messages_per_subject_impl(make: impl AsyncFn(SuiteConfig) -> TestBus) 
 #[macro_use]
 #[path = "bus/consumer.rs"]
 mod consumer;
+#[path = "bus/memory.rs"]
+mod memory_retention;
 #[path = "bus/nats.rs"]
 mod nats;

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use forge_core::Track;
-use forge_core::template::{ScenarioTemplate, TemplateErrors, load};
+use forge_core::template::{
+    Diagnostic, MAX_YAML_BYTES, ScenarioTemplate, TemplateErrors, check_input_size, load,
+};
 use serde::Serialize;
 
 /// The templates shipped with the platform, as `(file name, text)`.
@@ -106,10 +108,7 @@ impl Catalog {
         let mut c = Self::bundled()?;
         if let Some(dir) = dir {
             for path in template_files(dir)? {
-                let text = std::fs::read_to_string(&path).map_err(|source| CatalogError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+                let text = read_yaml_file(&path).map_err(CatalogError::Invalid)?;
                 c.insert(&path.display().to_string(), &text, true)?;
             }
         }
@@ -183,6 +182,31 @@ impl Catalog {
     }
 }
 
+/// Reads a template or playbook file as UTF-8 text, refusing one larger than [`MAX_YAML_BYTES`]
+/// without reading it whole (its size is checked before, and the read stops past the limit for
+/// files whose size the metadata does not tell, such as pipes). Errors name the file.
+pub fn read_yaml_file(path: &Path) -> Result<String, TemplateErrors> {
+    use std::io::Read;
+    let file = path.display().to_string();
+    let fail = |reason: String| TemplateErrors::new(&file, vec![Diagnostic::new("", reason)]);
+    let f = std::fs::File::open(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
+    let too_big = |d: Diagnostic| TemplateErrors::new(&file, vec![d]);
+    if let Ok(meta) = f.metadata() {
+        check_input_size(usize::try_from(meta.len()).unwrap_or(usize::MAX)).map_err(too_big)?;
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_YAML_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read file: {e}")))?;
+    if bytes.len() > MAX_YAML_BYTES {
+        // Only part of it was read: its size is not known, only that it is too large.
+        return Err(fail(format!(
+            "file is over {MAX_YAML_BYTES} bytes; at most {MAX_YAML_BYTES} bytes of YAML are accepted"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| fail("file is not valid UTF-8".into()))
+}
+
 /// `*.yaml` and `*.yml` files directly in `dir`, sorted.
 pub fn template_files(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
     let rd = std::fs::read_dir(dir).map_err(|source| CatalogError::Io {
@@ -240,5 +264,33 @@ mod tests {
         std::fs::write(dir.path().join("bad.yaml"), "kind: nope\n").unwrap();
         let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
         assert!(err.contains("bad.yaml"), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_template_file_is_refused_by_name_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.yaml");
+        // A valid-looking YAML comment, just too large: refused for its size, not its content.
+        let mut text = String::from("# padding\n");
+        text.push_str(&"#".repeat(MAX_YAML_BYTES));
+        std::fs::write(&path, text).unwrap();
+        let err = read_yaml_file(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(
+            err.contains(&format!("at most {MAX_YAML_BYTES} bytes")),
+            "{err}"
+        );
+        let err = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("huge.yaml") && err.contains("bytes"), "{err}");
+        // A file whose metadata gives no size (a device, a pipe) is read only up to the limit.
+        let err = read_yaml_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "/dev/zero: file is over {MAX_YAML_BYTES} bytes; at most {MAX_YAML_BYTES} bytes of YAML are accepted"
+            )
+        );
     }
 }

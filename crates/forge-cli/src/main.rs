@@ -32,6 +32,8 @@ enum Command {
     Up(Box<cmd::up::UpArgs>),
     #[command(flatten)]
     Client(cmd::client::ClientCommand),
+    /// Check this machine can run labs safely (engine, user namespaces, tools, images)
+    Doctor(cmd::doctor::DoctorArgs),
     /// Issue local access tokens
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
@@ -134,6 +136,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Up(a) => cmd::up::run(data_dir, *a).await,
         Command::Client(c) => cmd::client::run(&data_dir, c).await,
         Command::Token(c) => cmd::token::run(&data_dir, c),
+        Command::Doctor(a) => cmd::doctor::run(a).await,
         Command::Billing(c) => cmd::billing::run(&data_dir, c).await,
         Command::Playbook(c) => cmd::playbook::run(c).await,
         Command::Template(c) => cmd::template::run(c).await,

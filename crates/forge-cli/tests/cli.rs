@@ -12,6 +12,9 @@ mod bus;
 mod cluster;
 #[path = "cli/config.rs"]
 mod config;
+#[cfg(feature = "docker")]
+#[path = "cli/doctor.rs"]
+mod doctor;
 #[path = "cli/evidence.rs"]
 mod evidence;
 #[path = "cli/policy.rs"]

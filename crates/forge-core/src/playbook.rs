@@ -10,6 +10,28 @@ use crate::template::{Evidence, EvidenceType, Expect, ScenarioTemplate};
 
 /// Default per-step timeout when the template gives none.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 10;
+/// Longest per-step timeout a template, playbook or API request may ask for. A check runs while
+/// the learner waits, and an unbounded value (`u64::MAX`) overflowed the deadline arithmetic.
+/// The template schema's `timeout_seconds` maximum is the same number (tested).
+pub const MAX_TIMEOUT_SECONDS: u64 = 300;
+
+/// `#[serde(deserialize_with)]` for every optional `timeout_seconds`: a whole number of seconds
+/// from 1 to [`MAX_TIMEOUT_SECONDS`], or an error that names the field and the range.
+pub(crate) fn timeout_seconds<'de, D>(d: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    match n.as_u64() {
+        Some(s) if (1..=MAX_TIMEOUT_SECONDS).contains(&s) => Ok(Some(s)),
+        _ => Err(D::Error::custom(format!(
+            "timeout_seconds must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECONDS}, got {n}"
+        ))),
+    }
+}
 
 /// A standalone playbook file: `playbook: [ {step: execute_command, ...}, ... ]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +50,7 @@ pub enum PlaybookStep {
         command: String,
         #[serde(default)]
         expect: Expect,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "timeout_seconds")]
         timeout_seconds: Option<u64>,
     },
     CheckFile {
@@ -42,7 +64,7 @@ pub enum PlaybookStep {
         target: String,
         #[serde(default)]
         expect: Expect,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "timeout_seconds")]
         timeout_seconds: Option<u64>,
     },
     InspectState {
@@ -80,6 +102,8 @@ impl PlaybookStep {
         }
     }
 
+    /// The step's timeout, within 1..=[`MAX_TIMEOUT_SECONDS`] even for a step built in code
+    /// rather than parsed (parsing already refuses values outside it).
     pub fn timeout_seconds(&self) -> u64 {
         match self {
             Self::ExecuteCommand {
@@ -87,7 +111,9 @@ impl PlaybookStep {
             }
             | Self::ProbeNetwork {
                 timeout_seconds, ..
-            } => timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS),
+            } => timeout_seconds
+                .unwrap_or(DEFAULT_TIMEOUT_SECONDS)
+                .clamp(1, MAX_TIMEOUT_SECONDS),
             _ => DEFAULT_TIMEOUT_SECONDS,
         }
     }
@@ -344,13 +370,36 @@ pub fn criterion_result(
     }
 }
 
-/// Parses a standalone playbook (YAML, the spec's format), with positions in errors.
+/// Parses a standalone playbook (YAML, the spec's format), with positions in errors. The input
+/// is bounded like a template's (see [`crate::template::MAX_YAML_BYTES`]).
 pub fn parse_playbook(file: &str, text: &str) -> Result<Playbook, crate::template::TemplateErrors> {
     use crate::template::{Diagnostic, TemplateErrors, parse_yaml};
     let doc = parse_yaml(text).map_err(|d| TemplateErrors::new(file, vec![d]))?;
     serde_json::from_value(doc.value.clone()).map_err(|e| {
-        let mut d = Diagnostic::new("playbook", format!("invalid playbook: {e}"));
+        let mut d = match failing_step(&doc.value) {
+            Some((path, e)) => Diagnostic::new(path, e),
+            None => Diagnostic::new("playbook", format!("invalid playbook: {e}")),
+        };
         d.locate(&doc);
         TemplateErrors::new(file, vec![d])
+    })
+}
+
+/// The first step that does not deserialise, with its path (down to `timeout_seconds` when
+/// that is what is wrong) and why: serde's own error names neither the step nor the line.
+fn failing_step(doc: &serde_json::Value) -> Option<(String, String)> {
+    let steps = doc.get("playbook")?.as_array()?;
+    steps.iter().enumerate().find_map(|(i, step)| {
+        let e = serde_json::from_value::<PlaybookStep>(step.clone())
+            .err()?
+            .to_string();
+        Some(if e.starts_with("timeout_seconds") {
+            (format!("playbook[{i}].timeout_seconds"), e)
+        } else {
+            (
+                format!("playbook[{i}]"),
+                format!("invalid playbook step: {e}"),
+            )
+        })
     })
 }

@@ -226,6 +226,152 @@ playbook:
     );
 }
 
+const NETPLUS: &str = include_str!("../../../templates/netplus-routing.yaml");
+
+/// The netplus template with `extra` added to its first evidence item.
+fn netplus_with_evidence(extra: &str) -> String {
+    let at = "          command: \"ip route show\"\n";
+    assert!(NETPLUS.contains(at), "fixture drifted");
+    NETPLUS.replacen(at, &format!("{at}          {extra}\n"), 1)
+}
+
+#[test]
+fn timeout_seconds_is_bounded_in_templates_playbooks_and_json() {
+    use playbook::MAX_TIMEOUT_SECONDS;
+    let max = u64::MAX;
+    // Template: the schema refuses it at its path and line.
+    let err = load(
+        "lab.yaml",
+        &netplus_with_evidence(&format!("timeout_seconds: {max}")),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("spec.successCriteria[0].evidence[0].timeout_seconds")
+            && text.contains(&max.to_string()),
+        "{text}"
+    );
+    assert!(text.starts_with("lab.yaml:"), "{text}");
+    load("lab.yaml", &netplus_with_evidence("timeout_seconds: 300")).expect("300 is allowed");
+    // The schema's bound is the code's bound.
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../schemas/scenario-template.schema.json")).unwrap();
+    fn find<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+        match v {
+            serde_json::Value::Object(o) => {
+                o.get(key).or_else(|| o.values().find_map(|v| find(v, key)))
+            }
+            serde_json::Value::Array(a) => a.iter().find_map(|v| find(v, key)),
+            _ => None,
+        }
+    }
+    let bound = find(&schema, "timeout_seconds").expect("schema has timeout_seconds");
+    assert_eq!(
+        (&bound["minimum"], &bound["maximum"]),
+        (&1.into(), &MAX_TIMEOUT_SECONDS.into()),
+        "schema and MAX_TIMEOUT_SECONDS disagree"
+    );
+
+    // Playbook YAML: the error names the file, the step's field, its line and the range.
+    for bad in [
+        max.to_string(),
+        "0".into(),
+        "301".into(),
+        "2.5".into(),
+        "-1".into(),
+    ] {
+        let yaml = format!(
+            "playbook:\n  - step: check_file\n    container: vm\n    path: /etc/hosts\n  - step: execute_command\n    container: vm\n    command: id\n    timeout_seconds: {bad}\n"
+        );
+        let err = playbook::parse_playbook("pb.yaml", &yaml).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("pb.yaml:8:")
+                && text.contains("playbook[1].timeout_seconds")
+                && text.contains(&format!("from 1 to {MAX_TIMEOUT_SECONDS}, got {bad}")),
+            "{bad}: {text}"
+        );
+    }
+
+    // JSON (the runner's API, bus messages): refused while deserialising, never a panic later.
+    let json = format!(
+        r#"{{"step":"probe_network","container":"vm","target":"web:80","timeout_seconds":{max}}}"#
+    );
+    let err = serde_json::from_str::<PlaybookStep>(&json).unwrap_err();
+    assert!(err.to_string().contains("timeout_seconds must be"), "{err}");
+    let mut t = serde_json::to_value(netplus()).unwrap();
+    t["spec"]["successCriteria"][0]["evidence"][0]["timeout_seconds"] = max.into();
+    let err = serde_json::from_value::<ScenarioTemplate>(t).unwrap_err();
+    assert!(err.to_string().contains("timeout_seconds must be"), "{err}");
+
+    // A step built in code is clamped, so deadline arithmetic cannot overflow.
+    let step = PlaybookStep::ExecuteCommand {
+        container: "vm".into(),
+        command: "id".into(),
+        expect: Default::default(),
+        timeout_seconds: Some(max),
+    };
+    assert_eq!(step.timeout_seconds(), MAX_TIMEOUT_SECONDS);
+}
+
+#[test]
+fn alias_expansion_is_budgeted_in_bytes_and_nodes() {
+    // Few nodes, many bytes: one 64 KiB string repeated 100 times is 6.4 MB from a 65 KiB file.
+    let mut yaml = format!("a: &big \"{}\"\nb: [", "x".repeat(64 * 1024));
+    yaml.push_str(&["*big"; 100].join(", "));
+    yaml.push_str("]\n");
+    assert!(yaml.len() < template::MAX_YAML_BYTES);
+    for err in [
+        load("bomb.yaml", &yaml).unwrap_err(),
+        playbook::parse_playbook("bomb.yaml", &yaml).unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            text.starts_with("bomb.yaml:2:")
+                && text.contains(&format!(
+                    "more than {} bytes (aliases included)",
+                    template::MAX_EXPANDED_BYTES
+                )),
+            "{text}"
+        );
+    }
+    // The classic billion laughs: nine levels of ten aliases each.
+    let mut laughs = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let p = format!("*l{}", i - 1);
+        laughs.push_str(&format!("l{i}: &l{i} [{}]\n", [p.as_str(); 10].join(", ")));
+    }
+    let text = load("laughs.yaml", &laughs).unwrap_err().to_string();
+    assert!(
+        text.starts_with("laughs.yaml:") && text.contains("expands to more than"),
+        "{text}"
+    );
+    // Aliases within the budget still work.
+    let ok = "a: &v {x: 1}\nb: [*v, *v]\n";
+    assert_eq!(
+        template::parse_yaml(ok).unwrap().value,
+        serde_json::json!({"a": {"x": 1}, "b": [{"x": 1}, {"x": 1}]})
+    );
+}
+
+#[test]
+fn oversized_input_is_refused_before_parsing() {
+    let mut text = String::from("# a comment that goes on\n");
+    text.push_str(&"#".repeat(template::MAX_YAML_BYTES));
+    let want = format!(
+        "big.yaml: file is {} bytes; at most {} bytes of YAML are accepted",
+        text.len(),
+        template::MAX_YAML_BYTES
+    );
+    assert_eq!(load("big.yaml", &text).unwrap_err().to_string(), want);
+    assert_eq!(
+        playbook::parse_playbook("big.yaml", &text)
+            .unwrap_err()
+            .to_string(),
+        want
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 

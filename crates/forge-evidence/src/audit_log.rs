@@ -24,6 +24,18 @@
 //! (rollback); anchoring checkpoints outside this host (e.g. publishing them to the bus) closes
 //! that gap.
 //!
+//! Files: the log and its head are created mode 0600 in a directory created 0700 (they name
+//! tenants, users and decisions).
+//!
+//! Key changes: a log opened with [`AuditLog::open_following`] follows its keyring. Before each
+//! append it compares the keyring index's file identity (a `stat`, ~1 µs) with the last one it
+//! read; when another process (`forge keys rotate|revoke --purpose audit`, or the start-up
+//! rotation) replaced the index and the active key changed, the log switches to the new key at
+//! once: after a rotation it first appends a checkpoint signed by the retired key (which stays
+//! valid for verification within the keyring's retention), after a revocation it does not (a
+//! revoked key signs nothing more). So the next record after a rotation is signed by the new
+//! key without a restart. [`AuditLog::set_signer`] stays for callers that hold a signer.
+//!
 //! On open the writer re-scans the chain (hashes only, cheap) to rebuild the event-id index and
 //! compares it with the head: a log one append ahead of its head (crash between the two writes)
 //! is accepted after its extra records' signatures verify, a partial last line (crash mid-write)
@@ -32,9 +44,9 @@
 //! it (it stays evidence of what happened) and start a new one.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -44,7 +56,7 @@ use forge_core::audit::{AuditEvent, AuditSink};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::keyring::{KeySource, Signer};
+use crate::keyring::{KeyError, KeySource, KeyStatus, Keyring, Signer};
 use crate::util::{canonical_json, sha256_hex};
 
 mod verify;
@@ -53,6 +65,11 @@ pub use verify::{AuditVerifyError, LogReport, RecordRef, verify_log, verify_log_
 
 /// The head file is written in whole blocks of this size (one disk sector).
 const HEAD_BLOCK: usize = 512;
+/// Mode of the log and its head; their directory is created 0700.
+const FILE_MODE: u32 = 0o600;
+/// How long a log that could not load its keyring's new active key waits before trying again
+/// (it keeps signing with the key it has meanwhile, and says so once per try).
+const KEY_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `prev_hash` of the first record and `head_hash` of an empty log.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -145,6 +162,8 @@ pub enum AuditLogError {
     Corrupt(#[from] AuditVerifyError),
     #[error("encoding audit record: {0}")]
     Encode(String),
+    #[error("audit signing key: {0}")]
+    Keys(#[from] KeyError),
 }
 
 /// The JSON value a verifier will see for `value`: serialised to text and parsed back, so that
@@ -174,10 +193,29 @@ struct Writer {
     head: File,
     len: u64,
     signer: Signer,
+    follow: Option<Follow>,
     next_seq: u64,
     last_hash: String,
     events: u64,
     since_checkpoint: u64,
+}
+
+/// The keyring a log follows, and what it last saw of its index.
+struct Follow {
+    keyring: Keyring,
+    /// Identity of `keyring.json` when last read; `None` reads it at the next append.
+    seen: Option<IndexStamp>,
+    /// After a failed switch: no new try before this.
+    quiet_until: Option<std::time::Instant>,
+}
+
+/// Device, inode, modification time and size of the index: the keyring replaces it by rename,
+/// so any change gives a new inode even where timestamps are coarse.
+type IndexStamp = (u64, u64, i64, i64, u64);
+
+fn index_stamp(keyring: &Keyring) -> Option<IndexStamp> {
+    let m = std::fs::metadata(keyring.path().join("keyring.json")).ok()?;
+    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
 }
 
 /// The audit log writer. Cheap to share behind an `Arc`; all writes serialise on one mutex.
@@ -217,7 +255,11 @@ impl AuditLog {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
         }
         let head_path = head_path_for(path);
         let head = verify::read_head(&head_path)?;
@@ -265,6 +307,7 @@ impl AuditLog {
             .create(true)
             .append(true)
             .read(true)
+            .mode(FILE_MODE)
             .open(path)
             .map_err(io)?;
         if end.partial_line.is_some() {
@@ -277,7 +320,7 @@ impl AuditLog {
             .truncate(false)
             .read(true)
             .write(true)
-            .mode(0o644)
+            .mode(FILE_MODE)
             .open(&head_path)
             .map_err(|source| AuditLogError::Io {
                 path: head_path.clone(),
@@ -292,6 +335,7 @@ impl AuditLog {
                 head,
                 len: end.valid_len,
                 signer,
+                follow: None,
                 next_seq: end.last_seq + 1,
                 last_hash: end.last_hash,
                 events: end.events,
@@ -304,6 +348,25 @@ impl AuditLog {
         let mut w = log.lock();
         log.write_head(&mut w, false)?;
         drop(w);
+        Ok(log)
+    }
+
+    /// Opens (or creates) the log at `path`, signing with `keyring`'s active key (made on first
+    /// use), trusting its keys, and following it: a rotation or revocation of the keyring by any
+    /// process switches the signer before the next record (see the module docs).
+    pub fn open_following(
+        path: &Path,
+        mut keyring: Keyring,
+        config: AuditLogConfig,
+    ) -> Result<Self, AuditLogError> {
+        let signer = keyring.signer()?;
+        let keys = KeySource::from_keyring(&keyring)?;
+        let log = Self::open(path, signer, &keys, config)?;
+        log.lock().follow = Some(Follow {
+            seen: index_stamp(&keyring),
+            keyring,
+            quiet_until: None,
+        });
         Ok(log)
     }
 
@@ -323,6 +386,7 @@ impl AuditLog {
     /// Signs, chains and appends `event`; returns its detached signature.
     pub fn append(&self, mut event: AuditEvent) -> Result<EventSignature, AuditLogError> {
         let mut w = self.lock();
+        self.follow_keyring(&mut w)?;
         event.signature = None;
         let value = as_written(&event)?;
         let signature = w
@@ -371,7 +435,57 @@ impl AuditLog {
     /// Appends a checkpoint if events arrived since the last one, fsyncs the log and the head.
     pub fn flush(&self) -> Result<(), AuditLogError> {
         let mut w = self.lock();
+        self.follow_keyring(&mut w)?;
         self.flush_locked(&mut w)
+    }
+
+    /// When the followed keyring's index changed and names another active key, switches to it
+    /// (after a rotation, first checkpointing with the retired key). A key that cannot be
+    /// loaded (say, its file is open to other users) is reported and tried again later; the
+    /// log keeps signing with the key it has rather than losing records.
+    fn follow_keyring(&self, w: &mut Writer) -> Result<(), AuditLogError> {
+        let Some(f) = w.follow.as_mut() else {
+            return Ok(());
+        };
+        if f.quiet_until.is_some_and(|t| std::time::Instant::now() < t) {
+            return Ok(());
+        }
+        let stamp = index_stamp(&f.keyring);
+        if stamp.is_some() && stamp == f.seen {
+            return Ok(());
+        }
+        let loaded = f.keyring.reload().and_then(|()| {
+            match f.keyring.active() {
+                Some(k) if k.key_id == w.signer.key_id() => Ok(None),
+                // Makes the keyring's first key if it has none (all revoked by hand).
+                _ => f.keyring.signer().map(Some),
+            }
+        });
+        let next = match loaded {
+            Ok(next) => {
+                f.seen = stamp;
+                f.quiet_until = None;
+                next
+            }
+            Err(e) => {
+                f.seen = None;
+                f.quiet_until = Some(std::time::Instant::now() + KEY_RETRY);
+                tracing::error!(path = %self.path.display(), error = %e,
+                    "the audit keyring changed but its active key cannot be loaded; still signing with the previous key");
+                return Ok(());
+            }
+        };
+        let Some(signer) = next else {
+            return Ok(());
+        };
+        let old_status = f.keyring.get(w.signer.key_id()).map(|k| k.status);
+        if old_status != Some(KeyStatus::Revoked) && w.since_checkpoint > 0 {
+            self.append_checkpoint(w)?;
+        }
+        tracing::info!(path = %self.path.display(), old = %w.signer.key_id(), new = %signer.key_id(),
+            "the audit log now signs with the keyring's new active key");
+        w.signer = signer;
+        self.write_head(w, true)
     }
 
     fn flush_locked(&self, w: &mut Writer) -> Result<(), AuditLogError> {

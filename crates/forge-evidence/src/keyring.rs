@@ -1,10 +1,11 @@
 //! Ed25519 keys on disk, one keyring per purpose (`verdict` signs bundles, `audit` signs the audit
 //! log), so a leaked audit key cannot forge verdicts and vice versa.
 //!
-//! Layout under `<data_dir>/keys/<purpose>/` (directory mode 0700):
+//! Layout under `<data_dir>/keys/<purpose>/` (directories mode 0700, files mode 0600):
 //! - `keyring.json`: the index (`purpose`, `retention_days`, `keys: [{key_id, algorithm,
 //!   created_at, status, retired_at?, revoked_at?}]`), replaced atomically;
-//! - `<key_id>.key.pem`: PKCS#8 PEM private key, mode 0600, only while the key is active;
+//! - `<key_id>.key.pem`: PKCS#8 PEM private key, only while the key is active; refused on read
+//!   when group or others may read or write it ([`KeyError::InsecureMode`]);
 //! - `<key_id>.pub.pem`: SPKI PEM public key, kept for every key ever made;
 //! - `.lock`: advisory lock so two processes (a service and `forge keys rotate`) never interleave
 //!   read-modify-write cycles of the index.
@@ -14,9 +15,14 @@
 //! old key and deletes its private half (a retired key never needs to sign again), and it stays
 //! valid for verification for `retention_days` (default 365) after retirement. Revocation deletes
 //! the private half too and makes every signature by that key fail verification.
+//!
+//! Keys are rotated when they are older than [`ROTATION_CADENCE`] (the spec's 90 days):
+//! [`rotate_due_keys`] does it for every purpose at start-up, and a running audit log that
+//! follows its keyring ([`crate::AuditLog::open_following`]) picks up a rotation or revocation
+//! made by any process without a restart.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
@@ -35,6 +41,10 @@ pub use source::{KeyResolveError, KeySet, KeySource, PublicKeyEntry};
 pub const DEFAULT_RETENTION_DAYS: i64 = 365;
 /// The spec's rotation cadence, for [`Keyring::rotate_if_due`].
 pub const ROTATION_CADENCE_DAYS: i64 = 90;
+/// [`ROTATION_CADENCE_DAYS`] as a duration.
+pub const ROTATION_CADENCE: Duration = Duration::days(ROTATION_CADENCE_DAYS);
+/// Mode of every file a keyring writes; its directories are 0700.
+const FILE_MODE: u32 = 0o600;
 
 /// What a keyring's keys sign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,6 +129,12 @@ pub enum KeyError {
     BadPublicKey { what: String, reason: String },
     #[error("no {purpose} keyring in {}", dir.display())]
     NoKeyring { purpose: KeyPurpose, dir: PathBuf },
+    #[error(
+        "{}: private key is readable or writable by other users (mode {mode:04o}); run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    InsecureMode { path: PathBuf, mode: u32 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
@@ -281,7 +297,7 @@ impl Keyring {
             })?,
         };
         let path = self.dir.join(format!("{key_id}.key.pem"));
-        let pem = fs::read_to_string(&path).map_err(io_err(&path))?;
+        let pem = read_private(&path)?;
         let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| KeyError::BadKey {
             key_id: key_id.clone(),
             reason: e.to_string(),
@@ -300,28 +316,41 @@ impl Keyring {
     pub fn rotate(&mut self) -> Result<KeyRecord, KeyError> {
         let now = Utc::now();
         let key_id = self.mutate(|dir, index| {
-            for k in index
-                .keys
-                .iter_mut()
-                .filter(|k| k.status == KeyStatus::Active)
-            {
-                k.status = KeyStatus::Retired;
-                k.retired_at = Some(now);
-                remove_private(dir, &k.key_id);
-            }
+            retire_active(dir, index, now);
             new_active_key(dir, index, now)
         })?;
         Ok(self.get(&key_id).cloned().expect("new key is in the index"))
     }
 
-    /// Rotates when the active key is older than `max_age` (the spec's cadence is
-    /// [`ROTATION_CADENCE_DAYS`]); services call this at start-up. Returns the new key, if any.
-    pub fn rotate_if_due(&mut self, max_age: Duration) -> Result<Option<KeyRecord>, KeyError> {
+    /// Rotates when the active key is older than `period` at `now` (the spec's cadence is
+    /// [`ROTATION_CADENCE`]); [`rotate_due_keys`] calls it at start-up. Returns the new key, if
+    /// any. A keyring without an active key is left alone: [`Keyring::signer`] makes its first
+    /// key when one is needed. Two processes starting together rotate once: the age is checked
+    /// again under the keyring's lock.
+    pub fn rotate_if_due(
+        &mut self,
+        now: DateTime<Utc>,
+        period: Duration,
+    ) -> Result<Option<KeyRecord>, KeyError> {
+        let due = |index: &Index| {
+            index
+                .keys
+                .iter()
+                .find(|k| k.status == KeyStatus::Active)
+                .is_some_and(|k| now - k.created_at >= period)
+        };
         self.reload()?;
-        match self.active() {
-            Some(k) if Utc::now() - k.created_at < max_age => Ok(None),
-            _ => self.rotate().map(Some),
+        if !due(&self.index) {
+            return Ok(None);
         }
+        let key_id = self.mutate(|dir, index| {
+            if !due(index) {
+                return Ok(None);
+            }
+            retire_active(dir, index, now);
+            new_active_key(dir, index, now).map(Some)
+        })?;
+        Ok(key_id.and_then(|id| self.get(&id).cloned()))
     }
 
     /// Revokes `key_id`: every signature by it fails verification from now on. If it was the
@@ -403,7 +432,7 @@ impl Keyring {
             .create(true)
             .truncate(false)
             .write(true)
-            .mode(0o600)
+            .mode(FILE_MODE)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
         lock.lock().map_err(io_err(&lock_path))?;
@@ -412,7 +441,7 @@ impl Keyring {
         let path = self.dir.join("keyring.json");
         let mut bytes = serde_json::to_vec_pretty(&index).expect("index serialises");
         bytes.push(b'\n');
-        atomic_replace(&path, &bytes, 0o644).map_err(io_err(&path))?;
+        atomic_replace(&path, &bytes, FILE_MODE).map_err(io_err(&path))?;
         self.index = index;
         drop(lock);
         Ok(out)
@@ -465,9 +494,9 @@ fn new_active_key(dir: &Path, index: &mut Index, now: DateTime<Utc>) -> Result<S
             reason: e.to_string(),
         })?;
     let priv_path = dir.join(format!("{key_id}.key.pem"));
-    write_new(&priv_path, private.as_bytes(), 0o600).map_err(io_err(&priv_path))?;
+    write_new(&priv_path, private.as_bytes(), FILE_MODE).map_err(io_err(&priv_path))?;
     let pub_path = dir.join(format!("{key_id}.pub.pem"));
-    write_new(&pub_path, public.as_bytes(), 0o644).map_err(io_err(&pub_path))?;
+    write_new(&pub_path, public.as_bytes(), FILE_MODE).map_err(io_err(&pub_path))?;
     index.keys.push(KeyRecord {
         key_id: key_id.clone(),
         algorithm: "ed25519".into(),
@@ -477,6 +506,36 @@ fn new_active_key(dir: &Path, index: &mut Index, now: DateTime<Utc>) -> Result<S
         revoked_at: None,
     });
     Ok(key_id)
+}
+
+/// Retires every active key of `index` and deletes its private half.
+fn retire_active(dir: &Path, index: &mut Index, now: DateTime<Utc>) {
+    for k in index
+        .keys
+        .iter_mut()
+        .filter(|k| k.status == KeyStatus::Active)
+    {
+        k.status = KeyStatus::Retired;
+        k.retired_at = Some(now);
+        remove_private(dir, &k.key_id);
+    }
+}
+
+/// Reads a private key file, refusing one that group or others may read or write: a key
+/// others could read may already be someone else's, and signing on with it would hide that.
+fn read_private(path: &Path) -> Result<String, KeyError> {
+    let mode = fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::InsecureMode {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    fs::read_to_string(path).map_err(io_err(path))
 }
 
 fn remove_private(dir: &Path, key_id: &str) {
@@ -491,4 +550,28 @@ fn remove_private(dir: &Path, key_id: &str) {
 /// Whether `data_dir` has a `purpose` keyring index ("no keyring" is not "an empty one").
 pub fn keyring_exists(data_dir: &Path, purpose: KeyPurpose) -> bool {
     File::open(Keyring::dir_for(data_dir, purpose).join("keyring.json")).is_ok()
+}
+
+/// Rotates, in every purpose's keyring that exists in `data_dir`, an active key older than
+/// `period` at `now` (normally [`ROTATION_CADENCE`]); the platform calls it when it starts, so
+/// keys are rotated on the spec's cadence without an operator. Returns the new keys.
+pub fn rotate_due_keys(
+    data_dir: &Path,
+    now: DateTime<Utc>,
+    period: Duration,
+) -> Result<Vec<KeyRecord>, KeyError> {
+    let mut rotated = Vec::new();
+    for purpose in [KeyPurpose::Verdict, KeyPurpose::Audit] {
+        if !keyring_exists(data_dir, purpose) {
+            continue;
+        }
+        let mut ring = Keyring::open(data_dir, purpose)?;
+        let old = ring.active().map(|k| k.key_id.clone());
+        if let Some(new) = ring.rotate_if_due(now, period)? {
+            tracing::info!(%purpose, new = %new.key_id, old = ?old, days = period.num_days(),
+                "rotated a signing key that reached its rotation age");
+            rotated.push(new);
+        }
+    }
+    Ok(rotated)
 }

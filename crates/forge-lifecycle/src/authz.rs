@@ -7,33 +7,46 @@
 //! | action | allowed |
 //! |---|---|
 //! | [`Action::View`], [`Action::Operate`] | the scenario's owner, an instructor, the orchestrator role |
-//! | [`Action::ReadScore`] | the above, or `forge.score.read` |
+//! | [`Action::ReadScore`] | the scenario's owner; tenant-wide an instructor, the orchestrator role or `forge.score.read_all` |
 //! | [`Action::RunPlaybook`] | an instructor or the orchestrator role (checked before any lookup) |
 //!
+//! `forge.score.read` (the spec's learner role) grants no tenant-wide reading: a learner reads
+//! the scores of their own scenarios and no classmate's. The observer role reads aggregate
+//! telemetry and fairness statistics, not individual learners' results.
+//!
 //! Anyone else gets the same 404 as for an id that does not exist (no existence oracle across
-//! tenants or owners). A refusal of an existing scenario, in this tenant or another, is recorded
-//! as an `access.denied` audit event naming the caller, the scenario and the action.
+//! tenants or owners). A refusal of an existing scenario, in this tenant or another, is counted
+//! and audited as `access.denied` naming the caller, the scenario and the action, aggregated
+//! per (tenant, caller, action) and window so probes cannot grow the audit log at will
+//! ([`denials`]).
 //!
 //! Routes with an `{id}` path parameter take an [`Authorized<P>`] extractor (`P` names the
 //! action) and get the caller and the scenario; others call [`ScenarioAccess::authorize`]. A
-//! router gets the check and the token verifier as request extensions from
-//! [`ScenarioAccess::install`].
+//! router gets the check and the token verifier as request extensions, and every authenticated
+//! request the tenant's rate limit ([`limits`]), from [`ScenarioAccess::install`].
+
+pub mod denials;
+pub mod limits;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use axum::{Extension, Router};
-use chrono::Utc;
 use forge_auth::{Caller, Verifier, roles};
 use forge_core::ScenarioId;
-use forge_core::audit::{AuditEvent, AuditSink, Outcome};
+use forge_core::audit::AuditSink;
 use forge_http::{ApiError, Service};
+use forge_services::tenants::TenantDirectory;
 use forge_store::{ScenarioRecord, Store};
 
+use self::denials::{DeniedAudit, Refusal};
+use self::limits::{LimitLayer, TenantLimits};
+
 /// What the caller wants to do with a scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Read its status and details.
     View,
@@ -61,7 +74,11 @@ impl Action {
             Action::View | Action::Operate | Action::RunPlaybook => {
                 &[roles::INSTRUCTOR, roles::ORCHESTRATOR]
             }
-            Action::ReadScore => &[roles::INSTRUCTOR, roles::ORCHESTRATOR, roles::SCORE_READ],
+            Action::ReadScore => &[
+                roles::INSTRUCTOR,
+                roles::ORCHESTRATOR,
+                roles::SCORE_READ_ALL,
+            ],
         }
     }
 
@@ -78,24 +95,47 @@ impl Action {
     }
 }
 
-/// The check, with what it needs: the verifier for tokens, the store to look up, the audit sink
-/// to record refusals.
+/// The check, with what it needs: the verifier for tokens, the store to look up, the tenants'
+/// request budgets, and the aggregated audit of refusals.
 #[derive(Clone)]
 pub struct ScenarioAccess {
     verifier: Arc<Verifier>,
     store: Arc<dyn Store>,
-    audit: Arc<dyn AuditSink>,
+    limits: TenantLimits,
+    denials: DeniedAudit,
     actor: &'static str,
 }
 
 impl ScenarioAccess {
+    /// The check with the default rate for every tenant ([`ScenarioAccess::with_tenants`] sets
+    /// the plans) and 60 s audit windows.
     pub fn new(verifier: Arc<Verifier>, store: Arc<dyn Store>, audit: Arc<dyn AuditSink>) -> Self {
         Self {
             verifier,
             store,
-            audit,
+            limits: TenantLimits::new(Arc::new(TenantDirectory::empty())),
+            denials: DeniedAudit::new(audit, denials::DEFAULT_WINDOW),
             actor: "forge_platform",
         }
+    }
+
+    /// Rates from the tenants' plans (`api_rate`).
+    pub fn with_tenants(self, tenants: Arc<TenantDirectory>) -> Self {
+        Self {
+            limits: TenantLimits::new(tenants),
+            ..self
+        }
+    }
+
+    /// Writes the closing records of the audit windows that have run their time (all of them
+    /// when `all`, at shutdown). The platform calls it periodically.
+    pub fn flush_denials(&self, all: bool) {
+        self.denials.flush(all);
+    }
+
+    /// How long one audit window of refusals lasts.
+    pub fn denial_window(&self) -> Duration {
+        self.denials.window()
     }
 
     /// The same check, recording `service` as where a refusal happened.
@@ -110,10 +150,18 @@ impl ScenarioAccess {
         &self.verifier
     }
 
-    /// Gives every route of `router` the token verifier (for [`Caller`]) and this check (for
-    /// [`Authorized`]).
+    /// Gives every route of `router` the tenant's rate limit (a request with a valid token
+    /// spends one from its tenant's budget, or gets 429), the token verifier (for [`Caller`])
+    /// and this check (for [`Authorized`]). Install it before merging routes that must stay
+    /// open (`/health`, `/ready`, `/metrics`).
     pub fn install(&self, router: Router) -> Router {
+        let layer = LimitLayer {
+            verifier: self.verifier.clone(),
+            limits: self.limits.clone(),
+            service: self.actor,
+        };
         router
+            .layer(axum::middleware::from_fn_with_state(layer, limits::limit))
             .layer(Extension(self.verifier.clone()))
             .layer(Extension(self.clone()))
     }
@@ -167,21 +215,14 @@ impl ScenarioAccess {
         }
     }
 
-    fn deny(&self, caller: &Caller, id: &ScenarioId, action: Action, scope: &str) {
-        metrics::counter!("forge_access_denied_total", "action" => action.as_str()).increment(1);
-        self.audit.record(
-            AuditEvent::new(
-                Utc::now(),
-                "access.denied",
-                caller.sub.clone(),
-                id.as_str(),
-                action.as_str(),
-                Outcome::Denied,
-            )
-            .with_detail("tenant_id", caller.tenant_id.clone())
-            .with_detail("scope", scope)
-            .with_detail("service", self.actor),
-        );
+    fn deny(&self, caller: &Caller, id: &ScenarioId, action: Action, scope: &'static str) {
+        self.denials.refused(Refusal {
+            caller,
+            resource: id.as_str(),
+            action,
+            scope,
+            service: self.actor,
+        });
     }
 }
 

@@ -61,9 +61,10 @@ pub(crate) fn settle<E: std::fmt::Display>(
     }
 }
 
-/// A lifecycle service's finished router: its `routes` (state applied) plus `/health`, `/ready`,
-/// `/metrics` and `/openapi.json`, the token verifier and the scenario access check as request
-/// extensions, then the body limit, JSON fallbacks and request ids.
+/// A lifecycle service's finished router: its `routes` (state applied) with the tenant's rate
+/// limit, the token verifier and the scenario access check ([`ScenarioAccess::install`]), plus
+/// `/health`, `/ready`, `/metrics` and `/openapi.json`, which stay open and unlimited, then the
+/// body limit, JSON fallbacks and request ids.
 pub(crate) fn service_router(
     service: Service,
     openapi: utoipa::openapi::OpenApi,
@@ -71,8 +72,10 @@ pub(crate) fn service_router(
     access: &ScenarioAccess,
     body_limit: usize,
 ) -> Router {
-    let routes = routes.merge(forge_http::common_routes(service, openapi));
-    forge_http::finish(access.install(routes), body_limit)
+    let routes = access
+        .install(routes)
+        .merge(forge_http::common_routes(service, openapi));
+    forge_http::finish(routes, body_limit)
 }
 
 /// Runs the one consumer loop for a service until `shutdown`: every message on `config`'s

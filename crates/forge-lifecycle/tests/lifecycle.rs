@@ -10,19 +10,27 @@
 mod access;
 #[path = "support/api.rs"]
 mod api;
+#[path = "lifecycle/create.rs"]
+mod create;
 #[path = "lifecycle/delivery.rs"]
 mod delivery;
 #[path = "lifecycle/distributed.rs"]
 mod distributed;
+#[path = "lifecycle/feedback.rs"]
+mod feedback;
 #[path = "lifecycle/flows.rs"]
 mod flows;
 #[path = "lifecycle/harness.rs"]
 mod harness;
 #[path = "lifecycle/hosts.rs"]
 mod hosts;
+#[path = "lifecycle/limits.rs"]
+mod limits;
 #[path = "lifecycle/ready.rs"]
 mod ready;
 #[path = "lifecycle/recovery.rs"]
 mod recovery;
+#[path = "lifecycle/refunds.rs"]
+mod refunds;
 #[path = "lifecycle/telemetry.rs"]
 mod telemetry;

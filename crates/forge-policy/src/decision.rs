@@ -199,15 +199,9 @@ impl DecisionObserver {
         }
     }
 
-    /// Records one decision (or failed decision) and passes the result through.
-    pub(crate) fn observe(
-        &self,
-        policy: PolicyName,
-        input: &Value,
-        ctx: &DecisionContext,
-        result: Result<Decision, PolicyError>,
-    ) -> Result<Decision, PolicyError> {
-        let label = match &result {
+    /// Counts one decision (or failed decision) in `forge_opa_decisions_total`.
+    pub(crate) fn count(policy: PolicyName, result: &Result<Decision, PolicyError>) {
+        let label = match result {
             Ok(d) if d.allow => "allow",
             Ok(_) => "deny",
             Err(_) => "error",
@@ -218,6 +212,17 @@ impl DecisionObserver {
             "result" => label
         )
         .increment(1);
+    }
+
+    /// Records one decision (or failed decision) and passes the result through.
+    pub(crate) fn observe(
+        &self,
+        policy: PolicyName,
+        input: &Value,
+        ctx: &DecisionContext,
+        result: Result<Decision, PolicyError>,
+    ) -> Result<Decision, PolicyError> {
+        Self::count(policy, &result);
 
         let actor = ctx.actor.clone().unwrap_or_else(|| self.actor.clone());
         let resource = ctx.resource_id.clone().unwrap_or_else(|| {

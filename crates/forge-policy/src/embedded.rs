@@ -296,6 +296,21 @@ impl EmbeddedEngine {
         self.observer.observe(policy, input, ctx, result)
     }
 
+    /// [`Self::decide`], counted but not audited: for the Data API's anonymous callers on a
+    /// loopback listener, whose queries must not each cost a signed audit record (a platform
+    /// asking through a [`crate::RemoteEngine`] audits the decision on its own side).
+    pub fn decide_unaudited(
+        &self,
+        policy: PolicyName,
+        input: &Value,
+    ) -> Result<Decision, PolicyError> {
+        let started = std::time::Instant::now();
+        let result = self.evaluate(policy, input);
+        crate::decision::record_latency(policy, started.elapsed());
+        DecisionObserver::count(policy, &result);
+        result
+    }
+
     fn evaluate(&self, policy: PolicyName, input: &Value) -> Result<Decision, PolicyError> {
         if !input.is_object() {
             return Err(PolicyError::InvalidInput(format!(

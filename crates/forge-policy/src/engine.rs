@@ -100,6 +100,8 @@ pub struct PolicyConfig {
     pub policy_dir: Option<PathBuf>,
     /// Remote request timeout.
     pub timeout: Duration,
+    /// Bearer token for the remote OPA (`OPA_TOKEN`).
+    pub opa_token: Option<String>,
 }
 
 impl Default for PolicyConfig {
@@ -108,6 +110,7 @@ impl Default for PolicyConfig {
             opa_url: None,
             policy_dir: None,
             timeout: DEFAULT_TIMEOUT,
+            opa_token: None,
         }
     }
 }
@@ -120,11 +123,13 @@ impl PolicyConfig {
         actor: &str,
     ) -> Result<Arc<dyn PolicyEngine>, PolicyError> {
         if let Some(url) = &self.opa_url {
-            return Ok(Arc::new(
-                RemoteEngine::new(url)?
-                    .with_timeout(self.timeout)
-                    .with_audit(audit, actor),
-            ));
+            let mut remote = RemoteEngine::new(url)?
+                .with_timeout(self.timeout)
+                .with_audit(audit, actor);
+            if let Some(token) = &self.opa_token {
+                remote = remote.with_token(token);
+            }
+            return Ok(Arc::new(remote));
         }
         let mut builder = EmbeddedEngine::builder().audit(audit, actor);
         if let Some(dir) = &self.policy_dir {

@@ -75,6 +75,13 @@ impl PolicyError {
         matches!(self, Self::InvalidInput(_) | Self::UnknownPolicy(_))
     }
 
+    /// Whether the engine's own time limit stopped the evaluation (a policy too slow for its
+    /// input): HTTP front ends answer it like their own deadline, 503.
+    pub fn is_timeout(&self) -> bool {
+        // regorus reports its execution timer as text only.
+        matches!(self, Self::Eval { message, .. } if message.contains("exceeded time limit"))
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

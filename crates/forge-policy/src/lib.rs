@@ -9,7 +9,8 @@
 //!
 //! - [`EmbeddedEngine`]: regorus in-process, the bundled policies compiled into the binary plus
 //!   operator policies (Rego v0 or v1) from a directory;
-//! - [`RemoteEngine`]: a real OPA (or `forge serve opa`) over the Data API at `OPA_URL`.
+//! - [`RemoteEngine`]: a real OPA (or `forge serve opa`) over the Data API at `OPA_URL`, with a
+//!   bearer token from a [`TokenSource`] (`OPA_TOKEN`, or tokens the platform mints itself).
 //!
 //! Every decision is a [`Decision`] with actionable `deny_reasons`, counted in
 //! `forge_opa_decisions_total{policy,result}` and audited as a `policy.decision` event.
@@ -25,6 +26,7 @@ pub mod loader;
 mod names;
 mod remote;
 mod testing;
+mod token;
 
 pub mod server;
 
@@ -35,3 +37,4 @@ pub use error::PolicyError;
 pub use names::PolicyName;
 pub use remote::{DEFAULT_TIMEOUT, RemoteEngine};
 pub use testing::{TestReport, TestResult, run_tests};
+pub use token::{MintedToken, StaticToken, TokenSource};

@@ -3,11 +3,19 @@
 //! `POST {OPA_URL}/v1/data/<package path>` with `{"input": ...}`; the package document's
 //! `allow`, `deny_reasons` and the gate's extra rules make the [`Decision`]. Connection
 //! failures, timeouts, 5xx and unreadable answers are [`PolicyError::Unavailable`] (the spawn
-//! API answers 502); 4xx is [`PolicyError::Rejected`]; an undefined package is
+//! API answers 502); any other 4xx is [`PolicyError::Rejected`]; an undefined package is
 //! [`PolicyError::NotLoaded`].
+//!
+//! With a [`TokenSource`] every Data API request carries `Authorization: Bearer <token>`: the
+//! Data API of `forge serve opa` answers only callers it can authenticate, and a real OPA can
+//! be run with `--authentication=token`. A 401 or 403 is [`PolicyError::Unavailable`] naming
+//! the credentials: no gate can be decided until the token is fixed (`OPA_TOKEN`), exactly as
+//! in an outage, and the spawn API answers 502 rather than blaming the request.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::token::{StaticToken, TokenSource};
 
 use forge_core::audit::AuditSink;
 use serde_json::{Value, json};
@@ -24,6 +32,7 @@ pub struct RemoteEngine {
     client: reqwest::Client,
     timeout: Duration,
     observer: DecisionObserver,
+    token: Option<Arc<dyn TokenSource>>,
 }
 
 impl RemoteEngine {
@@ -49,12 +58,24 @@ impl RemoteEngine {
             client,
             timeout: DEFAULT_TIMEOUT,
             observer: DecisionObserver::default(),
+            token: None,
         })
     }
 
     /// Bounds each request, connect included.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sends `token` as the bearer token of every Data API request (`OPA_TOKEN`).
+    pub fn with_token(self, token: impl Into<String>) -> Self {
+        self.with_token_source(Arc::new(StaticToken::new(token)))
+    }
+
+    /// Sends a token from `source` with every Data API request.
+    pub fn with_token_source(mut self, source: Arc<dyn TokenSource>) -> Self {
+        self.token = Some(source);
         self
     }
 
@@ -121,11 +142,18 @@ impl RemoteEngine {
             url: url.clone(),
             reason,
         };
-        let response = self
+        let mut request = self
             .client
             .post(&url)
             .timeout(self.timeout)
-            .json(&json!({ "input": input }))
+            .json(&json!({ "input": input }));
+        if let Some(source) = &self.token {
+            let token = source
+                .token()
+                .map_err(|e| unavailable(format!("no bearer token for it: {e}")))?;
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| unavailable(describe(&e, self.timeout)))?;
@@ -141,6 +169,12 @@ impl RemoteEngine {
             .map_err(|e| unavailable(describe(&e, self.timeout)))?;
         if status.is_server_error() {
             return Err(unavailable(format!("status {status}: {}", excerpt(&body))));
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(unavailable(format!(
+                "it refused this platform's credentials (status {status}; check OPA_TOKEN): {}",
+                excerpt(&body)
+            )));
         }
         if !status.is_success() {
             return Err(PolicyError::Rejected {

@@ -1,5 +1,7 @@
 //! Integration tests of the policy layer: one test binary, modules under tests/policy/.
 
+#[path = "policy/access.rs"]
+mod access;
 #[path = "policy/common.rs"]
 mod common;
 #[path = "policy/errors.rs"]

@@ -68,6 +68,13 @@ pub enum RuntimeError {
     },
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The engine would run labs whose root is host root, and the configuration forbids it.
+    #[error(
+        "the docker engine does not remap user namespaces, so a lab's root would be host root: \
+         start dockerd with --userns-remap=default (or set FORGE_ALLOW_HOST_ROOT_LABS=true to \
+         accept the risk)"
+    )]
+    HostRootLabs,
     /// A failure of a backend without an engine of its own to blame (the fake runtime's
     /// injected failures).
     #[error("lab runtime: {0}")]

@@ -169,6 +169,8 @@ pub fn container_config(p: &ContainerParams<'_>) -> Result<ContainerCreateBody, 
             ("/run".to_owned(), RUN_OPTIONS.to_owned()),
         ])),
         memory: (memory > 0).then_some(memory),
+        // No swap beyond the memory limit (CIS 5.11): a lab cannot page the host to death.
+        memory_swap: (memory > 0).then_some(memory),
         nano_cpus: (nano_cpus > 0).then_some(nano_cpus),
         pids_limit: Some(pids),
         network_mode: Some("none".into()),
@@ -290,6 +292,7 @@ mod tests {
         assert_eq!(h.readonly_rootfs, Some(true));
         assert_eq!(h.privileged, Some(false));
         assert_eq!(h.memory, Some(512 * 1024 * 1024));
+        assert_eq!(h.memory_swap, h.memory, "no swap beyond the memory limit");
         assert_eq!(h.nano_cpus, Some(666_666_666));
         assert_eq!(h.pids_limit, Some(128));
         assert_eq!(h.network_mode.as_deref(), Some("none"));

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use forge_core::playbook::{criterion_result, evaluate, plan_criteria};
-use forge_core::template::ScenarioTemplate;
+use forge_core::playbook::{Observation, criterion_result, evaluate, plan_criteria};
+use forge_core::template::{EvidenceType, ScenarioTemplate};
 use forge_core::{Artifact, CriterionResult, ScenarioId};
 use futures::future::join_all;
 
@@ -16,8 +16,22 @@ use crate::{ExecRequest, LabSpec, Runtime, collect};
 /// One criterion's verdict with the artifacts its steps produced.
 #[derive(Debug, Clone)]
 pub struct EvaluatedCriterion {
+    /// The evaluator's verdict; its message may quote the expected value (for instructors,
+    /// authors and the signed score, never for learners).
     pub result: CriterionResult,
     pub artifacts: Vec<(Artifact, Vec<u8>)>,
+    /// The first step that did not pass, described without any expected value (`None` when
+    /// the criterion passed), so a learner can be told what kind of thing is not right yet.
+    pub failed_step: Option<FailedStep>,
+}
+
+/// What kind of step failed, and nothing of what it expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailedStep {
+    pub evidence: EvidenceType,
+    /// `false` when the evidence could not be collected at all (container gone, engine error):
+    /// not the learner's answer that is wrong, the lab that could not be looked at.
+    pub collected: bool,
 }
 
 /// Collects and evaluates every success criterion of `t` in the running lab (criteria
@@ -32,16 +46,26 @@ pub async fn evaluate_criteria(
     let jobs = plans.iter().map(|plan| async move {
         let mut outcomes = Vec::new();
         let mut artifacts = Vec::new();
+        let mut failed_step = None;
         for (i, step) in plan.steps.iter().enumerate() {
             let (obs, bytes) = collect(rt, scenario, step).await;
-            outcomes.push(evaluate(step, &obs));
+            let outcome = evaluate(step, &obs);
+            if !outcome.passed && failed_step.is_none() {
+                failed_step = Some(FailedStep {
+                    evidence: step.evidence_type(),
+                    collected: !matches!(obs, Observation::Unavailable { .. }),
+                });
+            }
+            outcomes.push(outcome);
             let kind = step.evidence_type().artifact_type();
             let name = format!("{}.{i}.{}", plan.criterion_id, kind.as_str());
             artifacts.push((Artifact::describe(kind, name, &bytes), bytes));
         }
         let refs = artifacts.iter().map(|(a, _)| a.name.clone()).collect();
+        let result = criterion_result(plan, &outcomes, refs);
         EvaluatedCriterion {
-            result: criterion_result(plan, &outcomes, refs),
+            failed_step: if result.passed { None } else { failed_step },
+            result,
             artifacts,
         }
     });

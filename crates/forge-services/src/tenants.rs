@@ -33,12 +33,26 @@ pub struct Rate {
     pub burst: u32,
 }
 
+/// The rate of every authenticated route but `POST /v1/spawn` (status, check, submit, exec,
+/// scores, telemetry, …) for a plan without `api_rate`, and for a tenant the file does not list
+/// (it can own nothing, but its probes still cost lookups). Generous next to the spawn rates:
+/// a class polling its labs' status must not run into it, a script hammering the API must.
+pub const DEFAULT_API_RATE: Rate = Rate {
+    requests_per_second: 50.0,
+    burst: 200,
+};
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub entitled_tracks: Vec<Track>,
     pub max_active_scenarios: u32,
+    /// Spawns (`POST /v1/spawn`, and `POST /v1/scenarios`, which is a spawn).
     pub rate: Rate,
+    /// Every other authenticated route, in a bucket of its own so status polling never eats
+    /// into the spawn budget; [`DEFAULT_API_RATE`] when absent.
+    #[serde(default)]
+    pub api_rate: Option<Rate>,
     /// Cents per spawn: track → tier (`foundation|intermediate|advanced`, or `default`) → cents.
     #[serde(default)]
     pub prices: BTreeMap<Track, BTreeMap<String, i64>>,
@@ -50,6 +64,11 @@ impl Plan {
     pub fn price_cents(&self, track: Track, tier: &str) -> Option<i64> {
         let table = self.prices.get(&track)?;
         table.get(tier).or_else(|| table.get("default")).copied()
+    }
+
+    /// The rate of every authenticated route but spawning (see [`Plan::api_rate`]).
+    pub fn api_rate(&self) -> Rate {
+        self.api_rate.unwrap_or(DEFAULT_API_RATE)
     }
 }
 
@@ -97,6 +116,16 @@ impl TenantDirectory {
     /// The compiled-in `deploy/tenants.example.toml` (a `demo` tenant entitled to every track).
     pub fn example() -> Self {
         Self::from_toml(EXAMPLE, "deploy/tenants.example.toml").expect("bundled example is valid")
+    }
+
+    /// No tenants and no plans: every spawn is refused as `unknown_tenant`, every other route
+    /// gets [`DEFAULT_API_RATE`].
+    pub fn empty() -> Self {
+        Self {
+            currency: default_currency(),
+            plans: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+        }
     }
 
     pub fn load(path: &Path) -> Result<Self, TenantConfigError> {
@@ -165,14 +194,17 @@ impl TenantDirectory {
 }
 
 fn validate_plan(name: &str, plan: &Plan) -> Result<(), String> {
-    let r = plan.rate;
-    if !(r.requests_per_second.is_finite() && r.requests_per_second > 0.0) {
-        return Err(format!(
-            "plan `{name}`: rate.requests_per_second must be greater than 0"
-        ));
-    }
-    if r.burst == 0 {
-        return Err(format!("plan `{name}`: rate.burst must be at least 1"));
+    let rates = [("rate", Some(plan.rate)), ("api_rate", plan.api_rate)];
+    for (field, r) in rates {
+        let Some(r) = r else { continue };
+        if !(r.requests_per_second.is_finite() && r.requests_per_second > 0.0) {
+            return Err(format!(
+                "plan `{name}`: {field}.requests_per_second must be greater than 0"
+            ));
+        }
+        if r.burst == 0 {
+            return Err(format!("plan `{name}`: {field}.burst must be at least 1"));
+        }
     }
     for (track, table) in &plan.prices {
         for (tier, cents) in table {
@@ -218,6 +250,16 @@ mod tests {
     }
 
     #[test]
+    fn api_rate_defaults_and_is_per_plan() {
+        let d = TenantDirectory::example();
+        let starter = d.tenant("globex-academy").unwrap().plan;
+        assert_eq!(starter.api_rate, None);
+        assert_eq!(starter.api_rate(), DEFAULT_API_RATE);
+        let demo = d.tenant("demo").unwrap().plan;
+        assert!(demo.api_rate().requests_per_second >= demo.rate.requests_per_second);
+    }
+
+    #[test]
     fn invalid_files_name_the_problem() {
         let base = r#"
             [plans.p]
@@ -233,6 +275,13 @@ mod tests {
             (base.replace("\"netplus\"]", "\"ccna\"]"), "no price"),
             (base.replace("plan = \"p\"", "plan = \"q\""), "plan `q`"),
             (base.replace("burst = 1", "burst = 0"), "burst"),
+            (
+                base.replace(
+                    "burst = 1 }",
+                    "burst = 1 }\n            api_rate = { requests_per_second = 0.0, burst = 5 }",
+                ),
+                "api_rate.requests_per_second",
+            ),
             (
                 base.replace("default = 100", "expert = 100"),
                 "unknown tier",

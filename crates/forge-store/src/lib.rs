@@ -1,13 +1,13 @@
 //! Durable state of FrostGate Forge behind one trait, [`Store`]: scenarios and their state
-//! machine, idempotency keys, the billing ledger and the outbox.
+//! machine, idempotency keys, the billing ledger (charges and refunds) and the outbox.
 //!
 //! Two implementations, both passing the one conformance suite (`tests/store.rs`):
 //! [`SqliteStore`] (a file in the data dir, for `forge up`) and [`PgStore`] (one PostgreSQL
 //! database shared by any number of replicas, for distributed mode).
 //!
 //! Invariants the implementations uphold (docs/design.md §6):
-//! - one `(tenant_id, request_id)` yields one scenario and at most one ledger row, however
-//!   concurrently it is inserted;
+//! - one `(tenant_id, request_id)` yields one scenario and at most one charge, however
+//!   concurrently it is inserted, and at most one refund of it, however often it is refunded;
 //! - a scenario's status only moves along [`ScenarioStatus::can_move_to`], checked atomically
 //!   against the current status (compare-and-set), never read-then-write;
 //! - tenant-facing reads are scoped by tenant: [`Store::get`] never returns another tenant's
@@ -26,7 +26,7 @@ use forge_core::{ScenarioId, ScenarioStatus};
 
 pub use model::{
     BILLING_TOPIC, Began, Billing, Charge, IdempotencyBegin, Inserted, LabHost, LedgerQuery,
-    NewScenario, OutboxItem, ScenarioRecord,
+    NewScenario, OutboxItem, REFUND_PREFIX, REFUND_TOPIC, Refunded, ScenarioRecord,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -61,6 +61,9 @@ pub enum StoreError {
         active: u64,
         max: u64,
     },
+    /// Only a scenario that ended `failed` without ever running is refunded.
+    #[error("scenario {id} is not refundable: {why}")]
+    NotRefundable { id: String, why: String },
     #[error("cannot open the database at {path}: {reason}")]
     Open { path: String, reason: String },
     #[error("database migration failed: {0}")]
@@ -185,7 +188,23 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- billing ----
 
-    /// Ledger rows matching `query`, oldest first.
+    /// Refunds the charge of scenario `id`, which ended `failed` without ever running, at
+    /// `now` for `reason`, in one transaction: the refund row (the charge negated, event id
+    /// `refund-<charge event id>`, same tenant and request) and, when the charge went through
+    /// the outbox (gateway mode), an outbox item of topic [`REFUND_TOPIC`]. The refund follows
+    /// its charge, so the store needs no billing mode: a stub charge gets a stub refund.
+    /// Idempotent: a second call writes nothing and returns the refund with `created: false`.
+    /// `None`: the scenario was never charged. [`StoreError::NotRefundable`] for a scenario in
+    /// another state, [`StoreError::NotFound`] for an unknown one.
+    async fn refund(
+        &self,
+        id: &ScenarioId,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Refunded>, StoreError>;
+
+    /// Ledger rows matching `query`, oldest first: charges and refunds
+    /// ([`Charge::is_refund`]).
     async fn ledger(&self, query: &LedgerQuery) -> Result<Vec<Charge>, StoreError>;
 
     /// Undelivered outbox items due at `now`, oldest first.

@@ -110,6 +110,72 @@ pub struct Charge {
     pub created_at: DateTime<Utc>,
 }
 
+impl Charge {
+    /// Event id of the refund of the charge `event_id`: derived, so a retry finds the refund
+    /// it already wrote, and the gateway deduplicates it by the same key.
+    pub fn refund_event_id(event_id: &str) -> String {
+        format!("{REFUND_PREFIX}{event_id}")
+    }
+
+    /// Whether this row refunds a charge rather than being one.
+    pub fn is_refund(&self) -> bool {
+        self.event_id.starts_with(REFUND_PREFIX)
+    }
+
+    /// The refund of this charge made at `now`: the same tenant, request and items, the amount
+    /// negated.
+    pub fn refund(&self, now: DateTime<Utc>) -> Charge {
+        Charge {
+            event_id: Self::refund_event_id(&self.event_id),
+            amount_cents: -self.amount_cents,
+            created_at: now,
+            ..self.clone()
+        }
+    }
+
+    /// The gateway event of a refund: the refund row itself, plus what it refunds and why, so
+    /// the gateway need not infer it from the sign of the amount.
+    pub fn refund_payload(&self, refund_of: &str, reason: &str) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("charge serializes");
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("kind".into(), "refund".into());
+            m.insert("refund_of".into(), refund_of.into());
+            m.insert("reason".into(), reason.into());
+        }
+        v
+    }
+}
+
+/// Why `rec` may not be refunded (`None`: it may): only a scenario that ended `failed` without
+/// ever running was charged for nothing. One rule for every backend.
+pub(crate) fn not_refundable(rec: &ScenarioRecord) -> Option<StoreError> {
+    let why = if rec.status != ScenarioStatus::Failed {
+        format!("it is {}, not failed", rec.status)
+    } else if rec.started_at.is_some() {
+        "it ran before it failed".to_owned()
+    } else {
+        return None;
+    };
+    Some(StoreError::NotRefundable {
+        id: rec.scenario_id.to_string(),
+        why,
+    })
+}
+
+/// Prefix of every refund's event id (charges' ids are `chg_…`).
+pub const REFUND_PREFIX: &str = "refund-";
+
+/// Result of [`crate::Store::refund`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refunded {
+    /// The refund row, as stored.
+    pub refund: Charge,
+    /// `false`: the scenario was refunded before; nothing was written.
+    pub created: bool,
+    /// Whether the refund went to the billing outbox (its charge did: gateway mode).
+    pub queued: bool,
+}
+
 /// How a new scenario is billed.
 #[derive(Debug, Clone, Copy)]
 pub enum Billing<'a> {
@@ -135,7 +201,7 @@ pub struct LedgerQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxItem {
     pub event_id: String,
-    /// What kind of event: `billing.charge`.
+    /// What kind of event: `billing.charge` or `billing.refund`.
     pub topic: String,
     pub payload: serde_json::Value,
     /// Failed attempts so far.
@@ -148,6 +214,9 @@ pub struct OutboxItem {
 
 /// Topic of billing events in the outbox.
 pub const BILLING_TOPIC: &str = "billing.charge";
+
+/// Topic of refunds in the outbox.
+pub const REFUND_TOPIC: &str = "billing.refund";
 
 /// Arguments of [`crate::Store::begin`].
 #[derive(Debug, Clone, Copy)]

@@ -41,6 +41,7 @@ macro_rules! store_conformance_suite {
             check!(idempotency_expiry_lease_and_purge);
             check!(ledger_queries);
             check!(outbox_delivery_bookkeeping);
+            check!(a_lab_that_failed_before_running_is_refunded_once);
             check!(quota_is_enforced_atomically);
             check!(claim_has_one_winner_and_records_the_host);
             check!(leases_are_registered_renewed_and_listed);
@@ -83,6 +84,12 @@ async fn postgres_replicas() -> (Arc<dyn Store>, Arc<dyn Store>, TestDatabase) {
 async fn postgres_replicas_claim_a_key_once() {
     let (a, b, _db) = postgres_replicas().await;
     suite::replicas_claim_a_key_once(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_refund_once() {
+    let (a, b, _db) = postgres_replicas().await;
+    suite::replicas_refund_once(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -256,6 +256,14 @@ fn print_criteria(criteria: &Value, text_field: &str) {
             "  {mark}  {id:<24} {}",
             c[text_field].as_str().unwrap_or("")
         );
+        // Under a check's description, why it fails: for a learner's token the worker says
+        // only what kind of thing is not right yet, never the expected value.
+        if text_field != "message"
+            && c["passed"] != true
+            && let Some(m) = c["message"].as_str()
+        {
+            println!("        {m}");
+        }
         if let Some(h) = c["hint"].as_str() {
             println!("        hint: {h}");
         }

@@ -6,6 +6,7 @@ pub mod billing;
 pub mod bundle;
 pub mod bus;
 pub mod client;
+pub mod doctor;
 pub mod images;
 pub mod keys;
 pub mod nats;

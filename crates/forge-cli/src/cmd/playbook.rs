@@ -27,8 +27,7 @@ pub async fn run(cmd: PlaybookCommand) -> anyhow::Result<u8> {
         scenario,
         json,
     } = cmd;
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text = forge_catalog::read_yaml_file(&file)?;
     let playbook = forge_core::playbook::parse_playbook(&file.display().to_string(), &text)?;
     let rt = DockerRuntime::connect()
         .await

@@ -3,7 +3,10 @@
 //! NATS (`NATS_URL`), PostgreSQL (`DATABASE_URL`), the S3 evidence store and the keys in the
 //! data dir; run any number of replicas of each service. `forge serve host` is a lab host: the
 //! orchestrator, worker agent and playbook runner of the labs on this machine's Docker Engine,
-//! taking at most `FORGE_HOST_CAPACITY` labs. `forge serve opa` needs nothing but policies.
+//! taking at most `FORGE_HOST_CAPACITY` labs. `forge serve opa` needs policies and the token
+//! settings: its Data API answers callers with a token the platform accepts (the platform's
+//! processes mint theirs from the data dir's secret), and anonymous ones only when it listens
+//! on loopback.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,7 +18,7 @@ use clap::Subcommand;
 use forge_http::Service;
 use forge_lifecycle::platform::{Backends, Platform, PlatformConfig};
 
-use crate::config::{PlatformArgs, PolicyDirArg};
+use crate::config::{AuthArgs, PlatformArgs, PolicyDirArg};
 
 #[derive(Subcommand)]
 pub enum ServeCommand {
@@ -35,7 +38,9 @@ pub enum ServeCommand {
     Host(Box<PlatformArgs>),
     /// The OPA-compatible policy endpoint (OPA's Data API over the embedded engine)
     Opa {
-        /// Address to listen on
+        /// Address to listen on; on a loopback address callers without a token are answered
+        /// too, elsewhere only callers with a token of forge.orchestrator, forge.observer or
+        /// forge.instructor
         #[arg(
             long,
             env = "FORGE_OPA_ADDR",
@@ -45,6 +50,8 @@ pub enum ServeCommand {
         listen: SocketAddr,
         #[command(flatten)]
         policies: PolicyDirArg,
+        #[command(flatten)]
+        auth: Box<AuthArgs>,
     },
 }
 
@@ -68,7 +75,11 @@ fn selection(cmd: &ServeCommand) -> (&'static str, Vec<Service>) {
 pub async fn run(data_dir: PathBuf, cmd: ServeCommand) -> anyhow::Result<u8> {
     let (name, services) = selection(&cmd);
     let args = match cmd {
-        ServeCommand::Opa { listen, policies } => return serve_opa(listen, policies).await,
+        ServeCommand::Opa {
+            listen,
+            policies,
+            auth,
+        } => return serve_opa(&data_dir, listen, policies, &auth).await,
         ServeCommand::Spawn(a)
         | ServeCommand::Orchestrator(a)
         | ServeCommand::Worker(a)
@@ -135,12 +146,25 @@ fn audit_log_of(data_dir: &Path, name: &str, cfg: &PlatformConfig) -> PathBuf {
     data_dir.join("audit").join(format!("{name}-{who}.jsonl"))
 }
 
-async fn serve_opa(listen: SocketAddr, policies: PolicyDirArg) -> anyhow::Result<u8> {
+async fn serve_opa(
+    data_dir: &Path,
+    listen: SocketAddr,
+    policies: PolicyDirArg,
+    auth: &AuthArgs,
+) -> anyhow::Result<u8> {
+    forge_auth::install_crypto_provider();
+    let auth = auth
+        .settings()?
+        .resolve(data_dir)
+        .context("authentication settings")?;
+    let verifier = Arc::new(forge_auth::Verifier::new(&auth));
     let mut b = forge_policy::EmbeddedEngine::builder();
     if let Some(d) = policies.policy_dir {
         b = b.operator_dir(d);
     }
     let engine = Arc::new(b.build().context("loading policies")?);
+    let access = forge_policy::server::ServerConfig::new(Some(verifier))
+        .anonymous(listen.ip().is_loopback());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -149,7 +173,7 @@ async fn serve_opa(listen: SocketAddr, policies: PolicyDirArg) -> anyhow::Result
         Service::Opa.name(),
         listener.local_addr()?
     );
-    forge_policy::server::serve(listener, engine, shutdown_signal()).await?;
+    forge_policy::server::serve(listener, engine, access, shutdown_signal()).await?;
     Ok(0)
 }
 

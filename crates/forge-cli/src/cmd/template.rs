@@ -67,7 +67,7 @@ pub async fn run(cmd: TemplateCommand) -> anyhow::Result<u8> {
 }
 
 fn validate(paths: &[PathBuf], format: Format) -> u8 {
-    let reports: Vec<FileReport> = paths.iter().map(validate_one).collect();
+    let reports: Vec<FileReport> = paths.iter().map(|p| validate_one(p)).collect();
     let ok = reports.iter().all(|r| r.valid);
     match format {
         Format::Json => {
@@ -94,14 +94,18 @@ fn validate(paths: &[PathBuf], format: Format) -> u8 {
     if ok { 0 } else { 1 }
 }
 
-fn validate_one(path: &PathBuf) -> FileReport {
+fn validate_one(path: &Path) -> FileReport {
     let file = path.display().to_string();
-    let text = match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(t) => t,
-            Err(_) => return failed(file, Diagnostic::new("", "file is not valid UTF-8")),
-        },
-        Err(e) => return failed(file, Diagnostic::new("", format!("cannot read file: {e}"))),
+    let text = match forge_catalog::read_yaml_file(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return FileReport {
+                file,
+                valid: false,
+                name: None,
+                errors: e.errors,
+            };
+        }
     };
     match load(&file, &text) {
         Ok(t) => FileReport {
@@ -116,15 +120,6 @@ fn validate_one(path: &PathBuf) -> FileReport {
             name: None,
             errors: e.errors,
         },
-    }
-}
-
-fn failed(file: String, d: Diagnostic) -> FileReport {
-    FileReport {
-        file,
-        valid: false,
-        name: None,
-        errors: vec![d],
     }
 }
 
@@ -161,8 +156,8 @@ async fn test(paths: &[PathBuf], images: &crate::cmd::images::CatalogArgs) -> an
     let mut templates = Vec::new();
     for file in &files {
         let name = file.display().to_string();
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
-        match load(&name, &text) {
+        let loaded = forge_catalog::read_yaml_file(file).and_then(|text| load(&name, &text));
+        match loaded {
             Ok(t) => templates.push((name, t)),
             Err(e) => {
                 println!("template {name}\nresult: FAIL: invalid template:\n{e}\n");

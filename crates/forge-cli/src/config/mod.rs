@@ -126,6 +126,10 @@ pub struct PlatformArgs {
     /// A remote OPA (or `forge serve opa`) instead of the embedded engine
     #[arg(long, env = "OPA_URL", value_name = "URL")]
     pub opa_url: Option<String>,
+    /// Bearer token sent to the remote OPA [default: tokens the platform mints itself with the
+    /// data dir's secret, when it accepts local tokens]
+    #[arg(long, env = "OPA_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub opa_token: Option<String>,
     /// NATS with JetStream (`nats://host:4222`) instead of the in-process bus
     #[arg(long, env = "NATS_URL", value_name = "URL")]
     pub nats_url: Option<String>,
@@ -200,6 +204,7 @@ impl PlatformArgs {
         cfg.template_dir = self.templates.template_dir.clone();
         cfg.policy_dir = self.policies.policy_dir.clone();
         cfg.opa_url = self.opa_url.clone();
+        cfg.opa_token = self.opa_token.clone();
         cfg.nats_url = self.nats_url.clone();
         cfg.database_url = self.database_url.clone();
         cfg.s3 = self.s3.s3_config()?;
@@ -209,6 +214,9 @@ impl PlatformArgs {
         cfg.busybox = images.busybox;
         cfg.auth = self.auth.settings()?;
         cfg.spawn = self.spawn.spawn_config(&spawn_url)?;
+        // Production labs run in remapped user namespaces unless the operator accepts the risk.
+        cfg.require_user_namespaces = self.spawn.environment.eq_ignore_ascii_case("production")
+            && !self.topology.allow_host_root_labs;
         Ok(cfg)
     }
 }

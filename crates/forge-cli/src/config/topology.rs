@@ -103,6 +103,16 @@ pub struct TopologyArgs {
         value_name = "KEY=VALUE"
     )]
     pub lab_label: Vec<String>,
+    /// Run labs on an engine without user-namespace remapping even with FORGE_ENV=production
+    /// (a lab's root is then host root)
+    #[arg(
+        long,
+        env = "FORGE_ALLOW_HOST_ROOT_LABS",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        default_value_t = false,
+        value_name = "BOOL"
+    )]
+    pub allow_host_root_labs: bool,
     /// The signed audit log file of this process [default: audit/audit.jsonl in the data dir;
     /// `forge serve`: audit/<service>-<host name or lab host id>.jsonl]
     #[arg(long, env = "FORGE_AUDIT_LOG", value_name = "FILE")]

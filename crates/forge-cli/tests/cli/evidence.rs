@@ -189,3 +189,36 @@ fn audit_verify_reports_ok_and_failure() {
     assert!(out.stdout.starts_with("FAIL "), "{out:?}");
     assert!(out.stdout.contains("event seq 1"), "{out:?}");
 }
+
+/// `forge keys rotate --purpose audit` while a service's audit log is open: the log signs its
+/// next record with the new key without a restart, and `forge audit verify` still passes.
+#[test]
+fn a_running_audit_log_follows_forge_keys_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = AuditLog::default_path(dir.path());
+    let ring = Keyring::open(dir.path(), KeyPurpose::Audit).unwrap();
+    let log = AuditLog::open_following(&path, ring, AuditLogConfig::default()).unwrap();
+    let event = |i| {
+        AuditEvent::new(
+            at(i),
+            "policy.decision",
+            "forge_opa",
+            "scn-000000000001",
+            "decide",
+            Outcome::Denied,
+        )
+    };
+    log.record(event(0));
+    let old = log.key_id();
+    let out = run(forge(dir.path()).args(["keys", "rotate", "--purpose", "audit"])).expect(0);
+    assert!(out.stdout.contains(&format!("{old} is retired")), "{out:?}");
+    let sig = log.append(event(1)).unwrap();
+    assert_ne!(sig.key_id, old);
+    assert!(
+        out.stdout.contains(&format!("{} is active", sig.key_id)),
+        "{out:?}"
+    );
+    log.close().unwrap();
+    let out = run(forge(dir.path()).args(["audit", "verify"])).expect(0);
+    assert!(out.stdout.contains(": 2 events"), "{out:?}");
+}

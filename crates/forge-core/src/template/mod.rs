@@ -23,7 +23,7 @@ use crate::model::{ArtifactType, Track};
 pub use addressing::{Attachment, LabPlan, PlannedContainer, PlannedSubnet, plan_lab};
 pub use diagnostics::{Diagnostic, TemplateErrors};
 pub use flatten::policy_input;
-pub use yaml::{SpannedDoc, parse_yaml};
+pub use yaml::{MAX_EXPANDED_BYTES, MAX_YAML_BYTES, SpannedDoc, check_input_size, parse_yaml};
 
 /// The only apiVersion this build reads.
 pub const API_VERSION: &str = "frostgate.forge/v1";
@@ -222,8 +222,13 @@ pub struct Evidence {
     /// `network`: `host:port` (TCP connect) or `host` (ICMP echo) probed from the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// Per-evidence timeout in seconds (default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Per-evidence timeout in seconds (default 10, at most
+    /// [`crate::playbook::MAX_TIMEOUT_SECONDS`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::playbook::timeout_seconds"
+    )]
     pub timeout_seconds: Option<u64>,
     #[serde(default)]
     pub expect: Expect,

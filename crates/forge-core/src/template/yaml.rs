@@ -2,8 +2,10 @@
 //! and serde see) plus a map from document path to source position (what error messages cite).
 //!
 //! Built on saphyr-parser's event stream, so the YAML 1.2 core schema applies: `yes`/`no` stay
-//! strings. Guards against hostile input: one document only, duplicate keys refused, nesting
-//! depth and alias expansion bounded (no "billion laughs").
+//! strings. Guards against hostile input: one document only, duplicate keys refused, the input
+//! at most [`MAX_YAML_BYTES`], nesting depth bounded, and alias expansion budgeted both in nodes
+//! and in bytes ([`MAX_EXPANDED_BYTES`]): a node budget alone lets a few aliases of one long
+//! anchored string expand a small file into gigabytes ("billion laughs" by bytes).
 
 use std::collections::HashMap;
 
@@ -16,6 +18,15 @@ use super::diagnostics::Diagnostic;
 const MAX_DEPTH: usize = 64;
 /// Most nodes a document may expand to, aliases included.
 const MAX_NODES: usize = 200_000;
+/// Largest YAML input (template or playbook) accepted, checked before parsing; the bundled
+/// templates are a few KiB. Readers of files should stop reading past it.
+pub const MAX_YAML_BYTES: usize = 1024 * 1024;
+/// Most bytes of scalars and keys a document may expand to, aliases included (each alias counts
+/// the full size of what it repeats).
+pub const MAX_EXPANDED_BYTES: usize = 4 * MAX_YAML_BYTES;
+/// What a collection, number, boolean or null counts towards [`MAX_EXPANDED_BYTES`]: enough that
+/// aliases of empty or tiny nodes cannot multiply for free.
+const NODE_BYTES: usize = 8;
 
 /// A parsed YAML document and where each of its paths starts in the source.
 #[derive(Debug, Clone)]
@@ -61,11 +72,15 @@ enum Frame {
     },
 }
 
+/// An anchored value and its cost: (nodes, bytes) of one more copy of it.
+type Anchored = (Value, usize, usize);
+
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, (Value, usize)>,
+    anchors: HashMap<usize, Anchored>,
     positions: HashMap<String, (usize, usize)>,
     nodes: usize,
+    bytes: usize,
     root: Option<Value>,
 }
 
@@ -80,11 +95,13 @@ fn err_at(span: &Span, reason: impl Into<String>) -> Diagnostic {
 
 /// Parses one YAML document into JSON, recording positions.
 pub fn parse_yaml(text: &str) -> Result<SpannedDoc, Diagnostic> {
+    check_input_size(text.len())?;
     let mut b = Builder {
         stack: Vec::new(),
         anchors: HashMap::new(),
         positions: HashMap::new(),
         nodes: 0,
+        bytes: 0,
         root: None,
     };
     let mut docs = 0usize;
@@ -106,16 +123,19 @@ pub fn parse_yaml(text: &str) -> Result<SpannedDoc, Diagnostic> {
                 }
             }
             Event::Alias(id) => {
-                let (v, n) = b
+                let (nodes, bytes) = b
                     .anchors
                     .get(&id)
-                    .cloned()
+                    .map(|(_, n, by)| (*n, *by))
                     .ok_or_else(|| err_at(&span, "alias refers to an unknown anchor"))?;
-                b.count(n, &span)?;
+                // Counted before the copy is made, so a bomb fails without allocating it.
+                b.count(nodes, bytes, &span)?;
+                let v = b.anchors[&id].0.clone();
                 b.push_value(v, &span)?;
             }
             Event::Scalar(text, style, anchor, tag) => {
-                b.count(1, &span)?;
+                let bytes = text.len().max(NODE_BYTES);
+                b.count(1, bytes, &span)?;
                 let forced_str = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let v = if forced_str || style != ScalarStyle::Plain {
                     Value::String(text.into_owned())
@@ -123,12 +143,12 @@ pub fn parse_yaml(text: &str) -> Result<SpannedDoc, Diagnostic> {
                     resolve_plain(&text)
                 };
                 if anchor > 0 {
-                    b.anchors.insert(anchor, (v.clone(), 1));
+                    b.anchors.insert(anchor, (v.clone(), 1, bytes));
                 }
                 b.push_value(v, &span)?;
             }
             Event::SequenceStart(anchor, _) => {
-                b.count(1, &span)?;
+                b.count(1, NODE_BYTES, &span)?;
                 let path = b.child_path(&span)?;
                 b.open(
                     Frame::Seq {
@@ -140,7 +160,7 @@ pub fn parse_yaml(text: &str) -> Result<SpannedDoc, Diagnostic> {
                 )?;
             }
             Event::MappingStart(anchor, _) => {
-                b.count(1, &span)?;
+                b.count(1, NODE_BYTES, &span)?;
                 let path = b.child_path(&span)?;
                 b.open(
                     Frame::Map {
@@ -159,8 +179,8 @@ pub fn parse_yaml(text: &str) -> Result<SpannedDoc, Diagnostic> {
                     None => return Err(err_at(&span, "unbalanced YAML collection")),
                 };
                 if anchor > 0 {
-                    let n = count_nodes(&v);
-                    b.anchors.insert(anchor, (v.clone(), n));
+                    let (n, bytes) = cost(&v);
+                    b.anchors.insert(anchor, (v.clone(), n, bytes));
                 }
                 b.attach(v, &span)?;
             }
@@ -176,12 +196,21 @@ pub fn parse_yaml(text: &str) -> Result<SpannedDoc, Diagnostic> {
 }
 
 impl Builder {
-    fn count(&mut self, n: usize, span: &Span) -> Result<(), Diagnostic> {
-        self.nodes += n;
+    fn count(&mut self, nodes: usize, bytes: usize, span: &Span) -> Result<(), Diagnostic> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES {
             return Err(err_at(
                 span,
-                format!("document expands to more than {MAX_NODES} nodes"),
+                format!("document expands to more than {MAX_NODES} nodes (aliases included)"),
+            ));
+        }
+        if self.bytes > MAX_EXPANDED_BYTES {
+            return Err(err_at(
+                span,
+                format!(
+                    "document expands to more than {MAX_EXPANDED_BYTES} bytes (aliases included)"
+                ),
             ));
         }
         Ok(())
@@ -271,11 +300,29 @@ impl Builder {
     }
 }
 
-fn count_nodes(v: &Value) -> usize {
+/// Refuses input larger than [`MAX_YAML_BYTES`]; readers call it with a file's size too, so an
+/// oversized file is refused before it is read whole.
+pub fn check_input_size(len: usize) -> Result<(), Diagnostic> {
+    if len > MAX_YAML_BYTES {
+        return Err(Diagnostic::new(
+            "",
+            format!("file is {len} bytes; at most {MAX_YAML_BYTES} bytes of YAML are accepted"),
+        ));
+    }
+    Ok(())
+}
+
+/// (nodes, bytes) of a finished value, counted as the parser counts them while reading it.
+fn cost(v: &Value) -> (usize, usize) {
+    let add = |(n, b): (usize, usize), (n2, b2): (usize, usize)| (n + n2, b + b2);
     match v {
-        Value::Array(a) => 1 + a.iter().map(count_nodes).sum::<usize>(),
-        Value::Object(o) => 1 + o.values().map(count_nodes).sum::<usize>(),
-        _ => 1,
+        Value::Array(a) => a.iter().map(cost).fold((1, NODE_BYTES), add),
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| add((1, k.len().max(NODE_BYTES)), cost(v)))
+            .fold((1, NODE_BYTES), add),
+        Value::String(s) => (1, s.len().max(NODE_BYTES)),
+        _ => (1, NODE_BYTES),
     }
 }
 
@@ -288,11 +335,17 @@ fn resolve_plain(s: &str) -> Value {
         _ => {}
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && let Ok(i) = s.parse::<i64>()
-    {
-        return Value::Number(i.into());
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = s.parse::<i64>() {
+            return Value::Number(i.into());
+        }
+        // Past i64 but still a whole number (e.g. u64::MAX): keep it exact, so range checks
+        // report the number the author wrote rather than a rounded float.
+        if let Ok(u) = digits.parse::<u64>()
+            && !s.starts_with('-')
+        {
+            return Value::Number(u.into());
+        }
     }
     if let Some(h) = s.strip_prefix("0x")
         && let Ok(i) = i64::from_str_radix(h, 16)

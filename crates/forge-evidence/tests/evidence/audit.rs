@@ -351,3 +351,145 @@ fn events_with_awkward_float_details_verify() {
         floats.len() as u64
     );
 }
+
+#[test]
+fn the_log_and_its_head_are_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = Keys::new(KeyPurpose::Audit);
+    let dir = keys.dir.path().join("data").join("audit");
+    let path = dir.join("audit.jsonl");
+    let log = keys.open_log(&path).unwrap();
+    log.record(event(1));
+    log.close().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&head_path_for(&path)), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(dir.parent().unwrap()), 0o700);
+}
+
+/// The audit key of every record of the log at `path`, in order (checkpoints included).
+fn signers(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let kind = v["type"].as_str().unwrap().to_owned();
+            let key = match kind.as_str() {
+                "event" => v["key_id"].as_str(),
+                _ => v["checkpoint"]["key_id"].as_str(),
+            };
+            (kind, key.unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// `forge keys rotate --purpose audit` is `Keyring::open(data_dir, Audit)?.rotate()` in another
+/// process: a log that follows its keyring signs the next record with the new key, and the whole
+/// log still verifies.
+#[test]
+fn a_running_log_follows_a_rotation_without_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let path = AuditLog::default_path(data.path());
+    let ring = Keyring::open(data.path(), KeyPurpose::Audit).unwrap();
+    let log = AuditLog::open_following(&path, ring, AuditLogConfig::default()).unwrap();
+    log.record(event(1));
+    log.record(event(2));
+    let old = log.key_id();
+
+    // What `forge keys rotate --purpose audit` does (crates/forge-cli/src/cmd/keys.rs).
+    let new = Keyring::open(data.path(), KeyPurpose::Audit)
+        .unwrap()
+        .rotate()
+        .unwrap();
+    assert_ne!(new.key_id, old);
+    let sig = log.append(event(3)).unwrap();
+    assert_eq!(
+        sig.key_id, new.key_id,
+        "the next record is signed by the new key"
+    );
+    assert_eq!(log.key_id(), new.key_id);
+    log.record(event(4));
+
+    let keys = KeySource::load(data.path(), KeyPurpose::Audit, None).unwrap();
+    let report = verify_log(&path, &keys).expect("verifies across the rotation");
+    assert_eq!(report.events, 4);
+    assert_eq!(
+        signers(&path),
+        [
+            ("event", &old),
+            ("event", &old),
+            ("checkpoint", &old),
+            ("event", &new.key_id),
+            ("event", &new.key_id),
+        ]
+        .map(|(k, id)| (k.to_owned(), id.clone())),
+        "the retired key seals its records with a checkpoint before the switch"
+    );
+    log.close().unwrap();
+    verify_log(&path, &keys).expect("verifies after close");
+
+    // A restarted service continues with the new key.
+    let ring = Keyring::open(data.path(), KeyPurpose::Audit).unwrap();
+    let log = AuditLog::open_following(&path, ring, AuditLogConfig::default()).unwrap();
+    assert_eq!(log.key_id(), new.key_id);
+    log.record(event(5));
+    log.close().unwrap();
+    assert_eq!(verify_log(&path, &keys).unwrap().events, 5);
+}
+
+#[test]
+fn a_running_log_stops_signing_with_a_revoked_key_at_once() {
+    let data = tempfile::tempdir().unwrap();
+    let path = AuditLog::default_path(data.path());
+    let ring = Keyring::open(data.path(), KeyPurpose::Audit).unwrap();
+    let log = AuditLog::open_following(&path, ring, AuditLogConfig::default()).unwrap();
+    log.record(event(1));
+    let old = log.key_id();
+    let replacement = Keyring::open(data.path(), KeyPurpose::Audit)
+        .unwrap()
+        .revoke(&old)
+        .unwrap()
+        .expect("revoking the active key makes a new one");
+    let sig = log.append(event(2)).unwrap();
+    assert_eq!(sig.key_id, replacement.key_id);
+    let kinds: Vec<String> = signers(&path).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        kinds,
+        ["event", "event"],
+        "no checkpoint by the revoked key"
+    );
+    log.close().unwrap();
+    // The records the revoked key signed fail, as for any revoked key; the new ones do not.
+    let keys = KeySource::load(data.path(), KeyPurpose::Audit, None).unwrap();
+    let err = verify_log(&path, &keys).unwrap_err().to_string();
+    assert!(
+        err.contains("event seq 1") && err.contains("revoked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_log_keeps_signing_when_the_new_key_cannot_be_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let path = AuditLog::default_path(data.path());
+    let ring = Keyring::open(data.path(), KeyPurpose::Audit).unwrap();
+    let log = AuditLog::open_following(&path, ring, AuditLogConfig::default()).unwrap();
+    let old = log.key_id();
+    let new = Keyring::open(data.path(), KeyPurpose::Audit)
+        .unwrap()
+        .rotate()
+        .unwrap();
+    let key_file =
+        Keyring::dir_for(data.path(), KeyPurpose::Audit).join(format!("{}.key.pem", new.key_id));
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Refused (open to others), reported, and the record is still written with the old key.
+    let sig = log.append(event(1)).unwrap();
+    assert_eq!(sig.key_id, old);
+    assert_eq!(log.failed_writes(), 0);
+    log.close().unwrap();
+    let keys = KeySource::load(data.path(), KeyPurpose::Audit, None).unwrap();
+    verify_log(&path, &keys).expect("a retired key's records verify");
+}

@@ -167,20 +167,124 @@ fn a_keyset_entry_whose_pem_was_swapped_is_refused() {
 }
 
 #[test]
-fn rotate_if_due_only_rotates_old_keys() {
+fn rotate_if_due_only_rotates_keys_past_their_period() {
+    use forge_evidence::keyring::ROTATION_CADENCE;
     let mut keys = Keys::new(KeyPurpose::Verdict);
-    let cadence = Duration::days(forge_evidence::keyring::ROTATION_CADENCE_DAYS);
-    assert!(keys.ring.rotate_if_due(cadence).unwrap().is_none());
+    let created = keys.ring.active().unwrap().created_at;
+    let early = created + Duration::days(89);
+    assert!(
+        keys.ring
+            .rotate_if_due(early, ROTATION_CADENCE)
+            .unwrap()
+            .is_none()
+    );
+    let due = created + ROTATION_CADENCE;
     let new = keys
         .ring
-        .rotate_if_due(Duration::zero())
+        .rotate_if_due(due, ROTATION_CADENCE)
         .unwrap()
-        .expect("a zero max age rotates");
+        .expect("a 90-day-old key rotates");
     assert_eq!(keys.ring.active().unwrap().key_id, new.key_id);
+    assert_eq!(new.created_at, due);
+    let old = keys.ring.get(keys.signer.key_id()).unwrap();
     assert_eq!(
-        keys.ring.get(keys.signer.key_id()).unwrap().status,
-        KeyStatus::Retired
+        (old.status, old.retired_at),
+        (KeyStatus::Retired, Some(due))
     );
+    // The new key is young at that time: no second rotation.
+    assert!(
+        keys.ring
+            .rotate_if_due(due, ROTATION_CADENCE)
+            .unwrap()
+            .is_none()
+    );
+
+    // A keyring without a key is left for `signer` to start.
+    let empty = tempfile::tempdir().unwrap();
+    let mut ring = Keyring::open(empty.path(), KeyPurpose::Audit).unwrap();
+    assert!(
+        ring.rotate_if_due(Utc::now(), Duration::zero())
+            .unwrap()
+            .is_none()
+    );
+    assert!(ring.keys().is_empty());
+}
+
+#[test]
+fn start_up_rotation_rotates_every_due_keyring_and_creates_none() {
+    use forge_evidence::keyring::{ROTATION_CADENCE, rotate_due_keys};
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        rotate_due_keys(dir.path(), Utc::now(), ROTATION_CADENCE)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!Keyring::dir_for(dir.path(), KeyPurpose::Verdict).exists());
+    let verdict = Keyring::open(dir.path(), KeyPurpose::Verdict)
+        .unwrap()
+        .signer()
+        .unwrap();
+    let audit = Keyring::open(dir.path(), KeyPurpose::Audit)
+        .unwrap()
+        .signer()
+        .unwrap();
+    let now = Utc::now();
+    assert!(
+        rotate_due_keys(dir.path(), now, ROTATION_CADENCE)
+            .unwrap()
+            .is_empty(),
+        "fresh keys stay"
+    );
+    let later = now + ROTATION_CADENCE + Duration::days(1);
+    let rotated = rotate_due_keys(dir.path(), later, ROTATION_CADENCE).unwrap();
+    assert_eq!(rotated.len(), 2);
+    for (purpose, old) in [
+        (KeyPurpose::Verdict, verdict.key_id()),
+        (KeyPurpose::Audit, audit.key_id()),
+    ] {
+        let ring = Keyring::open(dir.path(), purpose).unwrap();
+        assert_eq!(ring.get(old).unwrap().status, KeyStatus::Retired);
+        assert_ne!(ring.active().unwrap().key_id, old);
+    }
+}
+
+#[test]
+fn keyring_files_are_0600_in_0700_directories() {
+    let keys = Keys::new(KeyPurpose::Verdict);
+    let dir = Keyring::dir_for(keys.dir.path(), KeyPurpose::Verdict);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(dir.parent().unwrap()), 0o700, "keys/");
+    let id = keys.signer.key_id();
+    for file in [
+        "keyring.json".to_owned(),
+        ".lock".to_owned(),
+        format!("{id}.key.pem"),
+        format!("{id}.pub.pem"),
+    ] {
+        assert_eq!(mode(&dir.join(&file)), 0o600, "{file}");
+    }
+}
+
+#[test]
+fn a_private_key_open_to_others_is_refused_with_its_mode_and_the_fix() {
+    let keys = Keys::new(KeyPurpose::Audit);
+    let path = Keyring::dir_for(keys.dir.path(), KeyPurpose::Audit)
+        .join(format!("{}.key.pem", keys.signer.key_id()));
+    for loose in [0o640, 0o604, 0o620] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+        let mut ring = Keyring::open(keys.dir.path(), KeyPurpose::Audit).unwrap();
+        let err = ring.signer().unwrap_err().to_string();
+        let shown = path.display();
+        assert!(
+            err.starts_with(&format!("{shown}: ")) && err.contains(&format!("(mode 0{loose:o})")),
+            "{err}"
+        );
+        assert!(err.contains(&format!("run `chmod 600 {shown}`")), "{err}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let mut ring = Keyring::open(keys.dir.path(), KeyPurpose::Audit).unwrap();
+    assert_eq!(ring.signer().unwrap().key_id(), keys.signer.key_id());
 }
 
 #[test]

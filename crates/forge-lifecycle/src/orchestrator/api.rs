@@ -1,42 +1,126 @@
-//! The orchestrator's HTTP API (spec: Orchestrator API): `POST /v1/scenarios` (role
-//! `forge.orchestrator`), `GET /v1/scenarios/{id}` and `DELETE /v1/scenarios/{id}` (the
-//! scenario's owner, or an instructor/orchestrator of its tenant). Every lookup is scoped to the
-//! token's tenant: another tenant's scenario is a 404.
+//! The orchestrator's HTTP API (spec: Orchestrator API): `POST /v1/scenarios` (roles
+//! `forge.orchestrator` and `forge.spawn`), `GET /v1/scenarios/{id}` and
+//! `DELETE /v1/scenarios/{id}` (the scenario's owner, or an instructor/orchestrator of its
+//! tenant). Every lookup is scoped to the token's tenant: another tenant's scenario is a 404.
+//!
+//! `POST /v1/scenarios` is a spawn under the spec's orchestrator path, and a spawn has one way
+//! in: the front door's (`forge_services::spawn`). A second way that wrote scenarios itself
+//! would have to repeat, and keep repeating, the tenant check, the entitlement and quota gate,
+//! billing, rate limits and idempotency; the one it used to have repeated none of them and let
+//! the client pick the scenario id. So the route checks what is the orchestrator's own (its
+//! role, its body) and hands the request to the front door's [`SpawnState`], which the platform
+//! passes in: the same state in one process (`forge up`), so the same rate-limit buckets and
+//! billing wake-up; an equivalent one in a `forge serve orchestrator` process, whose billing
+//! rows the front door's outbox dispatcher delivers like its own. Scenario ids are the
+//! platform's: a body naming one is refused (400), never looked up, so no id of another tenant
+//! can tell the caller anything.
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
+use axum::{Extension, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
 use forge_auth::{Caller, roles};
 use forge_core::{ScenarioId, ScenarioStatus, Track};
 use forge_http::{ApiError, ApiJson, Kind, Service};
-use forge_store::{Billing, NewScenario, ScenarioRecord};
+use forge_services::spawn::{SpawnResponse, SpawnState};
+use forge_store::ScenarioRecord;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tower::ServiceExt;
 use utoipa::OpenApi;
 
-use super::{Admission, Orchestrator};
+use super::Orchestrator;
 use crate::authz::{Authorized, CanOperate, CanView};
 
-/// Body of `POST /v1/scenarios`.
+/// Largest spawn answer the route reads back from the front door (a few hundred bytes).
+const SPAWN_ANSWER_LIMIT: usize = 64 * 1024;
+/// The front door's header on an answer replayed from its idempotency store.
+const REPLAYED: &str = "idempotent-replayed";
+
+/// Body of `POST /v1/scenarios`. Scenario ids are chosen by the platform: a `scenario_id` field
+/// is refused.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateScenario {
-    /// Optional: a fresh id is generated when absent.
-    #[schema(value_type = Option<String>)]
-    pub scenario_id: Option<ScenarioId>,
     /// A catalog template name, or a track name for the track's default template.
     pub template: String,
-    pub request_id: String,
+    /// Idempotency key, as in `POST /v1/spawn`: here or in the `x-request-id` header.
+    pub request_id: Option<String>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+impl CreateScenario {
+    /// The body, or a 400 naming the field at fault.
+    fn parse(body: Value) -> Result<Self, ApiError> {
+        // Never trusted, so refused rather than ignored: a client sending them believes they
+        // matter. (code, field, why)
+        const REFUSED: [(&str, &str, &str); 3] = [
+            (
+                "scenario_id_in_body",
+                "scenario_id",
+                "the platform chooses scenario ids and the response carries the new one",
+            ),
+            (
+                "tenant_in_body",
+                "tenant_id",
+                "the tenant comes from the bearer token",
+            ),
+            (
+                "tenant_in_body",
+                "tenant",
+                "the tenant comes from the bearer token",
+            ),
+        ];
+        if let Value::Object(obj) = &body
+            && let Some((code, field, why)) = REFUSED.iter().find(|(_, f, _)| obj.contains_key(*f))
+        {
+            return Err(ApiError::bad_request(
+                code,
+                format!("`{field}` is not accepted in the body; {why}"),
+            ));
+        }
+        serde_json::from_value(body)
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request: {e}")))
+    }
+
+    /// The equivalent `POST /v1/spawn` body: a track name asks for its default template.
+    fn spawn_body(&self, catalog: &forge_catalog::Catalog) -> Result<Value, ApiError> {
+        let mut body = Map::new();
+        match self.template.parse::<Track>() {
+            Ok(track) => {
+                body.insert("track".into(), json!(track.as_str()));
+            }
+            Err(_) => {
+                let entry = catalog.get(&self.template).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "unknown_template",
+                        format!("template `{}` is not in the catalog", self.template),
+                    )
+                })?;
+                body.insert("track".into(), json!(entry.track.as_str()));
+                body.insert("template".into(), json!(self.template));
+            }
+        }
+        if let Some(id) = &self.request_id {
+            body.insert("request_id".into(), json!(id));
+        }
+        Ok(Value::Object(body))
+    }
+}
+
+/// 202 body of `POST /v1/scenarios`: the spec's fields plus the spawn answer's.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Created {
     #[schema(value_type = String)]
     pub scenario_id: ScenarioId,
     pub status: String,
     pub network_id: String,
+    pub request_id: String,
+    pub access_url: String,
+    pub expires_at: String,
 }
 
 /// `GET /v1/scenarios/{id}`: the spec's fields plus what a client needs to follow a lab.
@@ -94,9 +178,25 @@ impl ScenarioView {
 )]
 struct ApiDoc;
 
-pub fn router(state: Orchestrator) -> Router {
+/// The front door `POST /v1/scenarios` hands its spawns to.
+#[derive(Clone)]
+struct SpawnFront {
+    router: Router,
+    request_id_header: axum::http::HeaderName,
+}
+
+/// The orchestrator's routes; `spawn` is the front door its `POST /v1/scenarios` spawns
+/// through (see the module documentation).
+pub fn router(state: Orchestrator, spawn: SpawnState) -> Router {
+    let front = SpawnFront {
+        request_id_header: spawn.config().request_id_header.clone(),
+        router: forge_services::spawn::router(spawn),
+    };
     let routes = Router::new()
-        .route("/v1/scenarios", post(create_scenario))
+        .route(
+            "/v1/scenarios",
+            post(create_scenario).layer(Extension(front)),
+        )
         .route("/v1/scenarios/{id}", get(get_scenario).delete(end_scenario))
         .with_state(state.clone());
     let doc = ApiDoc::openapi();
@@ -105,103 +205,83 @@ pub fn router(state: Orchestrator) -> Router {
 }
 
 #[utoipa::path(post, path = "/v1/scenarios", request_body = CreateScenario,
-    responses((status = 202, body = Created), (status = 400), (status = 401), (status = 403)),
+    responses(
+        (status = 202, description = "Spawned (pending), as `POST /v1/spawn` would; replays carry `Idempotent-Replayed: true`", body = Created),
+        (status = 400, description = "Invalid body, a `scenario_id` in it, unknown template, or what `POST /v1/spawn` refuses"),
+        (status = 401), (status = 403, description = "Missing role (forge.orchestrator, forge.spawn), unknown tenant, or the spawn gate denied"),
+        (status = 422), (status = 429, description = "Tenant rate limit; see Retry-After"), (status = 502), (status = 503)),
     security(("bearer" = [])))]
 async fn create_scenario(
     State(o): State<Orchestrator>,
+    Extension(front): Extension<SpawnFront>,
     caller: Caller,
-    ApiJson(body): ApiJson<CreateScenario>,
-) -> Result<impl IntoResponse, ApiError> {
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
     if !caller.has_role(roles::ORCHESTRATOR) {
         return Err(ApiError::forbidden(
             "missing_role",
             "role forge.orchestrator is required",
         ));
     }
-    if body.request_id.trim().is_empty() || body.request_id.len() > 255 {
-        return Err(ApiError::bad_request(
-            "invalid_request_id",
-            "request_id must be 1-255 characters",
-        ));
-    }
-    let catalog = &o.deps().catalog;
-    let entry = match body.template.parse::<Track>() {
-        Ok(track) => catalog.default_for(track),
-        Err(_) => catalog.get(&body.template),
-    }
-    .ok_or_else(|| {
-        ApiError::bad_request(
-            "unknown_template",
-            format!("template `{}` is not in the catalog", body.template),
-        )
-    })?;
-    let id = body.scenario_id.unwrap_or_else(ScenarioId::generate);
-    let now = Utc::now();
-    let minutes = entry.template.spec.limits.timeout_minutes as i64;
-    let new = NewScenario {
-        scenario_id: id.clone(),
-        tenant_id: caller.tenant_id.clone(),
-        owner_sub: caller.sub.clone(),
-        track: entry.track,
-        template: entry.template.metadata.name.clone(),
-        request_id: body.request_id.clone(),
-        access_url: String::new(),
-        created_at: now,
-        expires_at: now + ChronoDuration::minutes(minutes),
-    };
-    let inserted = o
-        .deps()
-        .store
-        .insert_pending(&new, Billing::None)
-        .await
-        .map_err(|e| match e {
-            forge_store::StoreError::RequestIdReused { .. } => {
-                ApiError::unprocessable("request_id_reused", e.to_string())
-            }
-            other => ApiError::internal(other),
-        })?;
-    let rec = inserted.record;
-    if inserted.created {
-        match o
-            .admit(&rec.scenario_id)
-            .await
-            .map_err(ApiError::internal)?
-        {
-            Admission::Admitted(r, t) => {
-                let o2 = o.clone();
-                tokio::spawn(async move {
-                    let id = r.scenario_id.clone();
-                    if let Err(e) = o2.build(*r, t).await {
-                        tracing::warn!(error = %e, scenario_id = %id, "building a lab");
-                    }
-                });
-            }
-            Admission::Denied(reasons) => {
-                return Err(ApiError::forbidden(
-                    "policy_denied",
-                    "training gate denied the template",
-                )
-                .with_details(serde_json::json!({ "deny_reasons": reasons })));
-            }
-            Admission::Skipped => {}
+    let body = CreateScenario::parse(body)?.spawn_body(&o.deps().catalog)?;
+    let mut spawn = Request::post("/v1/spawn").header(CONTENT_TYPE, "application/json");
+    // The front door authenticates the caller itself and reads the idempotency key from the
+    // body or its header; nothing else of the client's request is its business.
+    for name in [&AUTHORIZATION, &front.request_id_header] {
+        if let Some(v) = headers.get(name) {
+            spawn = spawn.header(name, v);
         }
     }
-    let current = o
+    let spawn = spawn
+        .body(Body::from(body.to_string()))
+        .map_err(ApiError::internal)?;
+    let answer = match front.router.oneshot(spawn).await {
+        Ok(answer) => answer,
+        Err(never) => match never {},
+    };
+    if answer.status() != StatusCode::CREATED {
+        // Refusals (401, 403, 409, 422, 429, …) leave exactly as the front door wrote them.
+        return Ok(answer);
+    }
+    let (parts, answer) = answer.into_parts();
+    let bytes = to_bytes(answer, SPAWN_ANSWER_LIMIT)
+        .await
+        .map_err(ApiError::internal)?;
+    let spawned: SpawnResponse = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+    // The status right now (a replay may find the lab running already); the spawn answer is
+    // enough when the store cannot say.
+    let current = match o
         .deps()
         .store
-        .get_any(&rec.scenario_id)
+        .get(&caller.tenant_id, &spawned.scenario_id)
         .await
-        .map_err(ApiError::internal)?
-        .unwrap_or(rec);
-    let body = Created {
-        network_id: current
-            .network_id
-            .clone()
-            .unwrap_or_else(|| current.scenario_id.network_id()),
-        status: current.status.as_str().to_owned(),
-        scenario_id: current.scenario_id,
+    {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, scenario_id = %spawned.scenario_id, "reading a new scenario");
+            None
+        }
     };
-    Ok((StatusCode::ACCEPTED, axum::Json(body)))
+    let created = Created {
+        network_id: current
+            .as_ref()
+            .and_then(|r| r.network_id.clone())
+            .unwrap_or_else(|| spawned.scenario_id.network_id()),
+        status: current.map_or_else(
+            || ScenarioStatus::Pending.as_str().to_owned(),
+            |r| r.status.as_str().to_owned(),
+        ),
+        scenario_id: spawned.scenario_id,
+        request_id: spawned.request_id,
+        access_url: spawned.access_url,
+        expires_at: spawned.expires_at,
+    };
+    let mut resp = (StatusCode::ACCEPTED, axum::Json(created)).into_response();
+    if let Some(replayed) = parts.headers.get(REPLAYED) {
+        resp.headers_mut().insert(REPLAYED, replayed.clone());
+    }
+    Ok(resp)
 }
 
 #[utoipa::path(get, path = "/v1/scenarios/{id}",

@@ -4,7 +4,8 @@
 //! `running` → `scenario.created`, with a timer for `timeout_minutes` that publishes
 //! `scenario.execute`. Consumes `scenario.scored`: tears the lab down → `completed` or
 //! `timeout`. A lab the runtime cannot keep whole, a launch failure or a gate deny end as
-//! `failed` with the reason. Every transition is audited and counted.
+//! `failed` with the reason; a charged scenario that fails before it ever ran is refunded.
+//! Every transition is audited and counted.
 //!
 //! A message is acked only after the state change it causes is durable; a redelivered message
 //! finds the scenario past `pending` and changes nothing, so it never builds a second lab.
@@ -97,8 +98,8 @@ struct Inner {
 /// Outcome of [`Orchestrator::admit`].
 pub(crate) enum Admission {
     Admitted(Box<ScenarioRecord>, Arc<ScenarioTemplate>),
-    /// The scenario failed admission; the reasons.
-    Denied(Vec<String>),
+    /// The scenario failed admission (failed with the reasons, audited).
+    Denied,
     /// Not pending (already handled) or unknown.
     Skipped,
 }
@@ -162,7 +163,7 @@ impl Orchestrator {
                 self.inner.slots.hold(id, slot);
                 self.build(*rec, template).await
             }
-            Admission::Denied(_) | Admission::Skipped => Ok(()),
+            Admission::Denied | Admission::Skipped => Ok(()),
         }
     }
 
@@ -179,7 +180,7 @@ impl Orchestrator {
         let Some(entry) = d.catalog.get(&rec.template) else {
             let why = format!("template `{}` is not in the catalog", rec.template);
             self.fail(&rec, &[ScenarioStatus::Pending], &why).await?;
-            return Ok(Admission::Denied(vec![why]));
+            return Ok(Admission::Denied);
         };
         let template = entry.template.clone();
         let ctx = DecisionContext {
@@ -199,13 +200,13 @@ impl Orchestrator {
             Err(e) => {
                 let why = format!("training gate could not decide: {e}");
                 self.fail(&rec, &[ScenarioStatus::Pending], &why).await?;
-                return Ok(Admission::Denied(vec![why]));
+                return Ok(Admission::Denied);
             }
         };
         if !decision.allow {
             let why = format!("training gate denied: {}", decision.deny_reasons.join("; "));
             self.fail(&rec, &[ScenarioStatus::Pending], &why).await?;
-            return Ok(Admission::Denied(decision.deny_reasons));
+            return Ok(Admission::Denied);
         }
         // The claim is the one step that picks this host: another host claiming it at the
         // same time gets a conflict and leaves it.
@@ -322,6 +323,54 @@ impl Orchestrator {
             self.end_here(id).await;
         }
         self.refresh_gauges().await;
+        // Last, so a refund error never leaves a lab behind; a second `fail` retries it.
+        match current {
+            Some(cur) => self.refund_unstarted(&cur, why).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Refunds the charge of a scenario that ended `failed` without ever running: the learner
+    /// got no lab. The store writes the refund once (and queues it for the billing gateway when
+    /// the charge went there), so failing a scenario twice refunds it once.
+    async fn refund_unstarted(
+        &self,
+        rec: &ScenarioRecord,
+        why: &str,
+    ) -> Result<(), OrchestratorError> {
+        if rec.status != ScenarioStatus::Failed || rec.started_at.is_some() {
+            return Ok(());
+        }
+        // The stored reason: after a lost race it is the first failure's, not ours.
+        let reason = rec.error.as_deref().unwrap_or(why);
+        let refunded = self
+            .deps()
+            .store
+            .refund(&rec.scenario_id, reason, Utc::now())
+            .await?;
+        let Some(r) = refunded.filter(|r| r.created) else {
+            return Ok(());
+        };
+        let refund = &r.refund;
+        tracing::info!(scenario_id = %rec.scenario_id, event_id = %refund.event_id,
+            amount_cents = refund.amount_cents, "charge refunded: the lab never ran");
+        self.deps().audit.record(
+            AuditEvent::new(
+                Utc::now(),
+                "billing.refund",
+                ACTOR,
+                rec.scenario_id.as_str(),
+                "refund",
+                Outcome::Success,
+            )
+            .with_detail("tenant_id", refund.tenant_id.clone())
+            .with_detail("request_id", refund.request_id.clone())
+            .with_detail("event_id", refund.event_id.clone())
+            .with_detail("amount_cents", refund.amount_cents)
+            .with_detail("currency", refund.currency.clone())
+            .with_detail("queued", r.queued)
+            .with_detail("reason", reason),
+        );
         Ok(())
     }
 

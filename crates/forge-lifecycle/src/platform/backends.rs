@@ -11,14 +11,15 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use forge_auth::LocalIssuer;
 use forge_bus::{Bus, MemoryBus, NatsBus, NatsBusConfig};
 use forge_catalog::Catalog;
 use forge_core::audit::AuditSink;
 use forge_evidence::{
-    AuditLog, AuditLogConfig, EvidenceStore, KeyPurpose, KeySource, Keyring, LocalStore, S3Store,
+    AuditLog, AuditLogConfig, EvidenceStore, KeyPurpose, Keyring, LocalStore, S3Store,
 };
 use forge_http::Service;
-use forge_policy::{EmbeddedEngine, PolicyEngine, RemoteEngine};
+use forge_policy::{EmbeddedEngine, MintedToken, PolicyEngine, RemoteEngine};
 use forge_runtime::{DockerRuntime, Runtime};
 use forge_store::{PgStore, SqliteStore, Store};
 
@@ -48,7 +49,15 @@ impl Backends {
         }
         let docker = DockerRuntime::connect()
             .await
-            .context("connecting to the Docker Engine")?;
+            .context("connecting to the Docker Engine")?
+            .require_user_namespaces(cfg.require_user_namespaces);
+        if !cfg.require_user_namespaces && !docker.user_namespaces_remapped().await.unwrap_or(true)
+        {
+            tracing::warn!(
+                "the docker engine does not remap user namespaces: a lab's root is host root \
+                 (start dockerd with --userns-remap=default; FORGE_ENV=production refuses this)"
+            );
+        }
         if cfg.build_images {
             let catalog =
                 Catalog::load(cfg.template_dir.as_deref()).context("loading the lab catalog")?;
@@ -87,7 +96,12 @@ impl Backends {
         runtime: Option<Arc<dyn Runtime>>,
     ) -> anyhow::Result<Self> {
         let data_dir = &cfg.data_dir;
-        std::fs::create_dir_all(data_dir)
+        // The data dir holds keys, the auth secret, the audit log and the state: ours alone.
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         let store: Arc<dyn Store> = match &cfg.database_url {
             Some(url) => Arc::new(
@@ -126,16 +140,12 @@ impl Backends {
             ),
         };
 
-        let mut audit_keys = Keyring::open(data_dir, KeyPurpose::Audit).context("audit keyring")?;
-        let audit_signer = audit_keys.signer().context("audit signing key")?;
+        // The log follows the audit keyring: a rotation or revocation (`forge keys`, or the
+        // start-up rotation) switches its signer without a restart.
+        let audit_keys = Keyring::open(data_dir, KeyPurpose::Audit).context("audit keyring")?;
         let audit_log = Arc::new(
-            AuditLog::open(
-                &cfg.audit_log_path(),
-                audit_signer,
-                &KeySource::from_keyring(&audit_keys)?,
-                AuditLogConfig::default(),
-            )
-            .context("opening the audit log")?,
+            AuditLog::open_following(&cfg.audit_log_path(), audit_keys, AuditLogConfig::default())
+                .context("opening the audit log")?,
         );
         let audit: Arc<dyn AuditSink> = audit_log.clone();
 
@@ -145,7 +155,7 @@ impl Backends {
         }
         let opa = Arc::new(opa.build().context("loading policies")?);
         let policy: Arc<dyn PolicyEngine> = match &cfg.opa_url {
-            Some(u) => Arc::new(RemoteEngine::new(u)?.with_audit(audit, "forge_platform")),
+            Some(u) => Arc::new(remote_engine(cfg, u)?.with_audit(audit, "forge_platform")),
             None => opa.clone(),
         };
         Ok(Self {
@@ -158,4 +168,21 @@ impl Backends {
             policy,
         })
     }
+}
+
+/// The client of the remote OPA at `url`, with the platform's bearer token: `OPA_TOKEN` when
+/// set; else, when this platform accepts local HS256 tokens (whose secret every process of a
+/// platform shares in the data dir), tokens it mints for itself; else none (a real OPA without
+/// authentication).
+fn remote_engine(cfg: &PlatformConfig, url: &str) -> anyhow::Result<RemoteEngine> {
+    let remote = RemoteEngine::new(url)?;
+    if let Some(token) = &cfg.opa_token {
+        return Ok(remote.with_token(token));
+    }
+    if !cfg.auth.accepts_local_tokens() {
+        return Ok(remote);
+    }
+    let issuer = LocalIssuer::load_or_create(&cfg.data_dir, &cfg.auth.issuer, &cfg.auth.audience)
+        .context("the local token secret (for the policy endpoint)")?;
+    Ok(remote.with_token_source(Arc::new(MintedToken::new(issuer, cfg.process_name()))))
 }

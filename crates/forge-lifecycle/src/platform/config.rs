@@ -63,6 +63,9 @@ pub struct PlatformConfig {
     pub policy_dir: Option<PathBuf>,
     /// A remote OPA (`OPA_URL`) instead of the embedded engine.
     pub opa_url: Option<String>,
+    /// The bearer token sent to the remote OPA (`OPA_TOKEN`); without it, a platform that
+    /// accepts local HS256 tokens mints its own short-lived ones (`forge_policy::MintedToken`).
+    pub opa_token: Option<String>,
     /// Tenants and plans (`FORGE_TENANTS_FILE`); the bundled example (tenant `demo`) when absent.
     pub tenants_file: Option<PathBuf>,
     /// Who may call: issuer, audience, JWKS, local HS256 tokens (secret in the data dir).
@@ -101,6 +104,8 @@ pub struct PlatformConfig {
     /// How often this process verifies its signed audit log (`forge_audit_chain_verified`);
     /// `None` never does.
     pub audit_verify_every: Option<std::time::Duration>,
+    /// Launch labs only on an engine that remaps user namespaces (production).
+    pub require_user_namespaces: bool,
 }
 
 impl PlatformConfig {
@@ -114,6 +119,7 @@ impl PlatformConfig {
             template_dir: None,
             policy_dir: None,
             opa_url: None,
+            opa_token: None,
             tenants_file: None,
             auth: AuthSettings::default(),
             spawn: SpawnConfig {
@@ -134,6 +140,7 @@ impl PlatformConfig {
             audit_log: None,
             telemetry: crate::telemetry::TelemetryConfig::default(),
             audit_verify_every: Some(std::time::Duration::from_secs(300)),
+            require_user_namespaces: false,
         }
     }
 

@@ -45,18 +45,29 @@ use crate::scoreboard::{Scoreboard, ScoreboardDeps};
 use crate::spawn_consumer;
 use crate::worker::{Worker, WorkerDeps};
 
-/// The spawn gate decided by the policy layer (`spawn_gate`), whichever backend it has.
+/// The front door's gates (`spawn_gate`, `training_gate`) decided by the policy layer,
+/// whichever backend it has.
 struct PolicyGate(Arc<dyn PolicyEngine>);
 
-#[async_trait]
-impl SpawnGate for PolicyGate {
-    async fn decide(&self, input: Value) -> Result<GateDecision, GateError> {
-        match self.0.decide(PolicyName::SpawnGate, &input).await {
+impl PolicyGate {
+    async fn decide_as(&self, gate: PolicyName, input: Value) -> Result<GateDecision, GateError> {
+        match self.0.decide(gate, &input).await {
             Ok(d) if d.allow => Ok(GateDecision::allow()),
             Ok(d) => Ok(GateDecision::deny(d.deny_reasons)),
             Err(e @ PolicyError::Unavailable { .. }) => Err(GateError::Unavailable(e.to_string())),
             Err(e) => Err(GateError::Other(e.to_string())),
         }
+    }
+}
+
+#[async_trait]
+impl SpawnGate for PolicyGate {
+    async fn decide(&self, input: Value) -> Result<GateDecision, GateError> {
+        self.decide_as(PolicyName::SpawnGate, input).await
+    }
+
+    async fn decide_training(&self, input: Value) -> Result<GateDecision, GateError> {
+        self.decide_as(PolicyName::TrainingGate, input).await
     }
 }
 
@@ -98,6 +109,13 @@ impl Platform {
         forge_auth::install_crypto_provider();
         forge_http::metrics_handle();
         let data_dir = cfg.data_dir.clone();
+        // Keys past their rotation age are rotated before anything signs with them.
+        forge_evidence::rotate_due_keys(
+            &data_dir,
+            chrono::Utc::now(),
+            forge_evidence::ROTATION_CADENCE,
+        )
+        .context("rotating signing keys past their rotation age")?;
         let runs = |s: Service| cfg.services.contains(&s);
 
         // Listeners first: a port clash should fail fast, before anything is built.
@@ -166,8 +184,15 @@ impl Platform {
             shutdown_rx.clone(),
         );
         let audit: Arc<dyn AuditSink> = telemetry.audit_tee(audit_log.clone());
-        let access = ScenarioAccess::new(verifier.clone(), store.clone(), audit.clone());
+        // One tenant directory for the front door's plans and every route's request budget.
+        let tenants = Arc::new(match &cfg.tenants_file {
+            Some(p) => TenantDirectory::load(p)?,
+            None => TenantDirectory::example(),
+        });
+        let access = ScenarioAccess::new(verifier.clone(), store.clone(), audit.clone())
+            .with_tenants(tenants.clone());
         let mut tasks = telemetry.into_tasks();
+        tasks.push(flush_denials(access.clone(), shutdown_rx.clone()));
         if let Some(every) = cfg.audit_verify_every {
             let log = cfg.audit_log_path();
             tasks.push(audit_watch::spawn(
@@ -187,6 +212,24 @@ impl Platform {
         if host.runner_url.is_empty() {
             host.runner_url = url(Service::Runner);
         }
+
+        // The one spawn path: the front door's, which the orchestrator's `POST /v1/scenarios`
+        // spawns through as well (one state, so one set of rate-limit buckets, per process).
+        let spawn_front = (runs(Service::Spawn) || runs(Service::Orchestrator)).then(|| {
+            spawn_state(
+                &cfg,
+                &url,
+                SpawnFrontDeps {
+                    verifier: verifier.clone(),
+                    store: store.clone(),
+                    bus: bus.clone(),
+                    policy: policy.clone(),
+                    audit: audit.clone(),
+                    catalog: catalog.clone(),
+                    tenants: tenants.clone(),
+                },
+            )
+        });
 
         let (mut orchestrator, mut recovered, mut supervisor) =
             (None, RecoverReport::default(), None);
@@ -216,9 +259,12 @@ impl Platform {
             });
             recovered = o.recover().await.context("recovering after the last run")?;
             tasks.push(o.run(shutdown_rx.clone(), Some(lab_events)));
+            let front = spawn_front
+                .clone()
+                .ok_or_else(|| anyhow!("the orchestrator runs without a spawn front door"))?;
             apps.insert(
                 Service::Orchestrator,
-                crate::orchestrator::router(o.clone()),
+                crate::orchestrator::router(o.clone(), front),
             );
             orchestrator = Some(o);
         }
@@ -287,7 +333,14 @@ impl Platform {
             apps.insert(Service::Runner, crate::runner::router(runner));
         }
         if runs(Service::Opa) {
-            apps.insert(Service::Opa, forge_policy::server::router(opa.clone()));
+            // Callers with a token the platform accepts; anonymous ones only when the endpoint
+            // listens on loopback (`forge up`'s default), where every caller is on this host.
+            let server = forge_policy::server::ServerConfig::new(Some(verifier.clone()))
+                .anonymous(cfg.bind.is_loopback());
+            apps.insert(
+                Service::Opa,
+                forge_policy::server::router(opa.clone(), server),
+            );
         }
 
         for (service, listener) in listeners {
@@ -299,19 +352,11 @@ impl Platform {
                 )),
                 // The front door has background work of its own (billing outbox, key purge).
                 None => {
-                    let (spawn, access_page) = front_door(
-                        &cfg,
-                        &url,
-                        FrontDoorDeps {
-                            verifier: verifier.clone(),
-                            store: store.clone(),
-                            bus: bus.clone(),
-                            policy: policy.clone(),
-                            audit: audit.clone(),
-                            catalog: catalog.clone(),
-                            access: access.for_service(Service::Spawn),
-                        },
-                    )?;
+                    let spawn = spawn_front
+                        .clone()
+                        .ok_or_else(|| anyhow!("{} has no front door", service.name()))?;
+                    let access_page =
+                        access_page(&url, access.for_service(Service::Spawn), catalog.clone());
                     Box::pin(forge_services::spawn::serve_with(
                         listener,
                         spawn.with_readiness(ready.readiness(service)),
@@ -380,50 +425,69 @@ impl Platform {
 }
 
 /// What the front door is built from.
-struct FrontDoorDeps {
+struct SpawnFrontDeps {
     verifier: Arc<Verifier>,
     store: Arc<dyn Store>,
     bus: Arc<dyn forge_bus::Bus>,
     policy: Arc<dyn PolicyEngine>,
     audit: Arc<dyn AuditSink>,
     catalog: Arc<Catalog>,
-    access: ScenarioAccess,
+    tenants: Arc<TenantDirectory>,
 }
 
-/// The spawn service and the learner's access page, which links the other services by `url`.
-fn front_door(
+/// The spawn service's state, whose `access_url`s point at the spawn service by `url`.
+fn spawn_state(
     cfg: &PlatformConfig,
     url: &dyn Fn(Service) -> String,
-    d: FrontDoorDeps,
-) -> anyhow::Result<(SpawnState, axum::Router)> {
-    let tenants = Arc::new(match &cfg.tenants_file {
-        Some(p) => TenantDirectory::load(p)?,
-        None => TenantDirectory::example(),
-    });
+    d: SpawnFrontDeps,
+) -> SpawnState {
     let mut spawn_cfg = cfg.spawn.clone();
     if spawn_cfg.base_url.is_empty() {
         spawn_cfg.base_url = url(Service::Spawn);
     }
-    let spawn = SpawnState::new(SpawnDeps {
+    SpawnState::new(SpawnDeps {
         config: spawn_cfg,
         verifier: d.verifier,
         store: d.store,
         bus: d.bus,
         gate: Arc::new(PolicyGate(d.policy)),
         audit: d.audit,
-        catalog: d.catalog.clone(),
-        tenants,
-    });
-    let page = crate::access::router(AccessState {
+        catalog: d.catalog,
+        tenants: d.tenants,
+    })
+}
+
+/// The learner's access page, which links the other services by `url`.
+fn access_page(
+    url: &dyn Fn(Service) -> String,
+    access: ScenarioAccess,
+    catalog: Arc<Catalog>,
+) -> axum::Router {
+    crate::access::router(AccessState {
         config: AccessConfig {
             orchestrator_url: url(Service::Orchestrator),
             worker_url: url(Service::Worker),
             scoreboard_url: url(Service::Scoreboard),
         },
-        access: d.access,
-        catalog: d.catalog,
-    });
-    Ok((spawn, page))
+        access,
+        catalog,
+    })
+}
+
+/// Closes the access check's audit windows of refusals as they run out, and all of them at
+/// shutdown, so every suppressed refusal's count reaches the audit log before it is flushed.
+fn flush_denials(access: ScenarioAccess, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    let every =
+        (access.denial_window() / 4).clamp(Duration::from_millis(50), Duration::from_secs(15));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep(every) => access.flush_denials(false),
+            }
+        }
+        access.flush_denials(true);
+    })
 }
 
 /// `app` with every request in a span naming `service`: its log lines say which service

@@ -21,7 +21,7 @@ use forge_store::ScenarioRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
-use super::Worker;
+use super::{Worker, feedback};
 use crate::authz::{Authorized, CanOperate};
 
 /// One criterion in a check report.
@@ -30,6 +30,8 @@ pub struct CheckedCriterion {
     pub criterion_id: String,
     pub description: String,
     pub passed: bool,
+    /// Why it did not pass. Instructors (and the platform) get the evaluator's message; a
+    /// learner gets only the kind of thing that is not right yet, never the expected value.
     pub message: Option<String>,
     /// The template's hint, only for criteria that did not pass.
     pub hint: Option<String>,
@@ -138,10 +140,12 @@ async fn check(
     };
     let evaluated = w.evaluate(&rec).await.map_err(ApiError::internal)?;
     let template = w.template(&rec).map_err(ApiError::internal)?;
+    let details = feedback::sees_details(&caller);
     let results: Vec<_> = evaluated.iter().map(|e| e.result.clone()).collect();
-    let criteria = results
+    let criteria = evaluated
         .iter()
-        .map(|r| {
+        .map(|e| {
+            let r = &e.result;
             let c = template
                 .spec
                 .success_criteria
@@ -151,7 +155,7 @@ async fn check(
                 criterion_id: r.criterion_id.clone(),
                 description: c.map(|c| c.description.clone()).unwrap_or_default(),
                 passed: r.passed,
-                message: r.message.clone(),
+                message: feedback::message_for(e, details),
                 hint: if r.passed {
                     None
                 } else {

@@ -9,6 +9,7 @@
 //! launch, before a lab is reported ready.
 
 mod api;
+mod feedback;
 pub(crate) mod forward;
 mod terminal;
 

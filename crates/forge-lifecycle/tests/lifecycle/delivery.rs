@@ -13,19 +13,35 @@ use serde_json::json;
 use crate::flows::spawn_expiring;
 use crate::harness::{Harness, TEMPLATE};
 
-/// Every message on `subject` so far that mentions `id`, through a fresh durable.
-async fn messages_about(h: &Harness, subject: &str, id: &str) -> Vec<serde_json::Value> {
-    let durable = format!("test-{}", uuid::Uuid::new_v4().simple());
-    let mut sub = h.platform.bus.subscribe(subject, &durable).await.unwrap();
-    let mut out = Vec::new();
-    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
-        let v: serde_json::Value = m.json().unwrap_or_default();
-        m.ack().await.unwrap();
-        if v.to_string().contains(id) {
-            out.push(v);
-        }
+/// Every message on one subject from its creation on, through a durable of its own made before
+/// the traffic it is to see: the in-process bus drops a message once every durable that exists
+/// has acked it, so a durable made afterwards would find nothing.
+struct Tap {
+    sub: Box<dyn forge_bus::Subscription>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl Tap {
+    async fn new(h: &Harness, subject: &str) -> Self {
+        let durable = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let sub = h.platform.bus.subscribe(subject, &durable).await.unwrap();
+        Self { sub, seen: vec![] }
     }
-    out
+
+    /// Every message so far that mentions `id`.
+    async fn about(&mut self, id: &str) -> Vec<serde_json::Value> {
+        while let Ok(Ok(m)) =
+            tokio::time::timeout(Duration::from_millis(300), self.sub.next()).await
+        {
+            self.seen.push(m.json().unwrap_or_default());
+            m.ack().await.unwrap();
+        }
+        self.seen
+            .iter()
+            .filter(|v| v.to_string().contains(id))
+            .cloned()
+            .collect()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,6 +88,7 @@ async fn a_spawn_request_is_retried_while_the_policy_engine_is_unreachable() {
         cfg.opa_url = Some(format!("http://127.0.0.1:{port}"));
     })
     .await;
+    let mut requests = Tap::new(&h, subjects::SPAWN_REQUEST).await;
     // The front door asks the spawn gate through the same engine: it answers 502, so act as
     // the front door instead.
     let id = spawn_expiring(&h, Duration::from_secs(600)).await;
@@ -79,7 +96,7 @@ async fn a_spawn_request_is_retried_while_the_policy_engine_is_unreachable() {
     let v = h.api.scenario(&id).await.1;
     assert_eq!(v["status"], "pending", "unreachable OPA is not a deny: {v}");
     assert!(h.fake.labs().is_empty());
-    let redeliveries = messages_about(&h, subjects::SPAWN_REQUEST, &id).await;
+    let redeliveries = requests.about(&id).await;
     assert_eq!(redeliveries.len(), 1, "one message, retried in place");
     h.stop().await;
 }
@@ -87,6 +104,7 @@ async fn a_spawn_request_is_retried_while_the_policy_engine_is_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_evaluations_after_the_end_change_nothing() {
     let h = Harness::start().await;
+    let mut completed_tap = Tap::new(&h, subjects::SCENARIO_COMPLETED).await;
     let id = h.running().await;
     let sid: ScenarioId = id.parse().unwrap();
     h.solve(&id).await;
@@ -108,7 +126,7 @@ async fn late_evaluations_after_the_end_change_nothing() {
         .await
         .unwrap();
     // A redelivered `scenario.completed` re-announces the published bundle, never a new one.
-    let completed = messages_about(&h, subjects::SCENARIO_COMPLETED, &id).await;
+    let completed = completed_tap.about(&id).await;
     assert_eq!(completed.len(), 1, "evaluated once");
     let mut again: ScenarioCompleted = serde_json::from_value(completed[0].clone()).unwrap();
     again.criteria.iter_mut().for_each(|c| c.passed = false);
@@ -121,12 +139,7 @@ async fn late_evaluations_after_the_end_change_nothing() {
 
     assert_eq!(h.api.status(&id).await, "completed");
     assert_eq!(h.api.score_raw(&id, Some("manifest.json")).await.1, bundle);
-    assert_eq!(
-        messages_about(&h, subjects::SCENARIO_COMPLETED, &id)
-            .await
-            .len(),
-        2
-    );
+    assert_eq!(completed_tap.about(&id).await.len(), 2);
     assert_eq!(h.audited("score.published", &id).len(), 1);
     h.stop().await;
 }
@@ -174,6 +187,7 @@ async fn a_poisoned_evaluation_is_dead_lettered_and_scoring_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submit_racing_the_timeout_evaluates_once() {
     let h = Harness::start().await;
+    let mut completed = Tap::new(&h, subjects::SCENARIO_COMPLETED).await;
     for _ in 0..3 {
         let id = spawn_expiring(&h, Duration::from_millis(1500)).await;
         h.wait_status(&id, "running", Duration::from_secs(5)).await;
@@ -195,13 +209,7 @@ async fn a_submit_racing_the_timeout_evaluates_once() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert!(["completed", "timeout"].contains(&end.as_str()));
-        assert_eq!(
-            messages_about(&h, subjects::SCENARIO_COMPLETED, &id)
-                .await
-                .len(),
-            1,
-            "one evaluation"
-        );
+        assert_eq!(completed.about(&id).await.len(), 1, "one evaluation");
         assert_eq!(h.audited("score.published", &id).len(), 1);
         assert_eq!(
             h.audited("scenario.completed", &id).len() + h.audited("scenario.timeout", &id).len(),

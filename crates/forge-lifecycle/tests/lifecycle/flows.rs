@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use forge_bus::BusExt;
 use forge_bus::messages::SpawnRequested;
-use forge_core::{ScenarioId, Track};
-use forge_store::{Billing, NewScenario};
+use forge_core::{ScenarioId, ScenarioStatus, Track};
+use forge_store::{Billing, LedgerQuery, NewScenario};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -102,28 +102,76 @@ async fn a_second_submit_evaluates_once() {
     h.stop().await;
 }
 
+/// A copy of the test template that the training gate refuses (netplus allows no exploits).
+fn add_exploit_lab(cfg: &mut forge_lifecycle::platform::PlatformConfig) {
+    let t = cfg.template_dir.clone().unwrap().join("fast-lab.yaml");
+    let yaml = std::fs::read_to_string(&t).unwrap();
+    let yaml = yaml
+        .replace("name: fast-lab", "name: exploit-lab")
+        .replace("attacker_max_exploits: 0", "attacker_max_exploits: 3");
+    std::fs::write(t.with_file_name("exploit-lab.yaml"), yaml).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_training_gate_deny_fails_with_the_reasons_and_builds_nothing() {
-    let h = Harness::start_with(|cfg| {
-        let t = cfg.template_dir.clone().unwrap().join("fast-lab.yaml");
-        let yaml = std::fs::read_to_string(&t).unwrap();
-        let yaml = yaml
-            .replace("name: fast-lab", "name: exploit-lab")
-            .replace("attacker_max_exploits: 0", "attacker_max_exploits: 3");
-        std::fs::write(t.with_file_name("exploit-lab.yaml"), yaml).unwrap();
-    })
-    .await;
-    let id = h
+async fn a_training_gate_deny_is_403_at_the_front_door_and_stores_nothing() {
+    let h = Harness::start_with(add_exploit_lab).await;
+    let r = h
         .api
-        .spawn(json!({"track": "netplus", "template": "exploit-lab", "request_id": "deny-1"}))
-        .await;
+        .http
+        .post(format!("{}/v1/spawn", h.api.spawn))
+        .bearer_auth(&h.api.token)
+        .json(&json!({"track": "netplus", "template": "exploit-lab", "request_id": "deny-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "training_gate_denied", "{v}");
+    let reasons = v["error"]["details"]["deny_reasons"].to_string();
+    assert!(reasons.contains("attacker_max_exploits"), "{v}");
+    let all = [
+        ScenarioStatus::Pending,
+        ScenarioStatus::Creating,
+        ScenarioStatus::Running,
+        ScenarioStatus::Failed,
+    ];
+    let stored = h.platform.store.list_by_status(&all).await.unwrap();
+    assert!(stored.is_empty(), "nothing stored: {stored:?}");
+    let ledger = h
+        .platform
+        .store
+        .ledger(&LedgerQuery::default())
+        .await
+        .unwrap();
+    assert!(ledger.is_empty(), "nothing charged: {ledger:?}");
+    assert!(h.fake.labs().is_empty(), "nothing launched");
+    let denied: Vec<_> = h
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event_type"] == "spawn.request" && e["outcome"] == "denied")
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["details"]["gate"], "training_gate", "{denied:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_still_refuses_a_denied_template_and_refunds_its_charge() {
+    // Defence in depth: a spawn accepted before the template or the policy changed reaches the
+    // orchestrator, which asks the training gate again.
+    let h = Harness::start_with(add_exploit_lab).await;
+    let (new, charge, msg) = crate::refunds::charged_pending(&h, "exploit-lab", 250).await;
+    h.platform.bus.publish_msg(&msg).await.unwrap();
+    let id = new.scenario_id.to_string();
     let v = h.wait_status(&id, "failed", Duration::from_secs(10)).await;
     let error = v["error"].as_str().unwrap();
     assert!(error.contains("training gate denied"), "{error}");
     assert!(error.contains("attacker_max_exploits"), "{error}");
-    assert!(!h.has_lab(&id));
     assert!(h.fake.labs().is_empty(), "nothing was launched");
     assert_eq!(h.audited("scenario.failed", &id).len(), 1);
+    let rows = crate::refunds::wait_refunded(&h, &new.request_id).await;
+    assert_eq!(rows[1].amount_cents, -250, "{rows:?}");
+    assert_eq!(rows[1].event_id, format!("refund-{}", charge.event_id));
     h.stop().await;
 }
 

@@ -291,4 +291,29 @@ impl Harness {
     pub async fn stop(self) {
         self.platform.shutdown().await;
     }
+
+    /// Stops the platform, which writes the closing records of its open audit windows, and
+    /// returns every audit event it recorded.
+    pub async fn stop_and_audit(self) -> Vec<Value> {
+        let Self { platform, _tmp, .. } = self;
+        let path = forge_evidence::AuditLog::default_path(&platform.data_dir);
+        platform.shutdown().await;
+        let events = std::fs::read_to_string(path)
+            .expect("audit log")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|mut r| r.get_mut("event").map(Value::take))
+            .collect();
+        drop(_tmp);
+        events
+    }
+
+    /// A tenants file in the test's directory with the bundled `demo` tenant plus `extra`
+    /// (TOML: more plans and tenants); for [`Harness::start_with`].
+    pub fn tenants_file(dir: &Path, extra: &str) -> PathBuf {
+        let path = dir.join("tenants.toml");
+        let text = format!("{}\n{extra}\n", forge_services::tenants::EXAMPLE);
+        std::fs::write(&path, text).expect("tenants file");
+        path
+    }
 }

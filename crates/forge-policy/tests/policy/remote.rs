@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 use crate::common::gate_cases;
 
 /// A running server; shuts down when dropped.
-struct Running {
-    url: String,
+pub struct Running {
+    pub url: String,
     _stop: oneshot::Sender<()>,
 }
 
@@ -52,8 +52,14 @@ async fn fake_opa(answer: MethodRouter) -> Running {
     .await
 }
 
+/// `forge serve opa` as `forge up` runs it on loopback: anonymous callers are answered.
 async fn start_opa(engine: Arc<EmbeddedEngine>) -> Running {
-    start_with(|listener, shutdown| server::serve(listener, engine, shutdown)).await
+    start_served(engine, server::ServerConfig::new(None).anonymous(true)).await
+}
+
+/// The Data API over `engine`, answering whom `config` allows.
+pub async fn start_served(engine: Arc<EmbeddedEngine>, config: server::ServerConfig) -> Running {
+    start_with(|listener, shutdown| server::serve(listener, engine, config, shutdown)).await
 }
 
 /// `forge serve opa` with the bundled gates.

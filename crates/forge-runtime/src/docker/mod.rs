@@ -40,6 +40,8 @@ pub struct DockerRuntime {
 
 struct Inner {
     docker: Docker,
+    /// Refuse to launch labs (and be not ready) unless the engine remaps user namespaces.
+    require_userns: std::sync::atomic::AtomicBool,
     /// Scenario ids being (or recently) torn down by this process.
     tearing_down: Mutex<HashMap<String, Instant>>,
 }
@@ -76,9 +78,46 @@ impl DockerRuntime {
         Self {
             inner: Arc::new(Inner {
                 docker,
+                require_userns: std::sync::atomic::AtomicBool::new(false),
                 tearing_down: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Labs only on an engine that remaps user namespaces (`dockerd --userns-remap`): a lab's
+    /// root is then an unprivileged host uid, so a kernel bug reachable with the lab's
+    /// capabilities does not make it host root. Production requires it.
+    pub fn require_user_namespaces(self, required: bool) -> Self {
+        self.inner
+            .require_userns
+            .store(required, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    /// Whether the engine runs containers in remapped user namespaces.
+    pub async fn user_namespaces_remapped(&self) -> Result<bool, RuntimeError> {
+        let info = self
+            .docker()
+            .info()
+            .await
+            .map_err(|e| RuntimeError::docker("info", e))?;
+        Ok(info
+            .security_options
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.split(',').any(|kv| kv == "name=userns")))
+    }
+
+    /// [`RuntimeError::HostRootLabs`] when remapping is required and missing.
+    async fn check_isolation(&self) -> Result<(), RuntimeError> {
+        let required = self
+            .inner
+            .require_userns
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if required && !self.user_namespaces_remapped().await? {
+            return Err(RuntimeError::HostRootLabs);
+        }
+        Ok(())
     }
 
     pub fn docker(&self) -> &Docker {
@@ -129,7 +168,8 @@ impl Runtime for DockerRuntime {
     /// `GET /_ping`, within [`crate::PING_TIMEOUT`].
     async fn ping(&self) -> Result<(), RuntimeError> {
         match tokio::time::timeout(crate::PING_TIMEOUT, self.docker().ping()).await {
-            Ok(Ok(_)) => Ok(()),
+            // Not ready either when labs would run as host root against the configuration.
+            Ok(Ok(_)) => self.check_isolation().await,
             Ok(Err(e)) => Err(RuntimeError::Connect(with_causes(&e))),
             Err(_) => Err(RuntimeError::Connect(format!(
                 "no answer to a ping within {:?}",
@@ -139,6 +179,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn launch(&self, spec: LabSpec) -> Result<LabHandle, RuntimeError> {
+        self.check_isolation().await?;
         launch::launch(self, spec).await
     }
 

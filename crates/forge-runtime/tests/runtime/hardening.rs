@@ -52,6 +52,10 @@ async fn every_container_is_hardened() {
             384 * 1024 * 1024 / 3,
             "{name}: memory split across 3"
         );
+        assert_eq!(
+            h["MemorySwap"], h["Memory"],
+            "{name}: no swap beyond memory"
+        );
         assert_eq!(h["NanoCpus"], 500_000_000, "{name}: cpu split across 3");
         assert_eq!(h["PidsLimit"], 64, "{name}");
         assert_eq!(h["NetworkMode"], "none", "{name}");
@@ -186,4 +190,35 @@ async fn a_missing_image_says_to_build_images() {
         (vec![], false),
         "a failed launch leaves nothing behind"
     );
+}
+
+/// Production requires user-namespace remapping: on an engine without it, a runtime that
+/// requires it builds nothing and is not ready, naming the fix; with it, labs launch as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labs_need_remapped_user_namespaces_when_required() {
+    let rt = runtime().await.require_user_namespaces(true);
+    let remapped = rt.user_namespaces_remapped().await.expect("engine info");
+    let t = fixture("netplus-lab.yaml");
+    let s = spec(&t);
+    let id = s.scenario_id.clone();
+    let guard = LabGuard::new(&id);
+    let launched = rt.launch(s).await;
+    if remapped {
+        assert!(launched.is_ok(), "{:?}", launched.err());
+        assert!(rt.ping().await.is_ok());
+    } else {
+        let err = launched.expect_err("no lab on an engine whose lab root is host root");
+        assert!(matches!(err, RuntimeError::HostRootLabs), "{err}");
+        assert!(err.to_string().contains("--userns-remap"), "{err}");
+        assert!(
+            rt.list_labs()
+                .await
+                .unwrap()
+                .iter()
+                .all(|l| l.scenario_id != id.as_str()),
+            "nothing was built"
+        );
+        assert!(matches!(rt.ping().await, Err(RuntimeError::HostRootLabs)));
+    }
+    guard.close(&rt).await;
 }

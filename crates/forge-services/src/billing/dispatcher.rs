@@ -1,6 +1,7 @@
 //! Delivers billing outbox items to the billing gateway.
 //!
-//! Each item is POSTed as JSON (the [`forge_store::Charge`]) with `Idempotency-Key: <event_id>`.
+//! Each item is POSTed as JSON (the [`forge_store::Charge`]; a refund's adds `kind`, `refund_of`
+//! and `reason`) with `Idempotency-Key: <event_id>`.
 //! 2xx (or 409: the gateway already has it) marks it delivered; anything else (5xx, 4xx,
 //! connection refused, timeout) schedules a retry after `min(max, base·2^attempts)`, jittered
 //! to 50–100 % so that a recovering gateway is not hit by every item at once. Items are never

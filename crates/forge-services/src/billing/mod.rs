@@ -9,7 +9,14 @@
 //!   jitter. A gateway outage loses nothing (the outbox is durable) and never charges twice (the
 //!   key is stable, so the gateway dedupes retries; we stop once it said yes).
 //!
-//! [`report`] sums the ledger per tenant and period (`forge billing report`).
+//! - Refunds: a charged scenario that ends `failed` before it ever ran (launch failure, the
+//!   training gate at build, a lost host) is refunded by the orchestrator through
+//!   `forge_store::Store::refund`: a ledger row with the amount negated and event id
+//!   `refund-<charge event id>`, once, plus an outbox item (topic `billing.refund`) exactly
+//!   when the charge had one, so the dispatcher delivers it like a charge (the payload is the
+//!   refund row plus `kind`, `refund_of` and `reason`).
+//!
+//! [`report`] sums the ledger per tenant and period (`forge billing report`), net of refunds.
 
 pub mod dispatcher;
 pub mod report;

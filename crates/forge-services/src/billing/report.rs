@@ -1,5 +1,5 @@
-//! Usage reports from the billing ledger: charged spawns summed per tenant, period and currency
-//! (`forge billing report` prints them).
+//! Usage reports from the billing ledger: charged spawns summed per tenant, period and currency,
+//! net of refunds (`forge billing report` prints them).
 
 use std::collections::BTreeMap;
 
@@ -35,10 +35,14 @@ pub struct UsageRow {
     pub tenant_id: String,
     /// `2026-01-11`, `2026-01` or `total`.
     pub period: String,
+    /// Charged spawns.
     pub spawns: u64,
+    /// Refunded spawns (labs that failed before they ran), in the period of their refund.
+    pub refunds: u64,
+    /// Charges minus refunds.
     pub amount_cents: i64,
     pub currency: String,
-    /// Spawns per track.
+    /// Charged spawns per track.
     pub by_track: BTreeMap<String, u64>,
 }
 
@@ -89,13 +93,18 @@ pub fn summarize(charges: &[Charge], period: Period) -> Vec<UsageRow> {
             tenant_id: c.tenant_id.clone(),
             period: p,
             spawns: 0,
+            refunds: 0,
             amount_cents: 0,
             currency: c.currency.clone(),
             by_track: BTreeMap::new(),
         });
-        row.spawns += 1;
         row.amount_cents += c.amount_cents;
-        *row.by_track.entry(c.track.as_str().to_owned()).or_default() += 1;
+        if c.is_refund() {
+            row.refunds += 1;
+        } else {
+            row.spawns += 1;
+            *row.by_track.entry(c.track.as_str().to_owned()).or_default() += 1;
+        }
     }
     rows.into_values().collect()
 }

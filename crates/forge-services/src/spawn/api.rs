@@ -64,7 +64,7 @@ impl SpawnResponse {
         (status = 201, description = "Scenario accepted (pending); replays carry `Idempotent-Replayed: true`", body = SpawnResponse),
         (status = 400, description = "Missing/conflicting request_id, unsupported track, unknown template, invalid body", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorEnvelope),
-        (status = 403, description = "Missing role, unknown tenant, or spawn gate denied (details.deny_reasons)", body = ErrorEnvelope),
+        (status = 403, description = "Missing role, unknown tenant, spawn gate denied (policy_denied) or template refused by the training gate (training_gate_denied); details.deny_reasons", body = ErrorEnvelope),
         (status = 409, description = "Same request_id still in flight after the wait", body = ErrorEnvelope),
         (status = 413, description = "Body too large", body = ErrorEnvelope),
         (status = 415, description = "Content-Type is not application/json", body = ErrorEnvelope),

@@ -1,10 +1,12 @@
-//! The spawn gate seam: the policy decision the spawn service asks for before it creates a
-//! scenario. forge-policy's embedded engine and remote OPA client implement [`SpawnGate`] (the
-//! lead adapts them); tests use [`StaticGate`].
+//! The gate seam: the policy decisions the spawn service asks for before it creates (and
+//! charges) a scenario. forge-policy's embedded engine and remote OPA client implement
+//! [`SpawnGate`] (the platform adapts them); tests use [`StaticGate`].
 //!
-//! Input (policies/spawn_gate.rego):
-//! `{"subject": {sub, tenant_id, roles}, "tenant": {id, plan, entitled_tracks,
-//!   max_active_scenarios, active_scenarios} | null, "request": {track, template}}`.
+//! - `spawn_gate` (may this caller spawn this track now), input (policies/spawn_gate.rego):
+//!   `{"subject": {sub, tenant_id, roles}, "tenant": {id, plan, entitled_tracks,
+//!   max_active_scenarios, active_scenarios} | null, "request": {track, template}}`;
+//! - `training_gate` (may this template run), input: the resolved template flattened
+//!   (`forge_core::template::policy_input`), the same document the orchestrator decides on.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -47,10 +49,16 @@ pub enum GateError {
     Other(String),
 }
 
-/// Decides `spawn_gate`.
+/// Decides the front door's gates.
 #[async_trait]
 pub trait SpawnGate: Send + Sync {
+    /// Decides `spawn_gate` on [`gate_input`].
     async fn decide(&self, input: Value) -> Result<GateDecision, GateError>;
+
+    /// Decides `training_gate` on the spawn's template flattened
+    /// (`forge_core::template::policy_input`). No default: a gate that forgot it would let
+    /// every template through and charge for labs the orchestrator then refuses.
+    async fn decide_training(&self, input: Value) -> Result<GateDecision, GateError>;
 }
 
 /// The gate's input document.
@@ -84,13 +92,29 @@ type DecideFn = dyn Fn(&Value) -> Result<GateDecision, GateError> + Send + Sync;
 
 pub struct StaticGate {
     f: Box<DecideFn>,
+    training: Box<DecideFn>,
 }
 
 impl StaticGate {
+    /// Decides `spawn_gate` with `f`; the training gate allows every template.
     pub fn new(
         f: impl Fn(&Value) -> Result<GateDecision, GateError> + Send + Sync + 'static,
     ) -> Self {
-        Self { f: Box::new(f) }
+        Self {
+            f: Box::new(f),
+            training: Box::new(|_| Ok(GateDecision::allow())),
+        }
+    }
+
+    /// The same gate, deciding `training_gate` with `f`.
+    pub fn with_training(
+        self,
+        f: impl Fn(&Value) -> Result<GateDecision, GateError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            training: Box::new(f),
+            ..self
+        }
     }
 
     /// Allows everything.
@@ -150,5 +174,9 @@ impl StaticGate {
 impl SpawnGate for StaticGate {
     async fn decide(&self, input: Value) -> Result<GateDecision, GateError> {
         (self.f)(&input)
+    }
+
+    async fn decide_training(&self, input: Value) -> Result<GateDecision, GateError> {
+        (self.training)(&input)
     }
 }

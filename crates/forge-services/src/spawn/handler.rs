@@ -12,6 +12,7 @@ use forge_bus::BusExt;
 use forge_bus::messages::SpawnRequested;
 use forge_core::ScenarioId;
 use forge_core::audit::{AuditEvent, Outcome};
+use forge_core::template::policy_input;
 use forge_http::{ApiError, ApiJson, Kind};
 use forge_store::{Began, Billing, IdempotencyBegin, NewScenario, StoreError};
 use serde_json::{Value, json};
@@ -196,23 +197,41 @@ async fn create(
         .map_err(ApiError::internal)?;
     let template = spawn.template_name();
     let input = gate_input(caller, Some(tenant), active, spawn.track.as_str(), template);
-    let decision = deps.gate.decide(input).await.map_err(|e| match e {
-        GateError::Unavailable(why) => ApiError::new(
-            Kind::BadGateway,
-            "policy_unavailable",
-            format!("the spawn gate could not be evaluated: policy engine unavailable ({why})"),
-        ),
-        GateError::Other(why) => ApiError::internal(format!("spawn gate failed: {why}")),
-    })?;
+    let decision = deps
+        .gate
+        .decide(input)
+        .await
+        .map_err(|e| gate_error("spawn gate", e))?;
     if !decision.allow {
         deps.audit.record(
             audit_event(caller, &spawn.request_id, Outcome::Denied, spawn)
+                .with_detail("gate", "spawn_gate")
                 .with_detail("deny_reasons", json!(decision.deny_reasons)),
         );
         return Err(
             ApiError::forbidden("policy_denied", "the spawn gate denied this request")
                 .with_details(json!({ "deny_reasons": decision.deny_reasons })),
         );
+    }
+    // The template must be allowed to run before the spawn is stored and charged: a deny here
+    // is a 403 the client can act on, not a charged lab that fails in the orchestrator (which
+    // still asks the same gate, in case the template or the policies change in between).
+    let decision = deps
+        .gate
+        .decide_training(policy_input(&spawn.template))
+        .await
+        .map_err(|e| gate_error("training gate", e))?;
+    if !decision.allow {
+        deps.audit.record(
+            audit_event(caller, &spawn.request_id, Outcome::Denied, spawn)
+                .with_detail("gate", "training_gate")
+                .with_detail("deny_reasons", json!(decision.deny_reasons)),
+        );
+        return Err(ApiError::forbidden(
+            "training_gate_denied",
+            format!("the training gate does not allow template `{template}` to run"),
+        )
+        .with_details(json!({ "template": template, "deny_reasons": decision.deny_reasons })));
     }
 
     let now = Utc::now();
@@ -300,6 +319,19 @@ async fn create(
             .with_detail("resumed", !inserted.created),
     );
     Ok(serde_json::to_vec(&SpawnResponse::from_record(&record)).expect("response serializes"))
+}
+
+/// A gate that could not decide: 502 when the policy engine is unreachable (a retry may pass),
+/// else a 500 whose cause stays in the log.
+fn gate_error(gate: &str, e: GateError) -> ApiError {
+    match e {
+        GateError::Unavailable(why) => ApiError::new(
+            Kind::BadGateway,
+            "policy_unavailable",
+            format!("the {gate} could not be evaluated: policy engine unavailable ({why})"),
+        ),
+        GateError::Other(why) => ApiError::internal(format!("{gate} failed: {why}")),
+    }
 }
 
 fn audit_event(

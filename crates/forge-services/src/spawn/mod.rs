@@ -2,7 +2,8 @@
 //!
 //! `POST /v1/spawn` → authenticate (JWT) → role `forge.spawn` → tenant from the token only →
 //! per-tenant rate limit → validate body, request_id, track, template → claim the idempotency
-//! key → spawn gate (policy) → persist `pending` with its billing records → publish
+//! key → spawn gate (policy) → training gate for the template (policy; a deny is a 403
+//! before anything is stored or charged) → persist `pending` with its billing records → publish
 //! `spawn.request` → audit → `201 {request_id, scenario_id, access_url, expires_at}`.
 //! Plus `GET /health`, `GET /ready`, `GET /metrics`, `GET /openapi.json`. See docs/spawn-api.md.
 

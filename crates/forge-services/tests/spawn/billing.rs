@@ -302,3 +302,85 @@ async fn gateway_outage_loses_nothing_and_charges_once() {
     let _ = stop.send(());
     h.stop().await;
 }
+
+/// A charged lab that failed before it ran is refunded (by the orchestrator, through the
+/// store): the refund reaches the gateway like a charge, under its own key, and the report nets
+/// it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_goes_through_the_outbox_and_the_report_nets_it() {
+    let addr: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let seen = Arc::new(Mutex::new(Seen {
+        // No flaky first answers: this test is about what is sent, not the retries.
+        flaked: (0..3).map(|i| format!("none-{i}")).collect(),
+        ..Seen::default()
+    }));
+    let stop = receiver(addr, seen.clone()).await;
+    let billing = BillingConfig {
+        poll_interval: Duration::from_millis(50),
+        ..BillingConfig::gateway(format!("http://{addr}/charges"))
+    };
+    let h = Harness::start(Options {
+        billing,
+        ..Options::default()
+    })
+    .await;
+    let r = h
+        .spawn(&h.spawner("globex"), &body("netplus", "fails-early"), &[])
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id: forge_core::ScenarioId = r.json()["scenario_id"].as_str().unwrap().parse().unwrap();
+    h.store
+        .transition(
+            &id,
+            &[forge_core::ScenarioStatus::Pending],
+            forge_core::ScenarioStatus::Failed,
+            Some("lab launch failed: image missing"),
+        )
+        .await
+        .unwrap();
+    let refunded = h
+        .store
+        .refund(&id, "lab launch failed: image missing", chrono::Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(refunded.created && refunded.queued, "{refunded:?}");
+    let store = h.store.clone();
+    eventually("charge and refund delivered", async || {
+        store.outbox_backlog().await.unwrap() == 0 && seen.lock().unwrap().keys.len() == 2
+    })
+    .await;
+    let ledger = h.store.ledger(&LedgerQuery::default()).await.unwrap();
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    {
+        let s = seen.lock().unwrap();
+        let charge = &ledger[0];
+        let refund = &s.keys[&format!("refund-{}", charge.event_id)];
+        assert_eq!(refund["amount_cents"], -charge.amount_cents, "{refund}");
+        assert_eq!(refund["kind"], "refund");
+        assert_eq!(refund["refund_of"], charge.event_id.as_str());
+        assert_eq!(refund["request_id"], "fails-early");
+        assert_eq!(refund["reason"], "lab launch failed: image missing");
+    }
+    let rows = usage_report(
+        &*h.store,
+        &UsageQuery {
+            period: Period::Total,
+            ..UsageQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].spawns, rows[0].refunds, rows[0].amount_cents),
+        (1, 1, 0),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0].by_track, BTreeMap::from([("netplus".into(), 1)]));
+    let _ = stop.send(());
+    h.stop().await;
+}

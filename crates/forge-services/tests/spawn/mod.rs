@@ -6,6 +6,7 @@ mod idempotency;
 mod input;
 mod outcomes;
 mod rate;
+mod training;
 
 use serde_json::{Value, json};
 

@@ -3,14 +3,17 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use forge_core::Track;
+use forge_core::{ScenarioId, Track};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::at_ms;
 use crate::idempotency::StoredKey;
-use crate::{Began, Charge, IdempotencyBegin, LedgerQuery, OutboxItem, StoreError};
+use crate::model::not_refundable;
+use crate::{
+    Began, Charge, IdempotencyBegin, LedgerQuery, OutboxItem, REFUND_TOPIC, Refunded, StoreError,
+};
 
 /// Claims a key in one statement: inserts it in flight, or takes over the stored one when
 /// [`StoredKey::classify`] would let the caller claim it (expired; or in flight past its lease,
@@ -125,17 +128,127 @@ pub(super) async fn insert_outbox(
     c: &Charge,
     topic: &str,
 ) -> Result<(), StoreError> {
+    let payload = serde_json::to_value(c).expect("charge serializes");
+    enqueue(tx, &c.event_id, topic, &payload, c.created_at).await
+}
+
+async fn enqueue(
+    tx: &mut Transaction<'_, Postgres>,
+    event_id: &str,
+    topic: &str,
+    payload: &serde_json::Value,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO outbox (event_id, topic, payload, attempts, next_attempt_at, created_at) \
          VALUES ($1, $2, $3, 0, $4, $4)",
     )
-    .bind(&c.event_id)
+    .bind(event_id)
     .bind(topic)
-    .bind(Json(c))
-    .bind(at_ms(c.created_at))
+    .bind(Json(payload))
+    .bind(at_ms(at))
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The columns of a ledger row as [`charge_from_row`] reads it.
+macro_rules! ledger_cols {
+    () => {
+        "event_id, tenant_id, request_id, scenario_id, track, template, tier, plan, \
+         amount_cents, currency, created_at"
+    };
+}
+
+/// Refunds the charge of a scenario that failed before it ran, in one read-committed
+/// transaction. Replicas may race: the refund's event id is the ledger's primary key, so of
+/// concurrent inserts exactly one writes (the others wait for it, then conflict and read its
+/// row), and only the winner enqueues the outbox item, in its own transaction. The checks need
+/// no lock: `failed` is final, and `started_at` and the charge never change once it is.
+pub(super) async fn refund(
+    pool: &PgPool,
+    id: &ScenarioId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Refunded>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let Some(rec) = super::scenarios::fetch(&mut *tx, None, id).await? else {
+        return Err(StoreError::NotFound(id.to_string()));
+    };
+    if let Some(e) = not_refundable(&rec) {
+        return Err(e);
+    }
+    let charge = sqlx::query(concat!(
+        "SELECT ",
+        ledger_cols!(),
+        " FROM billing_ledger WHERE scenario_id = $1 AND kind = 'charge'"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(charge) = charge.as_ref().map(charge_from_row).transpose()? else {
+        return Ok(None);
+    };
+    let r = charge.refund(at_ms(now));
+    let inserted = sqlx::query(
+        "INSERT INTO billing_ledger (event_id, tenant_id, request_id, scenario_id, track, \
+         template, tier, plan, kind, amount_cents, currency, created_at, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'refund', $9, $10, $11, $12) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&r.event_id)
+    .bind(&r.tenant_id)
+    .bind(&r.request_id)
+    .bind(r.scenario_id.as_str())
+    .bind(r.track.as_str())
+    .bind(&r.template)
+    .bind(&r.tier)
+    .bind(&r.plan)
+    .bind(r.amount_cents)
+    .bind(&r.currency)
+    .bind(r.created_at)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let in_outbox = |event_id: String| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE event_id = $1")
+            .bind(event_id)
+    };
+    if !inserted {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            ledger_cols!(),
+            " FROM billing_ledger WHERE event_id = $1"
+        ))
+        .bind(&r.event_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let queued = in_outbox(r.event_id.clone()).fetch_one(&mut *tx).await? > 0;
+        tx.rollback().await?;
+        return Ok(Some(Refunded {
+            refund: charge_from_row(&row)?,
+            created: false,
+            queued,
+        }));
+    }
+    // The charge's own outbox item says it went to the gateway; its refund must follow it
+    // there, and only there (a stub charge was never sent).
+    let queued = in_outbox(charge.event_id.clone())
+        .fetch_one(&mut *tx)
+        .await?
+        > 0;
+    if queued {
+        let payload = r.refund_payload(&charge.event_id, reason);
+        enqueue(&mut tx, &r.event_id, REFUND_TOPIC, &payload, r.created_at).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(Refunded {
+        refund: r,
+        created: true,
+        queued,
+    }))
 }
 
 fn charge_from_row(r: &PgRow) -> Result<Charge, StoreError> {
@@ -159,13 +272,14 @@ fn charge_from_row(r: &PgRow) -> Result<Charge, StoreError> {
 
 /// Absent filters are `NULL` parameters, so one statement serves every query shape.
 pub(super) async fn ledger(pool: &PgPool, q: &LedgerQuery) -> Result<Vec<Charge>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT event_id, tenant_id, request_id, scenario_id, track, template, tier, plan, \
-         amount_cents, currency, created_at FROM billing_ledger \
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        ledger_cols!(),
+        " FROM billing_ledger \
          WHERE ($1::text IS NULL OR tenant_id = $1) \
          AND ($2::timestamptz IS NULL OR created_at >= $2) \
-         AND ($3::timestamptz IS NULL OR created_at < $3) ORDER BY created_at, event_id",
-    )
+         AND ($3::timestamptz IS NULL OR created_at < $3) ORDER BY created_at, event_id"
+    ))
     .bind(q.tenant_id.as_deref())
     .bind(q.from.map(at_ms))
     .bind(q.to.map(at_ms))

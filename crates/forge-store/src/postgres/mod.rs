@@ -35,7 +35,7 @@ use sqlx::types::Json;
 
 use crate::{
     Began, Billing, Charge, IdempotencyBegin, Inserted, LabHost, LedgerQuery, NewScenario,
-    OutboxItem, ScenarioRecord, Store, StoreError,
+    OutboxItem, Refunded, ScenarioRecord, Store, StoreError,
 };
 use scenarios::{scenario_cols, scenario_from_row, status_names};
 
@@ -262,6 +262,15 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(purged.rows_affected())
+    }
+
+    async fn refund(
+        &self,
+        id: &ScenarioId,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Refunded>, StoreError> {
+        keys::refund(&self.pool, id, reason, now).await
     }
 
     async fn ledger(&self, query: &LedgerQuery) -> Result<Vec<Charge>, StoreError> {

@@ -1,13 +1,14 @@
 //! Idempotency keys, billing ledger and outbox on SQLite.
 
 use chrono::{DateTime, Utc};
-use forge_core::Track;
+use forge_core::{ScenarioId, Track};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Connection, Row, Sqlite, Transaction};
 
 use super::{from_ms, ms};
 use crate::idempotency::StoredKey;
-use crate::{Began, Charge, LedgerQuery, OutboxItem, StoreError};
+use crate::model::not_refundable;
+use crate::{Began, Charge, LedgerQuery, OutboxItem, REFUND_TOPIC, Refunded, StoreError};
 
 /// The stored key in a row of [`SELECT_KEY`].
 fn stored_key(r: &SqliteRow) -> Result<StoredKey, StoreError> {
@@ -128,19 +129,124 @@ pub(super) async fn insert_outbox(
     c: &Charge,
     topic: &str,
 ) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(c).expect("charge serializes");
+    let payload = serde_json::to_value(c).expect("charge serializes");
+    enqueue(tx, &c.event_id, topic, &payload, c.created_at).await
+}
+
+async fn enqueue(
+    tx: &mut Transaction<'_, Sqlite>,
+    event_id: &str,
+    topic: &str,
+    payload: &serde_json::Value,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO outbox (event_id, topic, payload, attempts, next_attempt_at, created_at) \
          VALUES (?, ?, ?, 0, ?, ?)",
     )
-    .bind(&c.event_id)
+    .bind(event_id)
     .bind(topic)
-    .bind(payload)
-    .bind(ms(c.created_at))
-    .bind(ms(c.created_at))
+    .bind(payload.to_string())
+    .bind(ms(at))
+    .bind(ms(at))
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The columns of a ledger row as [`charge_from_row`] reads it.
+macro_rules! ledger_cols {
+    () => {
+        "event_id, tenant_id, request_id, scenario_id, track, template, tier, plan, \
+         amount_cents, currency, created_at"
+    };
+}
+
+/// Refunds the charge of a scenario that failed before it ran, all on the writer connection
+/// (one job, so the checks and the writes see the same rows).
+pub(super) async fn refund(
+    conn: &mut SqliteConnection,
+    id: ScenarioId,
+    reason: String,
+    now: DateTime<Utc>,
+) -> Result<Option<Refunded>, StoreError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let Some(rec) = super::scenarios::fetch(&mut *tx, &id).await? else {
+        return Err(StoreError::NotFound(id.to_string()));
+    };
+    if let Some(e) = not_refundable(&rec) {
+        return Err(e);
+    }
+    let charge = sqlx::query(concat!(
+        "SELECT ",
+        ledger_cols!(),
+        " FROM billing_ledger WHERE scenario_id = ? AND kind = 'charge'"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(charge) = charge.as_ref().map(charge_from_row).transpose()? else {
+        return Ok(None);
+    };
+    let refund_id = Charge::refund_event_id(&charge.event_id);
+    let in_outbox = |event_id: String| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE event_id = ?")
+            .bind(event_id)
+    };
+    let existing = sqlx::query(concat!(
+        "SELECT ",
+        ledger_cols!(),
+        " FROM billing_ledger WHERE event_id = ?"
+    ))
+    .bind(&refund_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = existing {
+        let queued = in_outbox(refund_id).fetch_one(&mut *tx).await? > 0;
+        return Ok(Some(Refunded {
+            refund: charge_from_row(&row)?,
+            created: false,
+            queued,
+        }));
+    }
+    // Stored at the ledger's precision, so the returned row equals a later read of it.
+    let now = from_ms(ms(now))?;
+    let r = charge.refund(now);
+    sqlx::query(
+        "INSERT INTO billing_ledger (event_id, tenant_id, request_id, scenario_id, track, \
+         template, tier, plan, kind, amount_cents, currency, created_at, reason) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'refund', ?, ?, ?, ?)",
+    )
+    .bind(&r.event_id)
+    .bind(&r.tenant_id)
+    .bind(&r.request_id)
+    .bind(r.scenario_id.as_str())
+    .bind(r.track.as_str())
+    .bind(&r.template)
+    .bind(&r.tier)
+    .bind(&r.plan)
+    .bind(r.amount_cents)
+    .bind(&r.currency)
+    .bind(ms(r.created_at))
+    .bind(&reason)
+    .execute(&mut *tx)
+    .await?;
+    // The charge's own outbox item says it went to the gateway; its refund must follow it
+    // there, and only there (a stub charge was never sent).
+    let queued = in_outbox(charge.event_id.clone())
+        .fetch_one(&mut *tx)
+        .await?
+        > 0;
+    if queued {
+        let payload = r.refund_payload(&charge.event_id, &reason);
+        enqueue(&mut tx, &r.event_id, REFUND_TOPIC, &payload, now).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(Refunded {
+        refund: r,
+        created: true,
+        queued,
+    }))
 }
 
 fn charge_from_row(r: &SqliteRow) -> Result<Charge, StoreError> {
@@ -168,12 +274,13 @@ pub(super) async fn ledger(
 ) -> Result<Vec<Charge>, StoreError> {
     let from = q.from.map(ms);
     let to = q.to.map(ms);
-    let rows = sqlx::query(
-        "SELECT event_id, tenant_id, request_id, scenario_id, track, template, tier, plan, \
-         amount_cents, currency, created_at FROM billing_ledger \
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        ledger_cols!(),
+        " FROM billing_ledger \
          WHERE (? IS NULL OR tenant_id = ?) AND (? IS NULL OR created_at >= ?) \
-         AND (? IS NULL OR created_at < ?) ORDER BY created_at, event_id",
-    )
+         AND (? IS NULL OR created_at < ?) ORDER BY created_at, event_id"
+    ))
     .bind(q.tenant_id.as_deref())
     .bind(q.tenant_id.as_deref())
     .bind(from)

@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 
 use crate::{
     Began, Billing, Charge, IdempotencyBegin, Inserted, LabHost, LedgerQuery, NewScenario,
-    OutboxItem, ScenarioRecord, Store, StoreError,
+    OutboxItem, Refunded, ScenarioRecord, Store, StoreError,
 };
 use scenarios::{scenario_cols, scenario_from_row, statuses_json};
 use writer::Writer;
@@ -351,6 +351,18 @@ impl Store for SqliteStore {
                 .bind(now)
                 .bind(now),
             )
+            .await
+    }
+
+    async fn refund(
+        &self,
+        id: &ScenarioId,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Refunded>, StoreError> {
+        let (id, reason) = (id.clone(), reason.to_owned());
+        self.writer
+            .run(move |c| Box::pin(keys::refund(c, id, reason, now)))
             .await
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use forge_store::{Began, Billing, LedgerQuery, Store};
+use forge_store::{Began, Billing, LedgerQuery, Store, StoreError};
 
 use super::{begin_at, charge_for, concurrently, new_scenario, t0, tenant_ledger};
 
@@ -177,4 +177,153 @@ pub async fn outbox_delivery_bookkeeping(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(s.outbox_backlog().await.unwrap(), 0);
+}
+
+/// The refunds of `s`'s ledger for `tenant`.
+async fn refunds_of(s: &dyn Store, tenant: &str) -> Vec<forge_store::Charge> {
+    let all = tenant_ledger(s, tenant).await;
+    all.into_iter().filter(|c| c.is_refund()).collect()
+}
+
+pub async fn a_lab_that_failed_before_running_is_refunded_once(s: Arc<dyn Store>) {
+    use forge_core::ScenarioStatus::*;
+    let (charged_at, failed_at) = (t0(), t0() + ChronoDuration::seconds(5));
+
+    // Gateway mode: the charge went through the outbox, so its refund does too.
+    let n = new_scenario("acme", "launch-fails");
+    let c = charge_for(&n, charged_at, 250);
+    s.insert_pending(&n, Billing::LedgerAndOutbox(&c))
+        .await
+        .unwrap();
+    let id = &n.scenario_id;
+    let early = s.refund(id, "too early", failed_at).await.unwrap_err();
+    assert!(
+        matches!(early, StoreError::NotRefundable { .. }) && early.to_string().contains("pending"),
+        "a live scenario is not refunded: {early}"
+    );
+    s.transition(id, &[Pending], Creating, None).await.unwrap();
+    s.transition(id, &[Creating], Failed, Some("lab launch failed"))
+        .await
+        .unwrap();
+    let first = s
+        .refund(id, "lab launch failed", failed_at)
+        .await
+        .unwrap()
+        .expect("a charged scenario is refunded");
+    assert!(first.created && first.queued, "{first:?}");
+    let r = &first.refund;
+    assert_eq!(r.event_id, format!("refund-{}", c.event_id));
+    assert!(r.is_refund() && !c.is_refund());
+    assert_eq!(
+        (r.tenant_id.as_str(), r.request_id.as_str(), &r.scenario_id),
+        ("acme", "launch-fails", id)
+    );
+    assert_eq!((r.amount_cents, r.created_at), (-250, failed_at));
+    assert_eq!(
+        (&r.plan, &r.tier, &r.currency),
+        (&c.plan, &c.tier, &c.currency)
+    );
+
+    // Idempotent, also when racing: one row, and the first one's.
+    let again = s.refund(id, "again", failed_at).await.unwrap().unwrap();
+    assert_eq!(
+        (again.refund.clone(), again.created, again.queued),
+        (r.clone(), false, true)
+    );
+    let racing = concurrently(10, |_| {
+        let (s, id) = (s.clone(), id.clone());
+        async move { s.refund(&id, "race", Utc::now()).await.unwrap().unwrap() }
+    })
+    .await;
+    assert!(racing.iter().all(|x| !x.created && x.refund == *r));
+    let ledger = tenant_ledger(&*s, "acme").await;
+    assert_eq!(
+        ledger,
+        vec![c.clone(), r.clone()],
+        "the charge, then its refund"
+    );
+    assert_eq!(ledger.iter().map(|c| c.amount_cents).sum::<i64>(), 0);
+
+    // The outbox carries the refund row, what it refunds and why.
+    let due = s.due_outbox(failed_at, 10).await.unwrap();
+    assert_eq!(due.len(), 2, "{due:?}");
+    let item = due.iter().find(|i| i.event_id == r.event_id).unwrap();
+    assert_eq!(item.topic, forge_store::REFUND_TOPIC);
+    let payload: forge_store::Charge = serde_json::from_value(item.payload.clone()).unwrap();
+    assert_eq!(payload, *r);
+    assert_eq!(item.payload["kind"], "refund");
+    assert_eq!(item.payload["refund_of"], c.event_id.as_str());
+    assert_eq!(item.payload["reason"], "lab launch failed");
+    assert_eq!(s.outbox_backlog().await.unwrap(), 2);
+
+    // Stub mode: the charge never left, nor does its refund.
+    let n = new_scenario("acme", "gate-denies");
+    let c = charge_for(&n, charged_at, 100);
+    s.insert_pending(&n, Billing::Ledger(&c)).await.unwrap();
+    s.transition(
+        &n.scenario_id,
+        &[Pending],
+        Failed,
+        Some("training gate denied"),
+    )
+    .await
+    .unwrap();
+    let stub = s
+        .refund(&n.scenario_id, "training gate denied", failed_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stub.created && !stub.queued, "{stub:?}");
+    assert_eq!(stub.refund.amount_cents, -100);
+    assert_eq!(s.outbox_backlog().await.unwrap(), 2, "nothing queued");
+
+    // A lab that ran was used: it is not refunded.
+    let n = new_scenario("acme", "ran");
+    let c = charge_for(&n, charged_at, 100);
+    s.insert_pending(&n, Billing::Ledger(&c)).await.unwrap();
+    for (from, to) in [(Pending, Creating), (Creating, Running), (Running, Failed)] {
+        s.transition(&n.scenario_id, &[from], to, None)
+            .await
+            .unwrap();
+    }
+    let ran = s.refund(&n.scenario_id, "x", failed_at).await.unwrap_err();
+    assert!(
+        matches!(ran, StoreError::NotRefundable { .. }) && ran.to_string().contains("ran"),
+        "{ran}"
+    );
+    // Nor is a completed one.
+    let n = new_scenario("acme", "done");
+    s.insert_pending(&n, Billing::Ledger(&charge_for(&n, charged_at, 100)))
+        .await
+        .unwrap();
+    for (from, to) in [
+        (Pending, Creating),
+        (Creating, Running),
+        (Running, Completed),
+    ] {
+        s.transition(&n.scenario_id, &[from], to, None)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        s.refund(&n.scenario_id, "x", failed_at).await,
+        Err(StoreError::NotRefundable { .. })
+    ));
+    // A scenario without a charge has nothing to refund; an unknown one is not found.
+    let n = new_scenario("acme", "free");
+    s.insert_pending(&n, Billing::None).await.unwrap();
+    s.transition(&n.scenario_id, &[Pending], Failed, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.refund(&n.scenario_id, "x", failed_at).await.unwrap(),
+        None
+    );
+    assert!(matches!(
+        s.refund(&forge_core::ScenarioId::generate(), "x", failed_at)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    let refunds = refunds_of(&*s, "acme").await;
+    assert_eq!(refunds.len(), 2, "{refunds:?}");
 }

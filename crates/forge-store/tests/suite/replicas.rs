@@ -108,3 +108,30 @@ pub async fn replicas_insert_once_and_keep_the_quota(a: Arc<dyn Store>, b: Arc<d
     assert_eq!(wins.iter().filter(|w| **w).count(), 1);
     assert_eq!(a.count_active("quota").await.unwrap(), 2);
 }
+
+/// Both replicas' orchestrators fail the same lab (a lost host's labs are failed by whichever
+/// host notices first) and refund it: one refund row, one outbox item.
+pub async fn replicas_refund_once(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let n = new_scenario("acme", "lost");
+    let c = charge_for(&n, t0(), 250);
+    a.insert_pending(&n, Billing::LedgerAndOutbox(&c))
+        .await
+        .unwrap();
+    b.transition(&n.scenario_id, &[Pending], Failed, Some("lost"))
+        .await
+        .unwrap();
+    let results = concurrently(20, |i| {
+        let (s, id) = (pick(&a, &b, i), n.scenario_id.clone());
+        async move { s.refund(&id, "lost", t0()).await.unwrap().unwrap() }
+    })
+    .await;
+    assert_eq!(results.iter().filter(|r| r.created).count(), 1);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.queued && r.refund.amount_cents == -250)
+    );
+    let ledger = tenant_ledger(&*a, "acme").await;
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    assert_eq!(b.outbox_backlog().await.unwrap(), 2);
+}
