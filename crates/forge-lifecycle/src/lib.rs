@@ -98,3 +98,28 @@ where
         handle(service.clone(), msg)
     }))
 }
+
+/// Runs `tick` every `every` (the first at once; a slow tick delays the next, never stacks
+/// them) until `shutdown` turns true: the periodic work of the services (host leases, the bus
+/// backlog, audit log checks).
+pub(crate) fn spawn_every<F, Fut>(
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    mut tick: F,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            tick().await;
+        }
+    })
+}

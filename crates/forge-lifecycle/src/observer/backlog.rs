@@ -15,16 +15,11 @@ use tokio::task::JoinHandle;
 pub fn spawn(
     bus: Arc<dyn Bus>,
     every: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
+    crate::spawn_every(every, shutdown, move || {
+        let bus = bus.clone();
+        async move {
             match bus.backlog().await {
                 Ok(consumers) => {
                     for c in consumers {

@@ -163,16 +163,11 @@ impl Orchestrator {
 
     /// Renews the lease, sweeps expired hosts and reconciles this host's labs every
     /// [`HostConfig::tick`] until `shutdown`.
-    pub(crate) fn run_host(&self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub(crate) fn run_host(&self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(this.host().tick());
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
-                }
+        crate::spawn_every(self.host().tick(), shutdown, move || {
+            let this = this.clone();
+            async move {
                 if let Err(e) = this.renew_lease().await {
                     tracing::warn!(error = %e, host = %this.host().id, "cannot renew the host lease");
                 }

@@ -16,17 +16,11 @@ pub fn spawn(
     log: PathBuf,
     data_dir: PathBuf,
     every: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-            let (log, data_dir) = (log.clone(), data_dir.clone());
+    crate::spawn_every(every, shutdown, move || {
+        let (log, data_dir) = (log.clone(), data_dir.clone());
+        async move {
             let verdict = tokio::task::spawn_blocking(move || check(&log, &data_dir)).await;
             match verdict {
                 Ok(Some(Ok(()))) => metrics::gauge!("forge_audit_chain_verified").set(1.0),

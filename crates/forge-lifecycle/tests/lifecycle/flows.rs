@@ -168,6 +168,11 @@ async fn the_orchestrator_still_refuses_a_denied_template_and_refunds_its_charge
     assert!(error.contains("training gate denied"), "{error}");
     assert!(error.contains("attacker_max_exploits"), "{error}");
     assert!(h.fake.labs().is_empty(), "nothing was launched");
+    // The transition is stored before it is audited: wait for the record, then count it.
+    let start = std::time::Instant::now();
+    while h.audited("scenario.failed", &id).is_empty() && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(h.audited("scenario.failed", &id).len(), 1);
     let rows = crate::refunds::wait_refunded(&h, &new.request_id).await;
     assert_eq!(rows[1].amount_cents, -250, "{rows:?}");
