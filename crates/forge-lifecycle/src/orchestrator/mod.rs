@@ -175,6 +175,9 @@ impl Orchestrator {
             return Ok(Admission::Skipped);
         };
         if rec.status != ScenarioStatus::Pending {
+            // A redelivery after a crash between `failed` and its refund: refund now (once;
+            // the store makes a second refund a no-op).
+            self.refund_unstarted(&rec, "failed before it ran").await?;
             return Ok(Admission::Skipped);
         }
         let Some(entry) = d.catalog.get(&rec.template) else {

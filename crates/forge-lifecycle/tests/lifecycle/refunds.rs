@@ -189,3 +189,32 @@ async fn a_launch_failure_refunds_the_charge_once_through_the_outbox() {
     assert!(h.audited("billing.refund", &ran).is_empty());
     h.stop().await;
 }
+
+/// A crash between a scenario's `failed` and its refund loses nothing: the `spawn.request`
+/// that the bus delivers again finds it failed and refunds it (once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_spawn_request_refunds_a_failure_whose_refund_was_lost() {
+    use forge_bus::BusExt as _;
+    use forge_core::ScenarioStatus;
+    let h = Harness::start().await;
+    let (new, charge, msg) = charged_pending(&h, crate::harness::TEMPLATE, 300).await;
+    // Failed as `fail` would, but the process died before the refund.
+    h.platform
+        .store
+        .transition(
+            &new.scenario_id,
+            &[ScenarioStatus::Pending],
+            ScenarioStatus::Failed,
+            Some("lab launch failed: the engine went away"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows_of(&h, &new.request_id).await.len(), 1, "no refund yet");
+    h.platform.bus.publish_msg(&msg).await.unwrap();
+    let rows = wait_refunded(&h, &new.request_id).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1].amount_cents, -300);
+    assert_eq!(rows[1].event_id, format!("refund-{}", charge.event_id));
+    assert!(h.fake.labs().is_empty(), "nothing was built");
+    h.stop().await;
+}
