@@ -186,7 +186,59 @@ pub fn with_common_docs(
     openapi.merge(CommonApiDoc::openapi());
     // `merge` leaves security schemes alone; the modifier adds the one every route names.
     BearerAuth.modify(&mut openapi);
+    document_common_errors(&mut openapi);
     openapi
+}
+
+/// Every operation documents the errors any route of its kind can answer, in the one error
+/// envelope, so a client (and schemathesis) meets no undocumented status: routes with a bearer
+/// token 401 and 429 (every authenticated route is rate limited per tenant), routes with a
+/// body 400, 413 and 415. What a route documents itself is kept.
+fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |what: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let mut add = |code: &str, what: &str| {
+                op.responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| error(what));
+            };
+            if secured {
+                add("401", "Missing or invalid bearer token");
+                add("429", "Tenant rate limit; see Retry-After");
+            }
+            if op.request_body.is_some() {
+                add(
+                    "400",
+                    "Malformed or invalid body; the message names the field",
+                );
+                add("413", "Body too large");
+                add("415", "Content-Type is not application/json");
+            }
+        }
+    }
 }
 
 async fn metrics() -> impl IntoResponse {
@@ -260,6 +312,38 @@ mod tests {
         assert_eq!(
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
+        );
+    }
+
+    #[test]
+    fn every_operation_documents_the_errors_of_its_kind() {
+        #[derive(utoipa::ToSchema, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Body {
+            x: u32,
+        }
+        #[utoipa::path(post, path = "/things", request_body = Body,
+            responses((status = 200), (status = 400, description = "our own words")),
+            security(("bearer" = [])))]
+        #[allow(dead_code)]
+        fn post_thing() {}
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths(post_thing))]
+        struct Doc;
+        let doc = with_common_docs(Service::Runner, <Doc as utoipa::OpenApi>::openapi());
+        let v = serde_json::to_value(&doc).unwrap();
+        let posted = &v["paths"]["/things"]["post"]["responses"];
+        for code in ["200", "400", "401", "413", "415", "429"] {
+            assert!(posted[code].is_object(), "{code} missing: {posted}");
+        }
+        assert_eq!(
+            posted["400"]["description"], "our own words",
+            "a route's own text stays"
+        );
+        let health = &v["paths"]["/health"]["get"]["responses"];
+        assert!(
+            health["401"].is_null(),
+            "open routes need no token: {health}"
         );
     }
 }
