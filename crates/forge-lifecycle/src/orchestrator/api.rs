@@ -47,8 +47,10 @@ const REPLAYED: &str = "idempotent-replayed";
 #[serde(deny_unknown_fields)]
 pub struct CreateScenario {
     /// A catalog template name, or a track name for the track's default template.
+    #[schema(example = "netplus-routing-lab", min_length = 1)]
     pub template: String,
     /// Idempotency key, as in `POST /v1/spawn`: here or in the `x-request-id` header.
+    #[schema(example = "req-abc123", min_length = 1, max_length = 255)]
     pub request_id: Option<String>,
 }
 

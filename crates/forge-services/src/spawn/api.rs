@@ -13,13 +13,14 @@ use utoipa::{OpenApi, ToSchema};
 #[allow(dead_code)]
 pub struct SpawnRequestBody {
     /// `netplus`, `ccna` or `cissp`.
-    #[schema(example = "netplus")]
+    #[schema(example = "netplus", pattern = "^(netplus|ccna|cissp)$")]
     pub track: String,
     /// Idempotency key; required here or in the `x-request-id` header (both: must be equal).
-    #[schema(example = "req-abc123")]
+    /// 1-255 bytes, no control characters, no spaces at either end.
+    #[schema(example = "req-abc123", min_length = 1, max_length = 255)]
     pub request_id: Option<String>,
     /// A catalog template of the track; defaults to the track's default template.
-    #[schema(example = "netplus-routing-lab")]
+    #[schema(example = "netplus-routing-lab", min_length = 1)]
     pub template: Option<String>,
     /// Free-form client data; part of the idempotency fingerprint, not stored.
     #[schema(value_type = Object)]
