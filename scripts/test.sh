@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/forge-target}"
+# Incremental caches grow the shared target dir by tens of GB over a few runs; tests gain nothing.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 bash scripts/bootstrap.sh
 
 # --all-features: the Docker-backed end-to-end binary of forge-lifecycle (feature `docker`) and

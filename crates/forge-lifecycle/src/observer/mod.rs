@@ -266,8 +266,44 @@ fn load_fairness(path: Option<&std::path::Path>) -> Fairness {
     f
 }
 
+// Documentation of the hub's own routes (the handlers are below and in `streams`); every
+// answer is about the caller's tenant only, and needs forge.observer, forge.instructor or
+// forge.orchestrator.
+#[utoipa::path(get, path = "/v1/telemetry/logs", tag = "observer",
+    params(("service" = Option<String>, Query, description = "only this service's events"),
+           ("scenario_id" = Option<String>, Query, description = "only events about this scenario")),
+    responses((status = 200, description = "recent log events, PII redacted and flagged (`pii`), newest last", content_type = "application/json"),
+              (status = 403, description = "role missing", body = forge_http::ErrorEnvelope)),
+    security(("bearer" = [])))]
+#[allow(dead_code)]
+fn logs_doc() {}
+
+#[utoipa::path(get, path = "/v1/telemetry/labs", tag = "observer",
+    params(("track" = Option<String>, Query, description = "only this track")),
+    responses((status = 200, description = "`created` (labs per track since the hub started) and `recent` labs", content_type = "application/json"),
+              (status = 403, description = "role missing", body = forge_http::ErrorEnvelope)),
+    security(("bearer" = [])))]
+#[allow(dead_code)]
+fn labs_doc() {}
+
+#[utoipa::path(get, path = "/v1/audit/recent", tag = "observer",
+    params(("event_type" = Option<String>, Query, description = "only this event type"),
+           ("resource_id" = Option<String>, Query, description = "only events about this resource")),
+    responses((status = 200, description = "recent audit events whose details name the tenant, PII redacted", content_type = "application/json"),
+              (status = 403, description = "role missing", body = forge_http::ErrorEnvelope)),
+    security(("bearer" = [])))]
+#[allow(dead_code)]
+fn audit_recent_doc() {}
+
+#[utoipa::path(get, path = "/v1/fairness", tag = "observer",
+    responses((status = 200, description = "`groups` (count, mean score, pass rate per track, tier and template) and `disparities` per track and tier", content_type = "application/json"),
+              (status = 403, description = "role missing", body = forge_http::ErrorEnvelope)),
+    security(("bearer" = [])))]
+#[allow(dead_code)]
+fn fairness_doc() {}
+
 #[derive(OpenApi)]
-#[openapi()]
+#[openapi(paths(logs_doc, labs_doc, audit_recent_doc, fairness_doc))]
 struct ApiDoc;
 
 pub fn router(state: Observer) -> Router {

@@ -8,9 +8,7 @@ use forge_bus::BusExt;
 use forge_bus::messages::SpawnRequested;
 use forge_core::{ScenarioId, ScenarioStatus, Track};
 use forge_store::{Billing, LedgerQuery, NewScenario};
-use futures::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::harness::{Harness, TEMPLATE};
 
@@ -331,34 +329,7 @@ async fn the_terminal_bridges_keystrokes_and_resizes() {
         h.api.worker.replace("http://", "ws://"),
         h.api.token
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade");
-    ws.send(WsMessage::Text(
-        r#"{"type":"resize","cols":120,"rows":40}"#.into(),
-    ))
-    .await
-    .unwrap();
-    ws.send(WsMessage::Binary(b"echo hi\n".to_vec().into()))
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(m)) = ws.next().await {
-            if let WsMessage::Binary(b) = m {
-                seen.extend_from_slice(&b);
-                if String::from_utf8_lossy(&seen).contains("echo hi") {
-                    break;
-                }
-            }
-        }
-    })
-    .await;
-    assert!(
-        read.is_ok(),
-        "no echo: {:?}",
-        String::from_utf8_lossy(&seen)
-    );
+    crate::harness::terminal_echoes(url, (120, 40), "echo hi").await;
     assert!(
         h.fake.tty_sizes().contains(&(120, 40)),
         "{:?}",

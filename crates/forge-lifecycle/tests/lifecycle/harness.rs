@@ -317,3 +317,35 @@ impl Harness {
         path
     }
 }
+
+/// Opens the terminal at `url`, resizes it to `size` and types `line`: panics unless the shell
+/// echoes it within 5 s.
+pub async fn terminal_echoes(url: String, size: (u16, u16), line: &str) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    let resize = json!({"type": "resize", "cols": size.0, "rows": size.1}).to_string();
+    ws.send(WsMessage::Text(resize.into())).await.unwrap();
+    ws.send(WsMessage::Binary(format!("{line}\n").into_bytes().into()))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let WsMessage::Binary(b) = m {
+                seen.extend_from_slice(&b);
+                if String::from_utf8_lossy(&seen).contains(line) {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no echo: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+}

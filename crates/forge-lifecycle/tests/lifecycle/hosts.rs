@@ -13,9 +13,7 @@ use forge_lifecycle::platform::{Backends, Platform};
 use forge_runtime::Runtime;
 use forge_runtime::fake::FakeRuntime;
 use forge_testkit::servers::{NatsServer, TestDatabase};
-use futures::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::api::{Api, LEARNER_ROLES};
 use crate::harness::{TEMPLATE, config, fake_runtime};
@@ -384,34 +382,7 @@ async fn check_exec_and_terminal_reach_the_host_that_owns_the_lab() {
         c.a.api.worker.replace("http://", "ws://"),
         c.a.api.token
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade");
-    ws.send(WsMessage::Text(
-        r#"{"type":"resize","cols":99,"rows":33}"#.into(),
-    ))
-    .await
-    .unwrap();
-    ws.send(WsMessage::Binary(b"echo relayed\n".to_vec().into()))
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(m)) = ws.next().await {
-            if let WsMessage::Binary(b) = m {
-                seen.extend_from_slice(&b);
-                if String::from_utf8_lossy(&seen).contains("echo relayed") {
-                    break;
-                }
-            }
-        }
-    })
-    .await;
-    assert!(
-        read.is_ok(),
-        "no echo: {:?}",
-        String::from_utf8_lossy(&seen)
-    );
+    crate::harness::terminal_echoes(url, (99, 33), "echo relayed").await;
     assert!(c.b().fake.tty_sizes().contains(&(99, 33)));
 
     // An instructor's playbook through host a's runner runs in host b's lab.

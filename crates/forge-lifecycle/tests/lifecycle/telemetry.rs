@@ -202,19 +202,9 @@ async fn the_bus_backlog_is_exported_for_the_backlog_alert() {
     })
     .await;
     h.running().await;
-    let url = format!("{}/metrics", h.platform.url(Service::Observer));
     let start = Instant::now();
     loop {
-        let text = h
-            .api
-            .http
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = observer_metrics(&h).await;
         let line = text.lines().find(|l| {
             l.starts_with("nats_jetstream_consumer_pending{")
                 && l.contains(r#"durable="orchestrator""#)
@@ -294,7 +284,6 @@ async fn label_limits_refuse_and_count_what_is_past_them() {
             .await
             .unwrap();
     }
-    let url = format!("{}/metrics", h.platform.url(Service::Observer));
     let counted = |text: &str, reason: &str| {
         text.lines()
             .find(|l| {
@@ -306,16 +295,7 @@ async fn label_limits_refuse_and_count_what_is_past_them() {
     };
     let start = Instant::now();
     loop {
-        let text = h
-            .api
-            .http
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = observer_metrics(&h).await;
         if let (Some(keys), Some(combos)) =
             (counted(&text, "label_keys"), counted(&text, "combinations"))
         {
@@ -325,6 +305,48 @@ async fn label_limits_refuse_and_count_what_is_past_them() {
         }
         assert!(start.elapsed() < Duration::from_secs(15), "not counted yet");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.stop().await;
+}
+
+/// The observer hub's `/metrics` text.
+async fn observer_metrics(h: &Harness) -> String {
+    let url = format!("{}/metrics", h.platform.url(Service::Observer));
+    h.api
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The hub's /openapi.json documents its own routes, not only the common ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observer_documents_its_routes() {
+    let h = Harness::start().await;
+    let url = format!("{}/openapi.json", h.platform.url(Service::Observer));
+    let doc: Value = h
+        .api
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/telemetry/logs",
+        "/v1/telemetry/labs",
+        "/v1/audit/recent",
+        "/v1/fairness",
+    ] {
+        let get = &doc["paths"][path]["get"];
+        assert!(get["responses"]["200"].is_object(), "{path}: {get}");
+        assert!(get["responses"]["401"].is_object(), "{path}: {get}");
     }
     h.stop().await;
 }
