@@ -7,6 +7,11 @@
 #
 # Actions stay inside the lab: the target (an IPv4 address or CIDR) must lie in one of the
 # lab's subnets, and exploits are rationed by the template's attacker_max_exploits.
+#
+# Written to decide alike under the embedded engine and OPA's own (scripts/check-opa-parity.sh):
+# builtins only ever see arguments of the type and shape they accept (OPA raises an error where
+# regorus yields undefined), and no `not` negates a call whose argument may be undefined (OPA
+# then fails the whole expression, regorus lets it hold): input is read through object.get.
 package frostgate.forge.action
 
 import rego.v1
@@ -38,14 +43,20 @@ target := object.get(input, ["action", "target"], null)
 
 command := object.get(input, ["action", "command"], null)
 
-default subnets := []
+default raw_subnets := []
 
-subnets := [s | some s in input.scenario.subnets; is_string(s)] if is_array(input.scenario.subnets)
+raw_subnets := s if {
+	s := object.get(input, ["scenario", "subnets"], null)
+	is_array(s)
+}
+
+# Only valid CIDRs reach net.cidr_contains; the others are a deny reason of their own.
+subnets := [s | some s in raw_subnets; valid_cidr(s)]
 
 subnets_text := concat(", ", subnets)
 
 target_in_lab if {
-	is_string(target)
+	valid_target(target)
 	some s in subnets
 	net.cidr_contains(s, target)
 }
@@ -70,6 +81,12 @@ deny_reasons contains msg if {
 
 deny_reasons contains "scenario.subnets must list the lab's subnets" if count(subnets) == 0
 
+deny_reasons contains msg if {
+	some i, s in raw_subnets
+	not valid_cidr(s)
+	msg := sprintf("scenario.subnets[%d] %v is not an IPv4 CIDR", [i, s])
+}
+
 deny_reasons contains "action.target is required" if not is_string(target)
 
 deny_reasons contains msg if {
@@ -86,13 +103,17 @@ deny_reasons contains msg if {
 }
 
 valid_target(t) if {
+	is_string(t)
 	regex.match(`^\d{1,3}(\.\d{1,3}){3}$`, t)
 	net.cidr_is_valid(concat("", [t, "/32"]))
 }
 
-valid_target(t) if {
-	regex.match(`^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$`, t)
-	net.cidr_is_valid(t)
+valid_target(t) if valid_cidr(t)
+
+valid_cidr(c) if {
+	is_string(c)
+	regex.match(`^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$`, c)
+	net.cidr_is_valid(c)
 }
 
 deny_reasons contains "action.command is required for exec" if {
@@ -112,7 +133,7 @@ exploits_used := object.get(input, ["scenario", "exploits_used"], null)
 deny_reasons contains msg if {
 	kind == "exploit"
 	some field in ["attacker_max_exploits", "exploits_used"]
-	not is_number(object.get(input.scenario, field, null))
+	not is_number(object.get(input, ["scenario", field], null))
 	msg := sprintf("scenario.%s must be a number for exploit actions", [field])
 }
 

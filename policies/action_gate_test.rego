@@ -77,3 +77,24 @@ test_deny_exploit_on_a_training_track if denied(
 	patched({"action": {"kind": "exploit"}, "scenario": {"attacker_max_exploits": 0, "exploits_used": 0}}),
 	"exploit budget exhausted: 0 of 0 exploits used",
 )
+
+# --- malformed input: a deny with a reason, never an evaluation error ----------------------
+
+test_deny_target_not_a_string if denied(patched({"action": {"target": 7}}), "action.target is required")
+
+test_deny_action_not_an_object if denied(patched({"action": "scan"}), "action.kind is required")
+
+test_deny_subnet_not_a_cidr if denied(
+	patched({"scenario": {"subnets": ["10.10.0.0/24", "lab", 7]}}),
+	"scenario.subnets[1] lab is not an IPv4 CIDR",
+)
+
+test_deny_target_octet_out_of_range if denied(
+	patched({"action": {"target": "10.20.0.300"}}),
+	"action.target 10.20.0.300 must be an IPv4 address or CIDR inside the lab (10.10.0.0/24, 10.20.0.0/24)",
+)
+
+test_deny_exploit_scenario_not_an_object if denied(
+	patched({"action": {"kind": "exploit"}, "scenario": "scn-1"}),
+	"scenario.exploits_used must be a number for exploit actions",
+)

@@ -12,6 +12,11 @@
 #   approval_reasons   why approval is required
 #   allow              true only when the proposal may run with no human: no deny reasons and no
 #                      approval required
+#
+# Written to decide alike under the embedded engine and OPA's own (scripts/check-opa-parity.sh):
+# builtins only ever see arguments of the type and shape they accept (OPA raises an error where
+# regorus yields undefined; net.cidr_contains in particular only gets valid CIDRs and IPv4
+# addresses), and no `not` negates a call whose argument may be undefined.
 package frostgate.forge.llm
 
 import rego.v1
@@ -70,9 +75,15 @@ command := c if {
 	is_string(c)
 }
 
-default subnets := []
+default raw_subnets := []
 
-subnets := [s | some s in input.scenario.subnets; is_string(s)] if is_array(input.scenario.subnets)
+raw_subnets := s if {
+	s := object.get(input, ["scenario", "subnets"], null)
+	is_array(s)
+}
+
+# Only valid CIDRs reach net.cidr_contains; the others are a deny reason of their own.
+subnets := [s | some s in raw_subnets; valid_cidr(s)]
 
 subnets_text := concat(", ", subnets)
 
@@ -108,6 +119,12 @@ deny_reasons contains msg if {
 
 deny_reasons contains "scenario.subnets must list the lab's subnets" if count(subnets) == 0
 
+deny_reasons contains msg if {
+	some i, s in raw_subnets
+	not valid_cidr(s)
+	msg := sprintf("scenario.subnets[%d] %v is not an IPv4 CIDR", [i, s])
+}
+
 deny_reasons contains "require_human_approval must be a boolean" if {
 	v := input.require_human_approval
 	not is_boolean(v)
@@ -123,14 +140,31 @@ deny_reasons contains p.reason if {
 # Every IPv4 literal in the command must be a lab address (or harmless, see above).
 ipv4_literals := {ip | some ip in regex.find_n(`\b\d{1,3}(\.\d{1,3}){3}\b`, command, -1)}
 
+# ip: an IPv4 address (or a CIDR, for a target), checked before any net.cidr_contains sees it.
 in_lab(ip) if {
+	valid_address(ip)
 	some s in subnets
 	net.cidr_contains(s, ip)
 }
 
 harmless(ip) if {
+	valid_address(ip)
 	some r in harmless_addresses
 	net.cidr_contains(r, ip)
+}
+
+valid_address(a) if {
+	is_string(a)
+	regex.match(`^\d{1,3}(\.\d{1,3}){3}$`, a)
+	net.cidr_is_valid(concat("", [a, "/32"]))
+}
+
+valid_address(a) if valid_cidr(a)
+
+valid_cidr(c) if {
+	is_string(c)
+	regex.match(`^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$`, c)
+	net.cidr_is_valid(c)
 }
 
 deny_reasons contains msg if {

@@ -11,6 +11,11 @@
 #
 # This gate sits on the spawn API's hot path, so it reads `input` directly instead of through
 # helper rules: every rule reference costs the interpreter a lookup.
+#
+# Written to decide alike under the embedded engine and OPA's own (scripts/check-opa-parity.sh):
+# a `not` never negates a call on a field that may be missing (OPA fails the whole expression
+# where regorus lets it hold), so such fields are read through object.get with a default, and
+# object.get is only given objects.
 package frostgate.forge.spawn
 
 import rego.v1
@@ -20,7 +25,7 @@ default allow := false
 allow if {
 	count(deny_reasons) == 0
 	has_role
-	object.get(input.tenant, "id", null) == input.subject.tenant_id
+	object.get(input, ["tenant", "id"], null) == input.subject.tenant_id
 	entitled
 	input.tenant.active_scenarios < input.tenant.max_active_scenarios
 }
@@ -47,7 +52,9 @@ non_empty_string(s) if {
 	s != ""
 }
 
-deny_reasons contains "subject is required" if not is_object(input.subject)
+deny_reasons contains "subject is required" if {
+	not is_object(object.get(input, "subject", null))
+}
 
 deny_reasons contains "subject.roles must include forge.spawn" if {
 	is_object(input.subject)
@@ -56,12 +63,12 @@ deny_reasons contains "subject.roles must include forge.spawn" if {
 
 deny_reasons contains "subject.tenant_id is required" if {
 	is_object(input.subject)
-	not non_empty_string(input.subject.tenant_id)
+	not non_empty_string(object.get(input.subject, "tenant_id", null))
 }
 
 deny_reasons contains msg if {
 	non_empty_string(input.subject.tenant_id)
-	not is_object(input.tenant)
+	not is_object(object.get(input, "tenant", null))
 	msg := sprintf("tenant %s is unknown (no tenant record)", [input.subject.tenant_id])
 }
 
@@ -74,7 +81,9 @@ deny_reasons contains msg if {
 	msg := sprintf("subject tenant %s does not match tenant record %v", [input.subject.tenant_id, id])
 }
 
-deny_reasons contains "request.track is required" if not non_empty_string(input.request.track)
+deny_reasons contains "request.track is required" if {
+	not non_empty_string(object.get(input, ["request", "track"], null))
+}
 
 deny_reasons contains msg if {
 	non_empty_string(input.request.track)

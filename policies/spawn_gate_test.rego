@@ -71,3 +71,13 @@ test_deny_entitlements_not_a_list if denied(
 	patched({"tenant": {"entitled_tracks": "netplus"}}),
 	"tenant acme is not entitled to track netplus (entitled: none)",
 )
+
+# --- malformed input: a deny with a reason, never an evaluation error ----------------------
+
+test_deny_subject_not_an_object if denied(patched({"subject": "client-1"}), "subject is required")
+
+test_deny_tenant_not_an_object if denied(patched({"tenant": "acme"}), "tenant acme is unknown (no tenant record)")
+
+test_deny_request_missing if denied(object.remove(good, ["request"]), "request.track is required")
+
+test_deny_track_not_a_string if denied(patched({"request": {"track": ["netplus"]}}), "request.track is required")

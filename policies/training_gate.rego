@@ -9,6 +9,12 @@
 # attacker_max_exploits within the track's limit, egress deny (or a configured allowlist
 # profile). Everything else (ceilings, images, read_only, capabilities, addressing) is checked
 # when present, so the spec's minimal input decides as the spec's policy does.
+#
+# Written to decide alike under the embedded engine and OPA's own (scripts/check-opa-parity.sh):
+# builtins only ever see arguments of the type and shape they accept (OPA raises an error where
+# regorus yields undefined: object.get only gets objects, net.cidr_contains only valid CIDRs and
+# addresses), and no `not` negates a call whose argument may be undefined (OPA then fails the
+# whole expression, regorus lets it hold), so optional fields are read through object.get.
 package frostgate.forge.training
 
 import rego.v1
@@ -216,9 +222,14 @@ non_empty_array(a) if {
 
 # --- containers ----------------------------------------------------------------------------
 
-container_name(i, c) := c.name if is_string(c.name)
+container_name(_, c) := c.name if named(c)
 
-container_name(i, c) := sprintf("#%d", [i + 1]) if not is_string(c.name)
+container_name(i, c) := sprintf("#%d", [i + 1]) if not named(c)
+
+named(c) if {
+	is_object(c)
+	is_string(c.name)
+}
 
 deny_reasons contains msg if {
 	some i, c in containers
@@ -229,7 +240,7 @@ deny_reasons contains msg if {
 deny_reasons contains msg if {
 	some i, c in containers
 	is_object(c)
-	not is_string(c.image)
+	not is_string(object.get(c, "image", null))
 	msg := sprintf("container %s: image is required", [container_name(i, c)])
 }
 
@@ -249,12 +260,14 @@ deny_reasons contains msg if {
 
 deny_reasons contains msg if {
 	some i, c in containers
+	is_object(c)
 	object.get(c, "privileged", false) != false
 	msg := sprintf("container %s: privileged containers are never allowed", [container_name(i, c)])
 }
 
 deny_reasons contains msg if {
 	some i, c in containers
+	is_object(c)
 	caps := object.get(c, "capabilities", [])
 	not is_array(caps)
 	msg := sprintf("container %s: capabilities must be a list of names", [container_name(i, c)])
@@ -275,7 +288,10 @@ deny_reasons contains msg if {
 	is_string(raw)
 	cap := trim_prefix(upper(raw), "CAP_")
 	not cap in forbidden_capabilities
-	not cap in allowed_caps
+	# Bound first, so an unknown track (no list) fails here under both engines: regorus would
+	# let `not cap in allowed_caps` hold on an undefined list, OPA would not.
+	allowed := allowed_caps
+	not cap in allowed
 	msg := sprintf("container %s: capability %s is not allowed on track %s (allowed: %s)", [container_name(i, c), cap, track, allowed_caps_text])
 }
 
@@ -293,11 +309,14 @@ nets_of(c) := c.networks if is_array(c.networks)
 
 deny_reasons contains msg if {
 	some i, c in containers
+	is_object(c)
 	nets := object.get(c, "networks", [])
 	not is_array(nets)
 	msg := sprintf("container %s: networks must be a list of subnet names", [container_name(i, c)])
 }
 
+# Undefined for an unknown track, whose own deny reason says enough: capabilities are only
+# judged against a known track's list.
 allowed_caps := rules.capabilities
 
 default allowed_caps_text := "none"
@@ -314,10 +333,14 @@ subnets := s if {
 subnet_names := {s.name | some s in subnets}
 
 # First declaration wins, so a duplicated name is a deny reason rather than a rule conflict.
-subnet_cidrs[name] := s.cidr if {
+# Only valid CIDRs are kept: they are what addresses are checked against.
+subnet_cidrs[name] := cidr if {
 	some i, s in subnets
+	is_object(s)
 	name := s.name
 	not declared_before(i, name)
+	cidr := object.get(s, "cidr", null)
+	valid_cidr(cidr)
 }
 
 declared_before(i, name) if {
@@ -401,8 +424,23 @@ deny_reasons contains msg if {
 	some a in nets_of(c)
 	is_object(a)
 	addr := a.address
+	valid_address(addr)
 	cidr := subnet_cidrs[a.name]
-	valid_cidr(cidr)
 	not net.cidr_contains(cidr, addr)
-	msg := sprintf("container %s: address %v is outside subnet %s (%s)", [container_name(i, c), addr, a.name, cidr])
+	msg := sprintf("container %s: address %v is outside subnet %v (%s)", [container_name(i, c), addr, a.name, cidr])
+}
+
+deny_reasons contains msg if {
+	some i, c in containers
+	some a in nets_of(c)
+	is_object(a)
+	addr := a.address
+	not valid_address(addr)
+	msg := sprintf("container %s: address %v on network %v is not an IPv4 address", [container_name(i, c), addr, object.get(a, "name", null)])
+}
+
+valid_address(a) if {
+	is_string(a)
+	regex.match(`^\d{1,3}(\.\d{1,3}){3}$`, a)
+	net.cidr_is_valid(concat("", [a, "/32"]))
 }

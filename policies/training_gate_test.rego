@@ -250,3 +250,32 @@ test_deny_subnet_not_an_object if denied(
 	patched({"network": {"subnets": ["10.10.0.0/24"]}}),
 	"network.subnets[0] must be an object {name, cidr}",
 )
+
+# --- malformed input: a deny with a reason, never an evaluation error ----------------------
+
+# An unknown track is reported once; its containers' capabilities are not judged against a
+# track that has no list.
+test_unknown_track_is_the_only_reason if {
+	inp := patched({"metadata": {"labels": ["class:oscp"]}})
+	training.deny_reasons == {"unknown track oscp in label class:oscp (tracks: ccna, cissp, netplus)"} with input as inp
+}
+
+test_deny_container_null if denied(
+	patched({"assets": {"containers": [learner, null]}}),
+	"assets.containers[1] must be an object",
+)
+
+test_deny_subnet_without_cidr if denied(
+	patched({"network": {"subnets": [{"name": "learner_net"}, {"name": "target_net", "cidr": "10.20.0.0/24"}]}}),
+	"network.subnets[0] (learner_net): cidr null is not a valid IPv4 CIDR",
+)
+
+test_deny_address_not_an_address if denied(
+	with_router({"networks": [{"name": "target_net", "address": "10.20.0.300"}]}),
+	"container router: address 10.20.0.300 on network target_net is not an IPv4 address",
+)
+
+test_deny_containers_of_other_types if denied(
+	patched({"assets": {"containers": [learner, "router", 7]}}),
+	"assets.containers[2] must be an object",
+)

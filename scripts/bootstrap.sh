@@ -16,6 +16,8 @@ need_root() {
 declare -A PKGS=(
   [docker.io]=/usr/sbin/dockerd
   [busybox-static]=/bin/busybox
+  # The Debian base of the Debian lab images (forge images build, docs/images.md).
+  [debootstrap]=/usr/sbin/debootstrap
   [iproute2]=/usr/sbin/ip
   [nftables]=/usr/sbin/nft
   [pkg-config]=/usr/bin/pkg-config
@@ -56,10 +58,14 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# Docker: start a daemon in the background when none answers.
+# Docker: start a daemon in the background when none answers, with user namespaces remapped
+# (docs/design.md §6): a lab's root is then host uid 100000+, not host root, so a kernel bug
+# reached through NET_ADMIN does not hand over the host. `default` makes dockerd create the
+# `dockremap` user and its /etc/subuid and /etc/subgid ranges. An engine that already answers
+# is left as it is (it is not ours to restart); `forge doctor` reports whether it remaps.
 if ! timeout 10 docker info >/dev/null 2>&1; then
-  echo "bootstrap: starting dockerd"
-  need_root sh -c 'nohup dockerd >/var/log/forge-dockerd.log 2>&1 &'
+  echo "bootstrap: starting dockerd (--userns-remap=default)"
+  need_root sh -c 'nohup dockerd --userns-remap=default >/var/log/forge-dockerd.log 2>&1 &'
   for _ in $(seq 1 60); do
     timeout 5 docker info >/dev/null 2>&1 && break
     sleep 1
@@ -68,4 +74,7 @@ if ! timeout 10 docker info >/dev/null 2>&1; then
 fi
 # /run/netns holds the labs' fabric namespaces.
 need_root mkdir -p /run/netns
+if ! docker info --format '{{.SecurityOptions}}' | grep -q userns; then
+  echo "bootstrap: warning: the running Docker Engine does not remap user namespaces; lab root is host root (restart it with --userns-remap=default)" >&2
+fi
 echo "bootstrap: ready (docker API $(docker version --format '{{.Server.APIVersion}}'))"

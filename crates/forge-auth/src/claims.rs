@@ -39,6 +39,10 @@ pub struct Caller {
     /// The tenant every object lookup of this request is scoped to; only ever from the token.
     pub tenant_id: String,
     pub roles: Vec<String>,
+    /// The token's `exp` (Unix seconds): what outlives the request — a terminal session — ends
+    /// there too.
+    #[serde(skip)]
+    pub expires_at: u64,
 }
 
 impl Caller {
@@ -49,6 +53,7 @@ impl Caller {
                 sub: c.sub,
                 tenant_id: t,
                 roles: c.roles,
+                expires_at: c.exp,
             }),
             _ => Err(AuthError::MissingTenant),
         }

@@ -52,23 +52,33 @@ impl LocalIssuer {
         sub: &str,
         ttl: Duration,
     ) -> Result<String, AuthSetupError> {
+        let now = unix_now()?;
+        self.mint_until(tenant, roles, sub, now.saturating_add(ttl.as_secs()))
+    }
+
+    /// A token for `sub` in `tenant` with `roles` that expires at `exp` (Unix seconds); one
+    /// whose `exp` has passed is refused as expired (tests of expiry need one).
+    pub fn mint_until(
+        &self,
+        tenant: &str,
+        roles: &[String],
+        sub: &str,
+        exp: u64,
+    ) -> Result<String, AuthSetupError> {
         if tenant.trim().is_empty() {
             return Err(AuthSetupError::Config("tenant must not be empty".into()));
         }
         if sub.trim().is_empty() {
             return Err(AuthSetupError::Config("sub must not be empty".into()));
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|e| AuthSetupError::Sign(e.to_string()))?
-            .as_secs();
+        let now = unix_now()?.min(exp);
         let claims = Claims {
             sub: sub.to_owned(),
             tenant_id: Some(tenant.to_owned()),
             roles: roles.to_vec(),
             iss: self.issuer.clone(),
             aud: Audience::One(self.audience.clone()),
-            exp: now.saturating_add(ttl.as_secs()),
+            exp,
             nbf: Some(now),
             iat: Some(now),
             jti: Some(format!("{:032x}", rand::random::<u128>())),
@@ -105,6 +115,13 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
         return Err("ttl must be longer than zero".into());
     }
     Ok(Duration::from_secs(secs))
+}
+
+fn unix_now() -> Result<u64, AuthSetupError> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| AuthSetupError::Sign(e.to_string()))?
+        .as_secs())
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! the observer hub). Each message type names its own message id, which is what makes a
 //! redelivered or repeated publish a no-op (the bus deduplicates by it).
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -121,23 +120,21 @@ pub struct ExecuteRequested {
 
 once_per_scenario!(ExecuteRequested, subjects::SCENARIO_EXECUTE, "execute");
 
-/// One collected artifact on the bus (content base64, so the payload stays JSON).
+/// One collected artifact, by reference: the worker has staged its bytes in the evidence store
+/// under `key` (content-addressed, `<scenario_id>/staged/<content_hash>`), and the bus carries
+/// only this. A completion is a few KiB however much a lab printed, so neither the bus nor its
+/// redeliveries hold megabytes of command output; the scoreboard reads the bytes back and
+/// checks them against `artifact.content_hash` before bundling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CollectedArtifact {
+pub struct StagedArtifact {
     pub artifact: Artifact,
-    pub content_b64: String,
+    pub key: String,
 }
 
-impl CollectedArtifact {
-    pub fn new(artifact: Artifact, content: &[u8]) -> Self {
-        Self {
-            artifact,
-            content_b64: base64::engine::general_purpose::STANDARD.encode(content),
-        }
-    }
-
-    pub fn content(&self) -> Result<Vec<u8>, base64::DecodeError> {
-        base64::engine::general_purpose::STANDARD.decode(&self.content_b64)
+impl StagedArtifact {
+    /// The staging key of an artifact of `scenario_id` (its content hash names it).
+    pub fn key_for(scenario_id: &ScenarioId, artifact: &Artifact) -> String {
+        format!("{scenario_id}/staged/{}", artifact.content_hash)
     }
 }
 
@@ -152,7 +149,7 @@ pub struct ScenarioCompleted {
     pub reason: EndReason,
     pub collected_at: DateTime<Utc>,
     pub criteria: Vec<CriterionResult>,
-    pub artifacts: Vec<CollectedArtifact>,
+    pub artifacts: Vec<StagedArtifact>,
     /// The request id of the scenario's spawn, so its logs can be followed here too.
     #[serde(default)]
     pub request_id: String,
@@ -209,10 +206,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn artifact_content_round_trips() {
+    fn staged_artifacts_are_named_by_scenario_and_content() {
         let a = Artifact::describe(forge_core::ArtifactType::CommandOutput, "c1", b"\x00\xffx");
-        let c = CollectedArtifact::new(a, b"\x00\xffx");
-        assert_eq!(c.content().unwrap(), b"\x00\xffx");
+        let id: ScenarioId = "scn-0123456789ab".parse().unwrap();
+        let key = StagedArtifact::key_for(&id, &a);
+        assert_eq!(key, format!("scn-0123456789ab/staged/{}", a.content_hash));
+        let json = serde_json::to_value(StagedArtifact { artifact: a, key }).unwrap();
+        assert!(json.get("content_b64").is_none(), "references only: {json}");
     }
 
     #[test]

@@ -188,6 +188,7 @@ impl Artifact {
 
 /// Verdict on one success criterion (spec: CriterionResult).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CriterionResult {
     pub criterion_id: String,
     pub passed: bool,

@@ -33,43 +33,78 @@ where
     }
 }
 
+/// `#[serde(deserialize_with)]` for fields that must be JSON objects: serde's derived structs
+/// also take arrays (`[1, "x"]` for `{exit_code: 1, stdout_contains: "x"}`), and internally
+/// tagged enums arrays whose first element is the tag, which no client means and no schema
+/// documents.
+pub fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(D::Error::custom)
+}
+
+/// [`object`] for every element of a list.
+pub fn objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    Vec::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?
+        .into_iter()
+        .map(|map| serde_json::from_value(serde_json::Value::Object(map)).map_err(D::Error::custom))
+        .collect()
+}
+
 /// A standalone playbook file: `playbook: [ {step: execute_command, ...}, ... ]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Playbook {
+    #[serde(deserialize_with = "objects")]
     pub playbook: Vec<PlaybookStep>,
 }
 
 /// One step. `execute_command` and `check_file` are the spec's; `probe_network` and
 /// `inspect_state` carry the DSL's network and state evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PlaybookStep {
     ExecuteCommand {
         container: String,
         command: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "object")]
         expect: Expect,
+        /// Seconds, 1 to [`MAX_TIMEOUT_SECONDS`] (default [`DEFAULT_TIMEOUT_SECONDS`]).
         #[serde(default, deserialize_with = "timeout_seconds")]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 300))]
         timeout_seconds: Option<u64>,
     },
     CheckFile {
         container: String,
         path: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "object")]
         expect: Expect,
     },
     ProbeNetwork {
         container: String,
+        /// `host:port` (a TCP connect) or a bare host (one ICMP echo).
         target: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "object")]
         expect: Expect,
+        /// Seconds, 1 to [`MAX_TIMEOUT_SECONDS`] (default [`DEFAULT_TIMEOUT_SECONDS`]).
         #[serde(default, deserialize_with = "timeout_seconds")]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 300))]
         timeout_seconds: Option<u64>,
     },
     InspectState {
         container: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "object")]
         expect: Expect,
     },
 }
@@ -207,13 +242,19 @@ fn step_for(e: &Evidence, learner: &str) -> PlaybookStep {
 
 /// What a collector saw when it performed a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Observation {
     Command {
+        #[cfg_attr(
+            feature = "openapi",
+            schema(minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)
+        )]
         exit_code: i64,
         stdout: String,
         stderr: String,
         timed_out: bool,
+        #[cfg_attr(feature = "openapi", schema(maximum = 18446744073709551615u64))]
         duration_ms: u64,
     },
     File {
@@ -226,6 +267,8 @@ pub enum Observation {
     },
     State {
         running: bool,
+        /// Any JSON value (the engine's view of the container).
+        #[cfg_attr(feature = "openapi", schema(value_type = utoipa::openapi::schema::Value))]
         detail: serde_json::Value,
     },
     /// The step could not be performed (container gone, engine error …).
@@ -236,6 +279,7 @@ pub enum Observation {
 
 /// Verdict on one step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepOutcome {
     pub passed: bool,
     pub message: String,
@@ -390,9 +434,7 @@ pub fn parse_playbook(file: &str, text: &str) -> Result<Playbook, crate::templat
 fn failing_step(doc: &serde_json::Value) -> Option<(String, String)> {
     let steps = doc.get("playbook")?.as_array()?;
     steps.iter().enumerate().find_map(|(i, step)| {
-        let e = serde_json::from_value::<PlaybookStep>(step.clone())
-            .err()?
-            .to_string();
+        let e = object::<_, PlaybookStep>(step.clone()).err()?.to_string();
         Some(if e.starts_with("timeout_seconds") {
             (format!("playbook[{i}].timeout_seconds"), e)
         } else {

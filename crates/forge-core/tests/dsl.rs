@@ -226,6 +226,26 @@ playbook:
     );
 }
 
+/// Steps and expectations are objects: serde would also take an array, field by field (or, for
+/// a tagged step, with the tag first), which no client means and no schema documents.
+#[test]
+fn steps_and_expectations_are_objects_never_arrays() {
+    for json in [
+        r#"{"playbook": [["execute_command", "vm", "id"]]}"#,
+        r#"{"playbook": [{"step": "check_file", "container": "vm", "path": "/p", "expect": [true]}]}"#,
+    ] {
+        let err = serde_json::from_str::<playbook::Playbook>(json).unwrap_err();
+        assert!(err.to_string().contains("expected a map"), "{json}: {err}");
+    }
+    let ok = r#"{"playbook": [{"step": "check_file", "container": "vm", "path": "/p",
+                               "expect": {"file_exists": false}}]}"#;
+    let pb = serde_json::from_str::<playbook::Playbook>(ok).unwrap();
+    assert_eq!(pb.playbook[0].expect().file_exists, Some(false));
+    let err = playbook::parse_playbook("pb.yaml", "playbook:\n  - [execute_command, vm, id]\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("playbook[0]"), "{err}");
+}
+
 const NETPLUS: &str = include_str!("../../../templates/netplus-routing.yaml");
 
 /// The netplus template with `extra` added to its first evidence item.
@@ -389,4 +409,43 @@ proptest! {
         let text = format!("{}{}{}", &base[..at], insert, &base[at..]);
         let _ = load("fuzz.yaml", &text);
     }
+}
+
+#[test]
+fn consoles_are_the_learner_container_then_the_declared_ones() {
+    let t = load_path(
+        &repo_templates()
+            .into_iter()
+            .find(|p| p.ends_with("ccna-static-routing.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let consoles = t.consoles();
+    let names: Vec<&str> = consoles.iter().map(|c| c.container.as_str()).collect();
+    assert_eq!(names, ["r1", "pc"]);
+    assert!(consoles.iter().all(|c| c.learner && c.command.is_none()));
+    assert_eq!(consoles[1].title, "pc (10.1.0.10)");
+    // An undeclared container has an instructor-only shell; an unknown one none at all.
+    let r2 = t.console_of("r2").unwrap();
+    assert!(!r2.learner);
+    assert!(t.console_of("nope").is_none());
+
+    let text = std::fs::read_to_string(fixtures("valid")[0].clone()).unwrap();
+    let text = text.replacen(
+        "      - name: router\n",
+        "      - name: router\n        console: { command: [vtysh], learner: false }\n",
+        1,
+    );
+    let t = load("console.yaml", &text).unwrap();
+    let router = t.console_of("router").unwrap();
+    assert_eq!(router.command.as_deref(), Some(&["vtysh".to_owned()][..]));
+    assert!(!router.learner);
+    assert_eq!(t.consoles().len(), 2);
+    // `console: true` is the default console.
+    let text = text.replace(
+        "console: { command: [vtysh], learner: false }",
+        "console: true",
+    );
+    let t = load("console.yaml", &text).unwrap();
+    assert!(t.console_of("router").unwrap().learner);
 }

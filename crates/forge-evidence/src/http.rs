@@ -120,10 +120,10 @@ async fn event_signature(
     event_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let event_id = path_param(event_id, "invalid_event_id")?;
-    if event_id.is_empty() || event_id.len() > 256 {
+    if event_id.is_empty() || event_id.chars().count() > 256 {
         return Err(ApiError::bad_request(
             "invalid_event_id",
-            "event id must be 1 to 256 bytes",
+            "event id must be 1 to 256 characters",
         ));
     }
     let sig = state.log.signature_of(&event_id).ok_or_else(|| {

@@ -9,7 +9,8 @@
 //!
 //! Keys are `/`-separated segments of `[A-Za-z0-9._-]`, no segment empty or starting with `.`
 //! (so `..` and hidden temp files are impossible), at most 1024 bytes, never absolute. Bundles live
-//! at `<scenario_id>/<file>`, so `url_for` gives the spec's `s3://forge-evidence/scn-…/verdict.sig`.
+//! at `<scenario_id>/<file>`, so `url_for` gives the spec's `s3://forge-evidence/scn-…/verdict.sig`
+//! in S3, and the file's own `file:///…/forge-evidence/scn-…/verdict.sig` in a local directory.
 
 use std::path::{Path, PathBuf};
 
@@ -105,7 +106,8 @@ pub trait EvidenceStore: Send + Sync {
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StoreError>;
     /// Keys starting with `prefix` (plain string prefix), sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectKey>, StoreError>;
-    /// The object's URL, `s3://<bucket>/<key>`.
+    /// The object's URL: `s3://<bucket>/<key>` in an S3 bucket, `file:///<path>` in a local
+    /// directory.
     fn url_for(&self, key: &ObjectKey) -> String;
     /// Whether the store can take evidence now (readiness probes), within [`PING_TIMEOUT`].
     async fn ping(&self) -> Result<(), StoreError>;
@@ -234,8 +236,12 @@ impl EvidenceStore for LocalStore {
         .await
     }
 
+    /// `file://` and the object's absolute path: where the bundle really is on this machine
+    /// (`forge bundle verify` reads its directory as it is).
     fn url_for(&self, key: &ObjectKey) -> String {
-        format!("s3://{}/{}", self.bucket, key.0)
+        let path = self.path_for(key);
+        let path = std::path::absolute(&path).unwrap_or(path);
+        format!("file://{}", path.display())
     }
 
     /// The bucket directory exists (it is created as `put` would) and takes a file: a hidden

@@ -207,6 +207,66 @@ pub fn error_response(status: StatusCode, code: &str, message: &str, details: Va
     (status, Json(body)).into_response()
 }
 
+/// Middleware of [`crate::finish`]: a 4xx that an axum extractor wrote as plain text (a query
+/// string or path parameter that does not parse, …) leaves in the error envelope, its text as
+/// the message, so every error of a route has the one documented shape.
+pub(crate) async fn plain_rejections(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    rewrite_plain_rejection(next.run(req).await, |status, message| {
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            _ => "invalid_request",
+        };
+        error_response(status, code, &message, json!({}))
+    })
+    .await
+}
+
+/// [`plain_rejections`] in OPA's error shape, with OPA's code for a bad request.
+pub(crate) async fn opa_plain_rejections(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    rewrite_plain_rejection(next.run(req).await, |status, message| {
+        let body = json!({ "code": "invalid_parameter", "message": message });
+        (status, Json(body)).into_response()
+    })
+    .await
+}
+
+/// Longest plain-text rejection that is rewritten (axum's are a line).
+const MAX_REJECTION_TEXT: usize = 16 * 1024;
+
+async fn rewrite_plain_rejection(
+    resp: Response,
+    answer: impl FnOnce(StatusCode, String) -> Response,
+) -> Response {
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/plain"));
+    if !resp.status().is_client_error() || !plain {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REJECTION_TEXT).await else {
+        return answer(parts.status, "the request was refused".into());
+    };
+    let message = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let mut out = answer(parts.status, message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().append(name, value.clone());
+        }
+    }
+    out
+}
+
 /// Fallback for unknown paths.
 pub(crate) async fn not_found_fallback(uri: Uri) -> ApiError {
     ApiError::not_found("not_found", format!("no route for {}", uri.path()))

@@ -5,6 +5,8 @@
 //!   ([`error_response`]) or, on the OPA-compatible endpoint, as OPA's `{"code", "message"}`;
 //! - [`ApiJson`] / [`parse_json`]: JSON bodies whose every flaw is a 4xx naming the problem;
 //! - [`common_routes`]: `/health`, `/ready`, `/metrics`, `/openapi.json`; [`metrics_handle`];
+//!   [`openapi`]: edits of a document for what the derive cannot say (enums known at start-up,
+//!   closed variants of tagged enums);
 //! - [`Readiness`]: the named dependency checks behind a service's `/ready` (liveness stays
 //!   `/health`), run concurrently, bounded and cached;
 //! - [`finish`] / [`finish_opa`]: body limit, JSON 404/405 fallbacks and request ids
@@ -17,6 +19,7 @@
 
 mod error;
 mod json;
+pub mod openapi;
 mod ready;
 mod request_id;
 mod routes;
@@ -39,7 +42,9 @@ pub use service::{Service, UnknownService};
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// Applies what every service router needs last: the body limit (rejections flow through
-/// [`ApiJson`] as JSON 413s), JSON 404/405 fallbacks in the error envelope, and request ids.
+/// [`ApiJson`] as JSON 413s), JSON 404/405 fallbacks in the error envelope, request ids, and
+/// the envelope around any 4xx an extractor wrote as plain text (a query string that does not
+/// parse, for instance).
 pub fn finish(router: Router, body_limit: usize) -> Router {
     finish_with(
         router,
@@ -47,6 +52,7 @@ pub fn finish(router: Router, body_limit: usize) -> Router {
         error::not_found_fallback,
         error::method_not_allowed_fallback,
     )
+    .layer(axum::middleware::from_fn(error::plain_rejections))
 }
 
 /// [`finish`] for the OPA-compatible endpoint: the 404/405 fallbacks answer in OPA's error shape
@@ -58,6 +64,7 @@ pub fn finish_opa(router: Router, body_limit: usize) -> Router {
         error::opa_not_found_fallback,
         error::opa_method_not_allowed_fallback,
     )
+    .layer(axum::middleware::from_fn(error::opa_plain_rejections))
 }
 
 fn finish_with<N, NT, M, MT>(
@@ -113,11 +120,23 @@ mod tests {
         (status, serde_json::from_slice(&body).unwrap())
     }
 
+    #[derive(serde::Deserialize)]
+    struct Limit {
+        #[allow(dead_code)]
+        limit: Option<u32>,
+    }
+
     fn routes() -> Router {
-        Router::new().route("/ok", get(|| async { "ok" })).route(
-            "/echo",
-            post(|ApiJson(v): ApiJson<Value>| async move { axum::Json(v) }),
-        )
+        Router::new()
+            .route("/ok", get(|| async { "ok" }))
+            .route(
+                "/echo",
+                post(|ApiJson(v): ApiJson<Value>| async move { axum::Json(v) }),
+            )
+            .route(
+                "/list",
+                get(|axum::extract::Query(_): axum::extract::Query<Limit>| async { "listed" }),
+            )
     }
 
     fn req(method: Method, path: &str, body: &'static str) -> Request {
@@ -148,6 +167,37 @@ mod tests {
         let (status, body) = call(app, req(Method::POST, "/echo", big)).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(body["error"]["code"], "payload_too_large");
+    }
+
+    #[tokio::test]
+    async fn extractor_rejections_answer_in_the_envelope() {
+        let (status, body) = call(
+            finish(routes(), DEFAULT_BODY_LIMIT),
+            req(Method::GET, "/list?limit=null", ""),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "invalid_request");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("query string"), "{message}");
+        let (status, body) = call(
+            finish_opa(routes(), DEFAULT_BODY_LIMIT),
+            req(Method::GET, "/list?limit=-1", ""),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["code"], "invalid_parameter", "{body}");
+        let resp = finish(routes(), DEFAULT_BODY_LIMIT)
+            .oneshot(req(Method::GET, "/list?limit=7", ""))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "answers pass unchanged");
+        assert!(
+            resp.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
     }
 
     #[tokio::test]

@@ -186,14 +186,20 @@ pub fn with_common_docs(
     openapi.merge(CommonApiDoc::openapi());
     // `merge` leaves security schemes alone; the modifier adds the one every route names.
     BearerAuth.modify(&mut openapi);
-    document_common_errors(&mut openapi);
+    // The OPA Data API answers in OPA's own error shape and documents its errors itself.
+    if service != Service::Opa {
+        document_common_errors(&mut openapi);
+    }
     openapi
 }
 
 /// Every operation documents the errors any route of its kind can answer, in the one error
 /// envelope, so a client (and schemathesis) meets no undocumented status: routes with a bearer
-/// token 401 and 429 (every authenticated route is rate limited per tenant), routes with a
-/// body 400, 413 and 415. What a route documents itself is kept.
+/// token 401, 403 (a token without a tenant, or without a role the route needs), 429 (every
+/// authenticated route is rate limited per tenant) and 500 (a fault of the platform, never the
+/// answer to a bad request); routes with a body 400, 413 and 415; routes with path parameters
+/// 400 (a parameter that is not valid percent-encoded UTF-8). What a route documents itself is
+/// kept.
 fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     let error = |what: &str| {
@@ -227,7 +233,21 @@ fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
             };
             if secured {
                 add("401", "Missing or invalid bearer token");
+                add(
+                    "403",
+                    "The token has no tenant, or lacks a role this route needs",
+                );
                 add("429", "Tenant rate limit; see Retry-After");
+                add(
+                    "500",
+                    "Internal error of the platform (logged); never the answer to a bad request",
+                );
+            }
+            let path_params = op.parameters.iter().flatten().any(|p| {
+                matches!(p, RefOr::T(p) if p.parameter_in == utoipa::openapi::path::ParameterIn::Path)
+            });
+            if path_params {
+                add("400", "A path parameter is not valid percent-encoded UTF-8");
             }
             if op.request_body.is_some() {
                 add(
@@ -327,15 +347,32 @@ mod tests {
             security(("bearer" = [])))]
         #[allow(dead_code)]
         fn post_thing() {}
+        #[utoipa::path(get, path = "/things/{id}", params(("id" = String, Path)),
+            responses((status = 200)))]
+        #[allow(dead_code)]
+        fn get_thing() {}
         #[derive(utoipa::OpenApi)]
-        #[openapi(paths(post_thing))]
+        #[openapi(paths(post_thing, get_thing))]
         struct Doc;
         let doc = with_common_docs(Service::Runner, <Doc as utoipa::OpenApi>::openapi());
         let v = serde_json::to_value(&doc).unwrap();
         let posted = &v["paths"]["/things"]["post"]["responses"];
-        for code in ["200", "400", "401", "413", "415", "429"] {
+        for code in ["200", "400", "401", "403", "413", "415", "429", "500"] {
             assert!(posted[code].is_object(), "{code} missing: {posted}");
         }
+        let got = &v["paths"]["/things/{id}"]["get"]["responses"];
+        assert!(
+            got["400"].is_object(),
+            "a path parameter may not decode: {got}"
+        );
+        assert!(got["401"].is_null(), "an open route: {got}");
+        // The OPA Data API documents its own errors, in OPA's shape.
+        let opa = with_common_docs(Service::Opa, <Doc as utoipa::OpenApi>::openapi());
+        let opa = serde_json::to_value(&opa).unwrap();
+        assert!(
+            opa["paths"]["/things"]["post"]["responses"]["401"].is_null(),
+            "{opa}"
+        );
         assert_eq!(
             posted["400"]["description"], "our own words",
             "a route's own text stays"

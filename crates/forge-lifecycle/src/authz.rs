@@ -9,6 +9,10 @@
 //! | [`Action::View`], [`Action::Operate`] | the scenario's owner, an instructor, the orchestrator role |
 //! | [`Action::ReadScore`] | the scenario's owner; tenant-wide an instructor, the orchestrator role or `forge.score.read_all` |
 //! | [`Action::RunPlaybook`] | an instructor or the orchestrator role (checked before any lookup) |
+//! | [`Action::Supervise`] | an instructor or the orchestrator role (checked before any lookup) |
+//!
+//! Routes about a tenant's labs as a whole (the list of live labs, the lab hosts) take no id:
+//! they call [`require_role`], a 403 naming the roles that would do.
 //!
 //! `forge.score.read` (the spec's learner role) grants no tenant-wide reading: a learner reads
 //! the scores of their own scenarios and no classmate's. The observer role reads aggregate
@@ -56,6 +60,8 @@ pub enum Action {
     ReadScore,
     /// Run a standalone playbook in it (any container).
     RunPlaybook,
+    /// Supervise it as its teacher: extend its time (the owner may not).
+    Supervise,
 }
 
 impl Action {
@@ -65,13 +71,14 @@ impl Action {
             Action::Operate => "operate",
             Action::ReadScore => "read_score",
             Action::RunPlaybook => "run_playbook",
+            Action::Supervise => "supervise",
         }
     }
 
     /// Roles that grant the action on any scenario of the caller's tenant.
     fn tenant_roles(self) -> &'static [&'static str] {
         match self {
-            Action::View | Action::Operate | Action::RunPlaybook => {
+            Action::View | Action::Operate | Action::RunPlaybook | Action::Supervise => {
                 &[roles::INSTRUCTOR, roles::ORCHESTRATOR]
             }
             Action::ReadScore => &[
@@ -84,7 +91,7 @@ impl Action {
 
     /// Whether the owner of a scenario may do this without a role.
     fn owner_may(self) -> bool {
-        !matches!(self, Action::RunPlaybook)
+        !matches!(self, Action::RunPlaybook | Action::Supervise)
     }
 
     /// Whether `caller` may do this to `rec` (already known to be in the caller's tenant).
@@ -237,6 +244,8 @@ pub struct CanView;
 pub struct CanOperate;
 /// [`Action::ReadScore`].
 pub struct CanReadScore;
+/// [`Action::Supervise`].
+pub struct CanSupervise;
 
 impl Permission for CanView {
     const ACTION: Action = Action::View;
@@ -246,6 +255,30 @@ impl Permission for CanOperate {
 }
 impl Permission for CanReadScore {
     const ACTION: Action = Action::ReadScore;
+}
+impl Permission for CanSupervise {
+    const ACTION: Action = Action::Supervise;
+}
+
+/// The 403 of a route about the caller's tenant as a whole, unless the caller has one of
+/// `any_of` (within the token's tenant, like every role).
+pub fn require_role(caller: &Caller, any_of: &[&str]) -> Result<(), ApiError> {
+    if any_of.iter().any(|r| caller.has_role(r)) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "missing_role",
+        format!("role {} is required", any_of.join(" or ")),
+    ))
+}
+
+/// Whether `caller` works with any lab of its tenant (an instructor or the platform), rather
+/// than only with its own.
+pub fn supervises(caller: &Caller) -> bool {
+    Action::Supervise
+        .tenant_roles()
+        .iter()
+        .any(|r| caller.has_role(r))
 }
 
 /// The extractor of every route with an `{id}` path parameter: the authenticated caller and

@@ -22,7 +22,7 @@ use forge_auth::Caller;
 use forge_core::audit::{AuditEvent, AuditSink, Outcome};
 use forge_core::playbook::{Observation, Playbook, PlaybookStep, StepOutcome, evaluate};
 use forge_core::{ScenarioId, ScenarioStatus};
-use forge_http::{ApiError, ApiJson, Kind, Service};
+use forge_http::{ApiError, ApiJson, ErrorEnvelope, Kind, Service};
 use forge_runtime::{Runtime, collect};
 use forge_store::Store;
 use serde::{Deserialize, Serialize};
@@ -113,11 +113,9 @@ async fn to_owner(State(r): State<Runner>, req: Request, next: Next) -> Response
 /// One judged step.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepReport {
-    #[schema(value_type = Object)]
     pub step: PlaybookStep,
     pub passed: bool,
     pub message: String,
-    #[schema(value_type = Object)]
     pub observation: Observation,
 }
 
@@ -153,31 +151,71 @@ pub async fn run_playbook(
     }
 }
 
+/// Body of `POST /v1/evaluate`: one step and what a collector observed when it performed it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateBody {
-    #[schema(value_type = Object)]
+    #[serde(deserialize_with = "forge_core::playbook::object")]
     pub step: PlaybookStep,
-    #[schema(value_type = Object)]
+    #[serde(deserialize_with = "forge_core::playbook::object")]
     pub observation: Observation,
 }
 
+/// Most steps a playbook run may have.
+pub const MAX_PLAYBOOK_STEPS: usize = 100;
+
+/// Body of `POST /v1/playbooks/run`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunBody {
-    #[schema(value_type = String)]
+    /// A running scenario of the caller's tenant.
+    #[schema(value_type = String, pattern = "^scn-[0-9a-f]{12}$", example = "scn-0123456789ab")]
     pub scenario_id: ScenarioId,
-    /// The spec's format: `{"playbook": [{"step": "execute_command", …}, …]}`.
-    #[schema(value_type = Object)]
+    /// The spec's format: `{"playbook": [{"step": "execute_command", …}, …]}`, 1 to
+    /// [`MAX_PLAYBOOK_STEPS`] steps.
+    #[serde(deserialize_with = "forge_core::playbook::object")]
+    #[schema(schema_with = run_playbook_schema)]
     pub playbook: Playbook,
+}
+
+/// [`Playbook`] as a run takes it: 1 to [`MAX_PLAYBOOK_STEPS`] steps.
+fn run_playbook_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Type};
+    use utoipa::openapi::{Ref, RefOr};
+    let steps = ArrayBuilder::new()
+        .items(RefOr::Ref(Ref::from_schema_name("PlaybookStep")))
+        .min_items(Some(1))
+        .max_items(Some(MAX_PLAYBOOK_STEPS));
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("playbook", steps)
+        .required("playbook")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .build()
 }
 
 #[derive(OpenApi)]
 #[openapi(
     paths(evaluate_step, run),
-    components(schemas(EvaluateBody, RunBody, PlaybookReport, StepReport))
+    components(schemas(
+        EvaluateBody,
+        RunBody,
+        PlaybookReport,
+        StepReport,
+        PlaybookStep,
+        Observation,
+        forge_core::template::Expect,
+        StepOutcome
+    ))
 )]
 struct ApiDoc;
+
+/// The runner's OpenAPI document: steps refuse fields they do not have, as they are parsed.
+fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    forge_http::openapi::deny_unknown_fields(&mut doc, "PlaybookStep");
+    doc
+}
 
 pub fn router(state: Runner) -> Router {
     let routes = Router::new()
@@ -191,17 +229,13 @@ pub fn router(state: Runner) -> Router {
         )
         .with_state(state.clone());
     let limit = RUN_BODY_LIMIT;
-    crate::service_router(
-        Service::Runner,
-        ApiDoc::openapi(),
-        routes,
-        &state.access,
-        limit,
-    )
+    crate::service_router(Service::Runner, openapi(), routes, &state.access, limit)
 }
 
 #[utoipa::path(post, path = "/v1/evaluate", request_body = EvaluateBody,
-    responses((status = 200, description = "`{passed, message}`"), (status = 400)),
+    responses(
+        (status = 200, description = "The verdict on the step (an observation of another kind than the step's fails)", body = StepOutcome),
+        (status = 400, description = "Malformed or invalid body; the message names the field", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn evaluate_step(
     _caller: Caller,
@@ -211,7 +245,14 @@ async fn evaluate_step(
 }
 
 #[utoipa::path(post, path = "/v1/playbooks/run", request_body = RunBody,
-    responses((status = 200, body = PlaybookReport), (status = 403), (status = 404), (status = 409)),
+    responses(
+        (status = 200, description = "Every step performed and judged, in order", body = PlaybookReport),
+        (status = 400, description = "Malformed or invalid body (`invalid_request`, `invalid_json`) or a playbook without 1-100 steps (`invalid_playbook`)", body = ErrorEnvelope),
+        (status = 403, description = "Role forge.instructor or forge.orchestrator is required (`missing_role`)", body = ErrorEnvelope),
+        (status = 404, description = "No such scenario in the caller's tenant (`scenario_not_found`)", body = ErrorEnvelope),
+        (status = 409, description = "The scenario is not running (`scenario_not_running`)", body = ErrorEnvelope),
+        (status = 502, description = "The lab host that runs the lab cannot be reached (`lab_host_unreachable`)", body = ErrorEnvelope),
+        (status = 503, description = "The lab host that runs the lab is not answering (`lab_host_unavailable`); see Retry-After", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn run(
     State(r): State<Runner>,
@@ -230,10 +271,10 @@ async fn run(
             format!("scenario {id} is {}", rec.status),
         ));
     }
-    if body.playbook.playbook.is_empty() || body.playbook.playbook.len() > 100 {
+    if body.playbook.playbook.is_empty() || body.playbook.playbook.len() > MAX_PLAYBOOK_STEPS {
         return Err(ApiError::bad_request(
             "invalid_playbook",
-            "a playbook has 1-100 steps",
+            format!("a playbook has 1-{MAX_PLAYBOOK_STEPS} steps"),
         ));
     }
     let report = run_playbook(r.runtime.as_ref(), &id, &body.playbook).await;

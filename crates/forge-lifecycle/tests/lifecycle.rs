@@ -10,12 +10,16 @@
 mod access;
 #[path = "support/api.rs"]
 mod api;
+#[path = "lifecycle/console.rs"]
+mod console;
 #[path = "lifecycle/create.rs"]
 mod create;
 #[path = "lifecycle/delivery.rs"]
 mod delivery;
 #[path = "lifecycle/distributed.rs"]
 mod distributed;
+#[path = "lifecycle/evidence.rs"]
+mod evidence;
 #[path = "lifecycle/feedback.rs"]
 mod feedback;
 #[path = "lifecycle/flows.rs"]
@@ -24,8 +28,12 @@ mod flows;
 mod harness;
 #[path = "lifecycle/hosts.rs"]
 mod hosts;
+#[path = "lifecycle/instructor.rs"]
+mod instructor;
 #[path = "lifecycle/limits.rs"]
 mod limits;
+#[path = "lifecycle/openapi.rs"]
+mod openapi;
 #[path = "lifecycle/ready.rs"]
 mod ready;
 #[path = "lifecycle/recovery.rs"]
@@ -34,3 +42,7 @@ mod recovery;
 mod refunds;
 #[path = "lifecycle/telemetry.rs"]
 mod telemetry;
+#[path = "lifecycle/terminal.rs"]
+mod terminal;
+#[path = "lifecycle/web.rs"]
+mod web;

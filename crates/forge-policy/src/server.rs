@@ -145,6 +145,7 @@ pub fn router(engine: Arc<EmbeddedEngine>, config: ServerConfig) -> Router {
         let engine = probed.clone();
         async move { PolicyEngine::check(engine.as_ref()).await }
     });
+    let server_anonymous = config.anonymous;
     let server = Server {
         evaluations: Evaluations::new(config.max_evaluations, config.deadline),
         engine,
@@ -160,7 +161,11 @@ pub fn router(engine: Arc<EmbeddedEngine>, config: ServerConfig) -> Router {
             authenticate,
         ))
         .with_state(server);
-    let routes = queries.merge(forge_http::common_routes(Service::Opa, openapi()));
+    let mut doc = openapi();
+    if server_anonymous {
+        allow_anonymous(&mut doc);
+    }
+    let routes = queries.merge(forge_http::common_routes(Service::Opa, doc));
     readiness.install(forge_http::finish_opa(routes, BODY_LIMIT))
 }
 
@@ -492,12 +497,14 @@ struct PolicyModule {
     rego_version: crate::loader::RegoVersion,
 }
 
-/// Body of `POST /v1/data/...` (documentation only: the handler reads any content type).
+/// Body of `POST /v1/data/...` (documentation only: the handler reads any content type, and an
+/// empty body is a query without input).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct DataRequest {
-    /// The input document; without it, the query is a plain read.
-    #[schema(value_type = Object)]
+    /// The input document, any JSON value (an object for a gate's package or one of its
+    /// outputs); without it, the query is a plain read.
+    #[schema(value_type = utoipa::openapi::schema::Value, required = false)]
     input: Option<Value>,
 }
 
@@ -506,8 +513,22 @@ struct DataRequest {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct DataResponse {
-    #[schema(value_type = Object)]
+    /// The document, any JSON value; absent when it is undefined.
+    #[schema(value_type = utoipa::openapi::schema::Value, required = false)]
     result: Option<Value>,
+}
+
+/// Callers without a token are answered too (a loopback listener in local mode): every
+/// operation that takes a bearer token also takes none.
+fn allow_anonymous(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::SecurityRequirement;
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            if let Some(security) = op.security.as_mut() {
+                security.push(SecurityRequirement::default());
+            }
+        }
+    }
 }
 
 /// OPA's error shape (documentation only: written by [`ApiError::into_opa_response`]).
@@ -525,11 +546,11 @@ struct OpaError {
     path = "/v1/data/{path}",
     tag = "data",
     params(("path" = String, Path, description = "Slash-separated document path, e.g. `frostgate/forge/training/allow`")),
-    request_body(content = DataRequest, content_type = "application/json"),
+    request_body(content = DataRequest, content_type = "application/json", description = "Optional: no body is a query without input"),
     responses(
         (status = 200, description = "The document (`{}` when undefined); a gate query carries its decision id in `x-forge-decision-id`", body = DataResponse,
          headers(("x-forge-decision-id" = String, description = "Decision id of a gate decision"))),
-        (status = 400, description = "Body is not a JSON object, or input is not an object", body = OpaError),
+        (status = 400, description = "Body is not a JSON object, the path is not valid percent-encoded UTF-8, or a gate query's input is not an object", body = OpaError),
         (status = 401, description = "No bearer token (where anonymous callers are not answered), or one that does not verify", body = OpaError),
         (status = 403, description = "The token has none of forge.orchestrator, forge.observer, forge.instructor", body = OpaError),
         (status = 413, description = "Body too large", body = OpaError),
@@ -549,9 +570,11 @@ fn data_post_doc() {}
     params(("path" = String, Path, description = "Slash-separated document path")),
     responses(
         (status = 200, description = "The document without input (`{}` when undefined)", body = DataResponse),
-        (status = 401, body = OpaError), (status = 403, body = OpaError),
+        (status = 400, description = "The path is not valid percent-encoded UTF-8", body = OpaError),
+        (status = 401, description = "No bearer token (where anonymous callers are not answered), or one that does not verify", body = OpaError),
+        (status = 403, description = "The token has none of forge.orchestrator, forge.observer, forge.instructor", body = OpaError),
         (status = 500, description = "Evaluation failed", body = OpaError),
-        (status = 503, body = OpaError),
+        (status = 503, description = "No answer within the deadline (`evaluation_timeout`) or no free evaluation slot (`engine_busy`); see Retry-After", body = OpaError),
     ),
     security(("bearer" = []))
 )]
@@ -563,11 +586,17 @@ fn data_get_doc() {}
     post,
     path = "/v1/data",
     tag = "data",
-    request_body(content = DataRequest, content_type = "application/json"),
+    request_body(content = DataRequest, content_type = "application/json", description = "Optional: no body is a query without input"),
     responses(
         (status = 200, description = "The whole data tree", body = DataResponse),
         (status = 400, description = "Body is not a JSON object", body = OpaError),
-    )
+        (status = 401, description = "No bearer token (where anonymous callers are not answered), or one that does not verify", body = OpaError),
+        (status = 403, description = "The token has none of forge.orchestrator, forge.observer, forge.instructor", body = OpaError),
+        (status = 413, description = "Body too large", body = OpaError),
+        (status = 500, description = "Evaluation failed", body = OpaError),
+        (status = 503, description = "No answer within the deadline (`evaluation_timeout`) or no free evaluation slot (`engine_busy`); see Retry-After", body = OpaError),
+    ),
+    security(("bearer" = []))
 )]
 #[allow(dead_code)]
 fn data_root_post_doc() {}
@@ -577,7 +606,14 @@ fn data_root_post_doc() {}
     get,
     path = "/v1/data",
     tag = "data",
-    responses((status = 200, description = "The whole data tree", body = DataResponse))
+    responses(
+        (status = 200, description = "The whole data tree", body = DataResponse),
+        (status = 401, description = "No bearer token (where anonymous callers are not answered), or one that does not verify", body = OpaError),
+        (status = 403, description = "The token has none of forge.orchestrator, forge.observer, forge.instructor", body = OpaError),
+        (status = 500, description = "Evaluation failed", body = OpaError),
+        (status = 503, description = "No answer within the deadline (`evaluation_timeout`) or no free evaluation slot (`engine_busy`); see Retry-After", body = OpaError),
+    ),
+    security(("bearer" = []))
 )]
 #[allow(dead_code)]
 fn data_root_get_doc() {}
@@ -587,7 +623,12 @@ fn data_root_get_doc() {}
     get,
     path = "/v1/policies",
     tag = "policies",
-    responses((status = 200, description = "The loaded modules", body = Policies))
+    responses(
+        (status = 200, description = "The loaded modules", body = Policies),
+        (status = 401, description = "No bearer token (where anonymous callers are not answered), or one that does not verify", body = OpaError),
+        (status = 403, description = "The token has none of forge.orchestrator, forge.observer, forge.instructor", body = OpaError),
+    ),
+    security(("bearer" = []))
 )]
 #[allow(dead_code)]
 fn policies_doc() {}
@@ -605,9 +646,18 @@ fn policies_doc() {}
 )]
 struct ApiDoc;
 
-/// The OpenAPI document of `forge serve opa`, served at `/openapi.json`.
+/// The OpenAPI document of `forge serve opa`, served at `/openapi.json`. A query's body is
+/// optional (an empty one is a query without input).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    for item in doc.paths.paths.values_mut() {
+        if let Some(utoipa::openapi::RefOr::T(body)) =
+            item.post.as_mut().and_then(|op| op.request_body.as_mut())
+        {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
+    doc
 }
 
 #[cfg(test)]

@@ -16,3 +16,5 @@ mod robustness;
 mod runner;
 #[path = "policy/spec_v0.rs"]
 mod spec_v0;
+#[path = "policy/strict.rs"]
+mod strict;

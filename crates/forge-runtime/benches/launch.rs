@@ -118,5 +118,6 @@ async fn main() {
     println!("  containers created  {}", avg(|t| t.containers_created));
     println!("  containers started  {}", avg(|t| t.containers_started));
     println!("  links plumbed       {}", avg(|t| t.links_plumbed));
-    println!("  setup done (ready)  {}", avg(|t| t.setup_done));
+    println!("  setup done          {}", avg(|t| t.setup_done));
+    println!("  healthy (ready)     {}", avg(|t| t.healthy));
 }

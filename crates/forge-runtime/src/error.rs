@@ -15,9 +15,18 @@ pub enum RuntimeError {
     #[error("image `{image}` is not in the image catalog at {dir}")]
     ImageUnknown { image: String, dir: String },
     #[error("image catalog: {0}")]
-    ImageCatalog(String),
+    ImageCatalog(#[from] crate::images::CatalogError),
     #[error("building image `{image}` failed: {message}")]
     ImageBuild { image: String, message: String },
+    #[error("building image `{image}` did not finish within {after:?}")]
+    ImageBuildTimeout { image: String, after: Duration },
+    #[error("debootstrap not found; install it with `apt-get install debootstrap`")]
+    DebootstrapMissing,
+    #[error(
+        "no debian mirror in {apt_dir}/sources.list.d/*.sources or {apt_dir}/sources.list; \
+         name one with --debian-mirror (FORGE_DEBIAN_MIRROR)"
+    )]
+    MirrorUnknown { apt_dir: String },
     #[error("{path} not found; install it with `apt-get install busybox-static`")]
     BusyboxMissing { path: String },
     #[error("{path} is not a statically linked busybox; install `busybox-static`")]
@@ -30,6 +39,16 @@ pub enum RuntimeError {
     },
     #[error("container {container}: sysctl `{sysctl}` from its image is not allowed")]
     SysctlNotAllowed { container: String, sysctl: String },
+    #[error(
+        "container {container}: tmpfs `{path}` from its image's forge.tmpfs label is not \
+         allowed (allowed: {allowed} and directories below them, at most {max})"
+    )]
+    TmpfsNotAllowed {
+        container: String,
+        path: String,
+        allowed: String,
+        max: usize,
+    },
     #[error("template cannot be planned: {0}")]
     Plan(String),
     #[error("template has no containers")]
@@ -59,6 +78,16 @@ pub enum RuntimeError {
         exit_code: i64,
         output: String,
     },
+    #[error(
+        "container {container} did not become healthy within {waited:?}: its probe `{probe}` last exited with {exit_code}: {output}"
+    )]
+    Unhealthy {
+        container: String,
+        probe: String,
+        waited: std::time::Duration,
+        exit_code: i64,
+        output: String,
+    },
     #[error("exec in {container}: {message}")]
     Exec { container: String, message: String },
     #[error("exec in {container} timed out after {timeout:?}")]
@@ -66,6 +95,19 @@ pub enum RuntimeError {
         container: String,
         timeout: Duration,
     },
+    #[error(
+        "egress allowlist profile `{profile}` is not configured on this lab host (configured: \
+         {configured}); define it in the FORGE_EGRESS_PROFILES file"
+    )]
+    EgressProfileUnknown { profile: String, configured: String },
+    #[error("egress profile `{profile}`: {message}")]
+    EgressProfile { profile: String, message: String },
+    #[error("nftables in {namespace}: {message}")]
+    Nft { namespace: String, message: String },
+    #[error("nft not found; install it with `apt-get install nftables`")]
+    NftMissing,
+    #[error("egress uplink: {0}")]
+    Uplink(String),
     #[error("invalid request: {0}")]
     Invalid(String),
     /// The engine would run labs whose root is host root, and the configuration forbids it.

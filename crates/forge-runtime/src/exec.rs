@@ -269,6 +269,11 @@ fn to_snapshot(display: &str, info: ContainerInspectResponse) -> ContainerSnapsh
         capabilities: host.cap_add.unwrap_or_default(),
         memory_bytes: host.memory.filter(|m| *m > 0),
         pids_limit: host.pids_limit.filter(|p| *p > 0),
+        health: state
+            .health
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty() && s != "none"),
     }
 }
 

@@ -151,6 +151,16 @@ impl Fabric {
         Ok(())
     }
 
+    /// The netlink handle inside the fabric.
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Index of the bridge `name` (`br0`, …).
+    pub(crate) fn bridge_index(&self, name: &str) -> Option<u32> {
+        self.bridges.get(name).copied()
+    }
+
     /// When the fabric was created, from the alias on its `lo`.
     pub async fn created_at(&self) -> Option<String> {
         let mut links = self.handle.link().get().match_index(1).execute();

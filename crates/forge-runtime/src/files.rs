@@ -100,12 +100,15 @@ pub(crate) async fn read_file(
 }
 
 /// Docker's archive API cannot see tmpfs mounts (20.10: "Could not find the file"), and the
-/// root is read-only, so everything a learner writes lives on one of these.
+/// root is read-only, so everything a learner writes lives on one of these, or on a tmpfs an
+/// image asked for (only ever below `hardening::IMAGE_TMPFS_ROOTS`; a path there that is not
+/// on a tmpfs reads the same through `/proc/<pid>/root`).
 const TMPFS_DIRS: [&str; 4] = ["/tmp", "/run", "/var/run", "/dev/shm"];
 
 fn on_tmpfs(path: &str) -> bool {
     TMPFS_DIRS
         .iter()
+        .chain(crate::hardening::IMAGE_TMPFS_ROOTS.iter())
         .any(|d| path == *d || path.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
 }
 

@@ -34,6 +34,22 @@ pub const ALLOWED_SYSCTLS: [&str; 4] = [
 pub const TMP_OPTIONS: &str = "rw,nosuid,nodev,size=64m";
 pub const RUN_OPTIONS: &str = "rw,nosuid,nodev,noexec,size=8m";
 
+/// Where an image may ask for a tmpfs (its `forge.tmpfs` label): the directories below which
+/// daemons keep logs and state (`/var/log`, `/var/lib/<daemon>`…), never system directories.
+/// Each mount is [`IMAGE_TMPFS_OPTIONS`]; it starts empty, with the mode of the image's
+/// directory (so a non-root daemon's directory is writable when the image makes it so).
+pub const IMAGE_TMPFS_ROOTS: [&str; 5] = [
+    "/var/log",
+    "/var/lib",
+    "/var/cache",
+    "/var/spool",
+    "/var/www",
+];
+/// At most this many image tmpfs mounts per container.
+pub const MAX_IMAGE_TMPFS: usize = 4;
+/// Like `/run`: no executables, and its pages count against the container's memory limit.
+pub const IMAGE_TMPFS_OPTIONS: &str = "rw,nosuid,nodev,noexec,size=16m";
+
 /// Everything needed to build one container's create request.
 #[derive(Debug, Clone)]
 pub struct ContainerParams<'a> {
@@ -51,6 +67,8 @@ pub struct ContainerParams<'a> {
     pub hosts: &'a [(Ipv4Addr, Vec<String>)],
     /// `key=value` sysctls the image's `forge.sysctls` label asks for.
     pub image_sysctls: &'a [String],
+    /// Directories the image's `forge.tmpfs` label asks a tmpfs for.
+    pub image_tmpfs: &'a [String],
     pub extra_labels: &'a BTreeMap<String, String>,
     pub created_at: &'a str,
 }
@@ -98,6 +116,41 @@ pub fn sysctls(container: &str, image: &[String]) -> Result<HashMap<String, Stri
             });
         }
         out.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+/// The runtime's tmpfs mounts (`/tmp`, `/run`) plus the image's, each checked against
+/// [`IMAGE_TMPFS_ROOTS`]: absolute, normalised (no `.`, `..` or `//`), at or below a root.
+pub fn tmpfs(container: &str, image: &[String]) -> Result<HashMap<String, String>, RuntimeError> {
+    let mut out = HashMap::from([
+        ("/tmp".to_owned(), TMP_OPTIONS.to_owned()),
+        ("/run".to_owned(), RUN_OPTIONS.to_owned()),
+    ]);
+    let refuse = |path: &str| RuntimeError::TmpfsNotAllowed {
+        container: container.to_owned(),
+        path: path.to_owned(),
+        allowed: IMAGE_TMPFS_ROOTS.join(", "),
+        max: MAX_IMAGE_TMPFS,
+    };
+    if image.len() > MAX_IMAGE_TMPFS {
+        return Err(refuse(&image.join(",")));
+    }
+    for path in image {
+        let normal = path.starts_with('/')
+            && path[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        let under_root = IMAGE_TMPFS_ROOTS.iter().any(|r| {
+            path == r
+                || path
+                    .strip_prefix(r)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if !normal || !under_root {
+            return Err(refuse(path));
+        }
+        out.insert(path.clone(), IMAGE_TMPFS_OPTIONS.to_owned());
     }
     Ok(out)
 }
@@ -164,10 +217,7 @@ pub fn container_config(p: &ContainerParams<'_>) -> Result<ContainerCreateBody, 
         security_opt: Some(vec!["no-new-privileges:true".into()]),
         privileged: Some(false),
         readonly_rootfs: Some(true),
-        tmpfs: Some(HashMap::from([
-            ("/tmp".to_owned(), TMP_OPTIONS.to_owned()),
-            ("/run".to_owned(), RUN_OPTIONS.to_owned()),
-        ])),
+        tmpfs: Some(tmpfs(&c.name, p.image_tmpfs)?),
         memory: (memory > 0).then_some(memory),
         // No swap beyond the memory limit (CIS 5.11): a lab cannot page the host to death.
         memory_swap: (memory > 0).then_some(memory),
@@ -232,6 +282,7 @@ mod tests {
             capabilities: caps.iter().map(|s| s.to_string()).collect(),
             setup: vec!["true".into()],
             learner: true,
+            console: None,
         }
     }
 
@@ -252,6 +303,30 @@ mod tests {
         let s = sysctls("r", &["net.ipv4.ip_forward=1".into()]).unwrap();
         assert_eq!(s["net.ipv4.ip_forward"], "1");
         assert_eq!(s["net.ipv4.ip_unprivileged_port_start"], "0");
+    }
+
+    #[test]
+    fn image_tmpfs_is_allowlisted() {
+        let ok = tmpfs("web", &["/var/log".into(), "/var/lib/sshd".into()]).unwrap();
+        assert_eq!(ok.len(), 4);
+        assert_eq!(ok["/var/lib/sshd"], IMAGE_TMPFS_OPTIONS);
+        for bad in [
+            "/etc",
+            "/var",
+            "/var/lib/../../etc",
+            "var/log",
+            "/var/logs",
+            "/var/log/",
+            "/tmp",
+        ] {
+            let err = tmpfs("web", &[bad.to_owned()]).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("tmpfs `{bad}`")),
+                "{bad}: {err}"
+            );
+        }
+        let many: Vec<String> = (0..5).map(|i| format!("/var/lib/d{i}")).collect();
+        assert!(tmpfs("web", &many).is_err());
     }
 
     #[test]
@@ -282,6 +357,7 @@ mod tests {
             gateway: None,
             hosts: &[(Ipv4Addr::new(10, 0, 0, 10), vec!["learner".into()])],
             image_sysctls: &[],
+            image_tmpfs: &["/var/log".to_owned()],
             extra_labels: &extra,
             created_at: "2026-01-01T00:00:00Z",
         };
@@ -296,6 +372,9 @@ mod tests {
         assert_eq!(h.nano_cpus, Some(666_666_666));
         assert_eq!(h.pids_limit, Some(128));
         assert_eq!(h.network_mode.as_deref(), Some("none"));
+        let tmpfs = h.tmpfs.unwrap();
+        assert_eq!(tmpfs["/tmp"], TMP_OPTIONS);
+        assert_eq!(tmpfs["/var/log"], IMAGE_TMPFS_OPTIONS);
         assert_eq!(h.extra_hosts.unwrap(), ["learner:10.0.0.10"]);
         let l = b.labels.unwrap();
         assert_eq!(l["forge.scenario_id"], "scn-0123456789ab");

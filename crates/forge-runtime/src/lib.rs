@@ -10,7 +10,9 @@
 //!   `forge.template` (+ the caller's extra labels) make every container findable after a crash.
 //! * Per lab one named network namespace `forge_scn_<12hex>` (the API's `network_id`) is the
 //!   fabric: one bridge `br<i>` per template subnet, no address, no uplink. Egress is impossible
-//!   by construction: nothing in the fabric is connected to the host.
+//!   by construction: nothing in the fabric is connected to the host. The one exception is a
+//!   template with `egress: allowlist`: [`egress`] gives its fabric an uplink whose nftables
+//!   ruleset lets through only the operator's profile.
 //! * Per planned attachment ([`forge_core::template::plan_lab`]) a veth pair is created from a
 //!   netlink socket inside the fabric: the fabric end `v<c>x<a>` is enslaved to its bridge and
 //!   up, the peer is created directly in the container's namespace (by PID) as `eth<a>`, then
@@ -20,6 +22,8 @@
 //!   *only* attachment it is and whose address is not the gateway gets `default via <gateway>`.
 //!   Multi-homed containers (routers) and gateway owners get none. Do not declare a gateway on
 //!   a subnet whose hosts the learner is meant to route by hand.
+//!   In an allowlisted lab the fabric is the gateway of every subnet that declares none (at
+//!   its highest free address), so the same rule gives its single-homed hosts a way out.
 //! * Lab hostnames resolve inside the lab through Docker's `extra_hosts` (Docker writes them
 //!   into the container's own `/etc/hosts` even with `network_mode: none`; verified on 20.10),
 //!   which works on a read-only root.
@@ -40,7 +44,9 @@
 //! whole life. The `netns` module therefore creates sockets on a short-lived dedicated OS
 //! thread that `setns`/`unshare`s first and then exits; the socket is handed to the async side
 //! and driven by an ordinary `rtnetlink` connection on the caller's tokio runtime. No thread of
-//! the tokio pools ever changes namespace, and no `ip` process runs on the hot path.
+//! the tokio pools ever changes namespace, and no `ip` process runs on the hot path (only an
+//! allowlisted lab's launch and teardown run `nft`, entering the namespace between fork and
+//! exec).
 //!
 //! # The seam
 //!
@@ -54,6 +60,7 @@ pub mod collect;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod docker;
+pub mod egress;
 mod error;
 mod exec;
 mod fabric;
@@ -79,6 +86,7 @@ use serde::{Deserialize, Serialize};
 
 pub use collect::collect;
 pub use docker::DockerRuntime;
+pub use egress::{EgressConfig, EgressProfiles, Uplink};
 pub use error::RuntimeError;
 pub use images::{ImageCatalog, find_images_dir};
 pub use model::{
@@ -183,6 +191,10 @@ pub struct ContainerSnapshot {
     pub capabilities: Vec<String>,
     pub memory_bytes: Option<i64>,
     pub pids_limit: Option<i64>,
+    /// The engine's verdict on the image's HEALTHCHECK (`starting`, `healthy`, `unhealthy`);
+    /// `None` for an image without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 /// What a snapshot shows instead of an environment value.

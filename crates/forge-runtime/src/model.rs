@@ -60,6 +60,9 @@ pub struct LaunchTimings {
     pub containers_started: Duration,
     pub links_plumbed: Duration,
     pub setup_done: Duration,
+    /// Every container's health probe passed (docs/images.md: a lab is `running` only then).
+    #[serde(default)]
+    pub healthy: Duration,
     pub total: Duration,
 }
 

@@ -146,6 +146,27 @@ pub async fn socket_in(path: PathBuf) -> Result<Socket, RuntimeError> {
     .map_err(|e| ns_err(&label, e))
 }
 
+/// Writes `/proc/sys/<key>` = value for each entry, inside the namespace at `path` (a thread
+/// sees the sysctls of the network namespace it is in).
+pub async fn write_sysctls(
+    path: PathBuf,
+    entries: Vec<(String, String)>,
+) -> Result<(), RuntimeError> {
+    let label = path.display().to_string();
+    on_fresh_thread(move || -> Result<(), String> {
+        let f = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))?;
+        for (key, value) in &entries {
+            std::fs::write(format!("/proc/sys/{key}"), value)
+                .map_err(|e| format!("cannot set {key}: {e}"))?;
+        }
+        Ok(())
+    })
+    .await
+    .and_then(|r| r)
+    .map_err(|e| ns_err(&label, e))
+}
+
 /// Drives `socket` with an rtnetlink connection on the current tokio runtime. The connection
 /// task ends when the last clone of the handle is dropped.
 pub fn handle(socket: Socket) -> Result<Handle, RuntimeError> {

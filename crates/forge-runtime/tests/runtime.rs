@@ -9,6 +9,10 @@
 mod common;
 #[path = "runtime/conformance.rs"]
 mod conformance;
+#[path = "runtime/debian_images.rs"]
+mod debian_images;
+#[path = "runtime/egress.rs"]
+mod egress;
 #[path = "runtime/exec.rs"]
 mod exec;
 #[path = "runtime/hardening.rs"]

@@ -25,8 +25,8 @@ use chrono::{DateTime, Utc};
 use forge_core::{ScenarioId, ScenarioStatus};
 
 pub use model::{
-    BILLING_TOPIC, Began, Billing, Charge, IdempotencyBegin, Inserted, LabHost, LedgerQuery,
-    NewScenario, OutboxItem, REFUND_PREFIX, REFUND_TOPIC, Refunded, ScenarioRecord,
+    BILLING_TOPIC, Began, Billing, Charge, CheckSummary, IdempotencyBegin, Inserted, LabHost,
+    LedgerQuery, NewScenario, OutboxItem, REFUND_PREFIX, REFUND_TOPIC, Refunded, ScenarioRecord,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -61,6 +61,9 @@ pub enum StoreError {
         active: u64,
         max: u64,
     },
+    /// Only an active scenario short of the longest lab time is extended.
+    #[error("scenario {id} cannot be extended: {why}")]
+    NotExtendable { id: String, why: String },
     /// Only a scenario that ended `failed` without ever running is refunded.
     #[error("scenario {id} is not refundable: {why}")]
     NotRefundable { id: String, why: String },
@@ -142,6 +145,30 @@ pub trait Store: Send + Sync + 'static {
     /// Scenarios of `tenant_id` that are pending, creating or running (O(1): a counter kept in
     /// step by `insert_pending` and `transition`).
     async fn count_active(&self, tenant_id: &str) -> Result<u64, StoreError>;
+
+    /// Scenarios of `tenant_id` in any of `statuses`, newest first, at most `limit` of them
+    /// (the tenant scope is part of the query: no other tenant's row is read).
+    async fn list_for_tenant(
+        &self,
+        tenant_id: &str,
+        statuses: &[ScenarioStatus],
+        limit: u32,
+    ) -> Result<Vec<ScenarioRecord>, StoreError>;
+
+    /// Moves the expiry of an active (pending, creating, running) scenario `by` later, but
+    /// never past `cap`, in one atomic step (concurrent extensions add up); the scenario as
+    /// extended. [`StoreError::NotExtendable`] when it has ended or already expires at `cap`.
+    async fn extend(
+        &self,
+        id: &ScenarioId,
+        by: Duration,
+        cap: DateTime<Utc>,
+    ) -> Result<ScenarioRecord, StoreError>;
+
+    /// Records the last check of a running scenario; `false` (nothing written) when it is not
+    /// running any more or does not exist.
+    async fn record_check(&self, id: &ScenarioId, check: &CheckSummary)
+    -> Result<bool, StoreError>;
 
     /// Records where the lab lives: the fabric namespace and the container names.
     async fn set_runtime_info(

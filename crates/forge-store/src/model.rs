@@ -1,5 +1,6 @@
 //! Records the store reads and writes.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,6 +33,22 @@ pub struct ScenarioRecord {
     /// The lab host that claimed it (distributed mode); `None` while pending.
     #[serde(default)]
     pub host_id: Option<String>,
+    /// The lab's last check ([`crate::Store::record_check`]); `None` before the first.
+    #[serde(default)]
+    pub last_check: Option<CheckSummary>,
+}
+
+/// The last check of a running lab: what its learner (or an instructor) was told, kept for the
+/// instructor's list of live labs and the learner's page after a reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckSummary {
+    pub checked_at: DateTime<Utc>,
+    pub passed: u32,
+    pub total: u32,
+    /// The weighted score the lab would get if submitted then.
+    pub score: f64,
+    /// Criterion id → whether it passed.
+    pub criteria: BTreeMap<String, bool>,
 }
 
 impl ScenarioRecord {
@@ -267,5 +284,25 @@ impl LabHost {
     /// Whether the lease has run out at `now`.
     pub fn expired(&self, now: DateTime<Utc>) -> bool {
         self.lease_expires_at <= now
+    }
+}
+
+/// Why an extension of `id` changed nothing, given the scenario as it is now (`None`: gone).
+/// One wording for every backend.
+pub(crate) fn not_extendable(id: &ScenarioId, current: Option<ScenarioRecord>) -> StoreError {
+    match current {
+        None => StoreError::NotFound(id.to_string()),
+        Some(r) if r.status.is_terminal() => StoreError::NotExtendable {
+            id: id.to_string(),
+            why: format!("it has ended ({})", r.status),
+        },
+        Some(r) => StoreError::NotExtendable {
+            id: id.to_string(),
+            why: format!(
+                "it already runs until {}, the longest a lab may run",
+                r.expires_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        },
     }
 }

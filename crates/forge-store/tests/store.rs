@@ -46,6 +46,9 @@ macro_rules! store_conformance_suite {
             check!(claim_has_one_winner_and_records_the_host);
             check!(leases_are_registered_renewed_and_listed);
             check!(ping_answers);
+            check!(tenant_list_is_newest_first_scoped_and_limited);
+            check!(extensions_add_up_and_stop_at_the_cap);
+            check!(the_last_check_of_a_running_lab_is_kept);
         }
     };
 }

@@ -127,19 +127,30 @@ pub enum ClientCommand {
         ep: Endpoint,
         id: String,
     },
-    /// Run a command in the lab's learner container
+    /// Run a command in the lab: one argument is a shell command (`forge exec ID 'ip route;
+    /// ip addr'`), several are a program and its arguments, run without a shell and with their
+    /// quoting kept (`forge exec ID -- sh -c 'a; b'`)
     Exec {
         #[command(flatten)]
         ep: Endpoint,
         id: String,
-        #[arg(trailing_var_arg = true, required = true)]
+        /// Another container than the learner's (instructors)
+        #[arg(long)]
+        container: Option<String>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
-    /// Open an interactive terminal in the lab's learner container
+    /// Open an interactive console in the lab: the learner container, or CONTAINER (learners:
+    /// the consoles the template declares; instructors: any container)
     Shell {
         #[command(flatten)]
         ep: Endpoint,
         id: String,
+        /// The container to open a console in [default: the learner container]
+        container: Option<String>,
+        /// `rw` to type, `ro` to watch without typing (an instructor's drop-in)
+        #[arg(long, value_parser = ["rw", "ro"])]
+        mode: Option<String>,
     },
 }
 
@@ -248,28 +259,6 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_criteria(criteria: &Value, text_field: &str) {
-    for c in criteria.as_array().into_iter().flatten() {
-        let mark = if c["passed"] == true { "PASS" } else { "fail" };
-        let id = c["criterion_id"].as_str().unwrap_or("");
-        println!(
-            "  {mark}  {id:<24} {}",
-            c[text_field].as_str().unwrap_or("")
-        );
-        // Under a check's description, why it fails: for a learner's token the worker says
-        // only what kind of thing is not right yet, never the expected value.
-        if text_field != "message"
-            && c["passed"] != true
-            && let Some(m) = c["message"].as_str()
-        {
-            println!("        {m}");
-        }
-        if let Some(h) = c["hint"].as_str() {
-            println!("        hint: {h}");
-        }
-    }
-}
-
 pub async fn run(data_dir: &Path, cmd: ClientCommand) -> anyhow::Result<u8> {
     let ep = cmd.endpoint().clone();
     let token = ep.caller.token(data_dir)?;
@@ -370,9 +359,13 @@ pub async fn run(data_dir: &Path, cmd: ClientCommand) -> anyhow::Result<u8> {
                 "score    {value:.2} ({} of {} criteria)",
                 score["passed"], score["total"]
             );
-            print_criteria(&s["criteria"], "message");
-            println!("evidence {}", s["evidence_url"].as_str().unwrap_or(""));
-            println!("verdict  {}", s["verdict_url"].as_str().unwrap_or(""));
+            super::report::print_criteria(&s["criteria"], "message");
+            let from_url = ep.url(Service::Scoreboard, &format!("/v1/scores/{id}"));
+            for line in
+                super::report::bundle_lines(s["evidence_url"].as_str().unwrap_or(""), &from_url)
+            {
+                println!("{line}");
+            }
             Ok(0)
         }
         ClientCommand::Check { id, .. } => {
@@ -389,7 +382,7 @@ pub async fn run(data_dir: &Path, cmd: ClientCommand) -> anyhow::Result<u8> {
                 "{} of {} objectives met (score {score:.2})",
                 r["passed"], r["total"]
             );
-            print_criteria(&r["criteria"], "description");
+            super::report::print_criteria(&r["criteria"], "description");
             Ok(if r["passed"] == r["total"] { 0 } else { 1 })
         }
         ClientCommand::Submit { id, .. } => {
@@ -403,8 +396,21 @@ pub async fn run(data_dir: &Path, cmd: ClientCommand) -> anyhow::Result<u8> {
             println!("submitted {id}; `forge score {id}` once it is scored");
             Ok(0)
         }
-        ClientCommand::Exec { id, command, .. } => {
-            let body = json!({ "command": command.join(" ") });
+        ClientCommand::Exec {
+            id,
+            command,
+            container,
+            ..
+        } => {
+            // One argument is a shell command as typed; several are argv, sent as such so the
+            // lab runs exactly them (joining them with spaces loses their quoting).
+            let mut body = match command.as_slice() {
+                [one] => json!({ "command": one }),
+                argv => json!({ "argv": argv }),
+            };
+            if let Some(c) = container {
+                body["container"] = json!(c);
+            }
             let r = api
                 .post(
                     Service::Worker,
@@ -417,7 +423,18 @@ pub async fn run(data_dir: &Path, cmd: ClientCommand) -> anyhow::Result<u8> {
             eprint!("{}", r["stderr"].as_str().unwrap_or(""));
             Ok(u8::try_from(r["exit_code"].as_i64().unwrap_or(1).clamp(0, 255)).unwrap_or(1))
         }
-        ClientCommand::Shell { id, .. } => super::shell::run(&ep, &token, &id).await,
+        ClientCommand::Shell {
+            id,
+            container,
+            mode,
+            ..
+        } => {
+            let console = super::shell::Console {
+                container: container.as_deref(),
+                mode: mode.as_deref(),
+            };
+            super::shell::run(&ep, &token, &id, console).await
+        }
     }
 }
 

@@ -101,22 +101,41 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<u8> {
         )),
     };
     checks.push(("busybox", static_busybox));
+    // Only the Debian base needs it, and only when it is missing or stale.
+    let debootstrap = std::path::Path::new("/usr/sbin/debootstrap");
+    checks.push((
+        "debootstrap",
+        if debootstrap.exists() {
+            Verdict::Ok(debootstrap.display().to_string())
+        } else {
+            Verdict::Warn(
+                "missing: apt-get install debootstrap (builds the Debian lab images' base)".into(),
+            )
+        },
+    ));
     match (super::images::catalog(&args.catalog), &engine) {
         (Ok(catalog), Ok(rt)) => {
-            let mut missing = Vec::new();
-            for image in &catalog.images {
-                if rt.docker().inspect_image(&image.reference).await.is_err() {
-                    missing.push(image.reference.clone());
-                }
-            }
+            use forge_runtime::images::ImageState;
+            let statuses = rt.image_status(&catalog).await.unwrap_or_default();
+            let named = |want: fn(&ImageState) -> bool| -> Vec<String> {
+                statuses
+                    .iter()
+                    .filter(|s| want(&s.state))
+                    .map(|s| s.reference.clone())
+                    .collect()
+            };
+            let missing = named(|s| matches!(s, ImageState::Missing));
+            let stale = named(|s| matches!(s, ImageState::Stale | ImageState::Unknown(_)));
             checks.push((
                 "lab images",
-                if missing.is_empty() {
+                if missing.is_empty() && stale.is_empty() {
                     Verdict::Ok(format!("{} built", catalog.images.len()))
                 } else {
                     Verdict::Warn(format!(
-                        "not built: {} (forge images build; forge up builds them at start)",
-                        missing.join(", ")
+                        "not built: [{}], stale: [{}] (forge images build; forge up builds the \
+                         ones its templates use at start)",
+                        missing.join(", "),
+                        stale.join(", ")
                     ))
                 },
             ));

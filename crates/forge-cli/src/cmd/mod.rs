@@ -12,6 +12,7 @@ pub mod keys;
 pub mod nats;
 pub mod playbook;
 pub mod policy;
+pub mod report;
 pub mod scenarios;
 pub mod serve;
 pub mod shell;

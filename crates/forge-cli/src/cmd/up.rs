@@ -67,6 +67,19 @@ pub async fn run(data_dir: PathBuf, args: UpArgs) -> anyhow::Result<u8> {
     println!("  forge status <scenario_id>; forge shell <scenario_id>; forge check <scenario_id>");
     println!("  forge submit <scenario_id>; forge score <scenario_id>");
     println!();
+    // The views of the demo tenant's instructor and of an operator, signed in by the URL
+    // fragment (never sent to the server); the tokens are valid 8h like the learner's.
+    let instructor = platform.mint("demo", &[roles::INSTRUCTOR], "demo-instructor")?;
+    let operator = platform.mint(
+        "demo",
+        &[roles::ORCHESTRATOR, roles::OBSERVER],
+        "demo-operator",
+    )?;
+    println!("Instructor view (live labs, drop-in consoles, scores, fairness):");
+    println!("  {spawn}/instructor#token={instructor}");
+    println!("Operator page (lab hosts, capacity, failures, audit chain):");
+    println!("  {spawn}/operator#token={operator}");
+    println!();
     println!("Ctrl-C stops the services (labs keep running and are adopted on the next start).");
     if !args.check {
         super::serve::shutdown_signal().await;

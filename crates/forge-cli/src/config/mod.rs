@@ -10,6 +10,7 @@
 //! with the variable's name ([`parse`]).
 
 mod auth;
+mod egress;
 mod s3;
 mod spawn;
 mod topology;
@@ -149,6 +150,8 @@ pub struct PlatformArgs {
     pub s3: s3::S3Args,
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub egress: egress::EgressArgs,
 }
 
 impl PlatformArgs {
@@ -212,11 +215,13 @@ impl PlatformArgs {
         let images = crate::cmd::images::catalog(&self.images)?;
         cfg.images_dir = Some(images.dir);
         cfg.busybox = images.busybox;
+        cfg.debian_mirror = images.mirror;
         cfg.auth = self.auth.settings()?;
         cfg.spawn = self.spawn.spawn_config(&spawn_url)?;
         // Production labs run in remapped user namespaces unless the operator accepts the risk.
         cfg.require_user_namespaces = self.spawn.environment.eq_ignore_ascii_case("production")
             && !self.topology.allow_host_root_labs;
+        cfg.egress = self.egress.egress_config()?;
         Ok(cfg)
     }
 }

@@ -123,3 +123,48 @@ fn eval_loads_operator_policies_from_policy_dir() {
     let decision: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(decision["allow"], true, "{out:?}");
 }
+
+#[test]
+fn eval_lines_answers_each_line_in_order() {
+    let data = tempfile::tempdir().unwrap();
+    let input = data.path().join("inputs.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"subject": {"sub": "c", "tenant_id": "acme", "roles": ["forge.spawn"]}, "#,
+            r#""tenant": {"id": "acme", "entitled_tracks": ["netplus"], "#,
+            r#""max_active_scenarios": 2, "active_scenarios": 0}, "request": {"track": "netplus"}}"#,
+            "\n{broken\n[1]\n{}\n",
+        ),
+    )
+    .unwrap();
+    let out = run(forge(data.path())
+        .args([
+            "policy",
+            "eval",
+            "--policy",
+            "spawn_gate",
+            "--lines",
+            "--input",
+        ])
+        .arg(&input))
+    .expect(0);
+    let answers: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 4, "{out:?}");
+    assert_eq!(answers[0]["allow"], true, "{out:?}");
+    let error = |i: usize| answers[i]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error(1).contains("line 2 is not valid JSON"), "{out:?}");
+    assert!(error(2).contains("must be a JSON object"), "{out:?}");
+    assert_eq!(answers[3]["allow"], false, "{out:?}");
+    assert!(
+        answers[3]["deny_reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&"subject is required".into()),
+        "{out:?}"
+    );
+}

@@ -3,9 +3,11 @@
 //! [`load`] is the one entry point: YAML text in, a validated [`ScenarioTemplate`] or every error
 //! found (file, line, column, path, reason) out. The model here is the spec's, plus the
 //! backward-compatible extensions of docs/design.md §4 (`{name, address}` attachments, subnet
-//! `gateway`, container `setup`, template `solution`, criterion `hint`, `capabilities`).
+//! `gateway`, container `setup` and `console`, template `solution`, criterion `hint`,
+//! `capabilities`).
 
 mod addressing;
+mod console;
 mod diagnostics;
 mod flatten;
 mod schema;
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{ArtifactType, Track};
 
 pub use addressing::{Attachment, LabPlan, PlannedContainer, PlannedSubnet, plan_lab};
+pub use console::{Console, LabConsole};
 pub use diagnostics::{Diagnostic, TemplateErrors};
 pub use flatten::policy_input;
 pub use yaml::{MAX_EXPANDED_BYTES, MAX_YAML_BYTES, SpannedDoc, check_input_size, parse_yaml};
@@ -128,6 +131,14 @@ pub struct Container {
     /// Whether the learner's terminal opens here; defaults to the first container.
     #[serde(default)]
     pub learner: bool,
+    /// A console (terminal) into this container, for learners unless it says otherwise; the
+    /// learner container always has one. `console: true` is `console: {}`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "console::deserialize"
+    )]
+    pub console: Option<Console>,
 }
 
 fn yes() -> bool {
@@ -236,6 +247,7 @@ pub struct Evidence {
 
 /// Expectations; which keys apply depends on the evidence type (validation checks that).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,7 +326,10 @@ pub fn load(file: &str, text: &str) -> Result<ScenarioTemplate, TemplateErrors> 
     // errors already say what to fix first.
     if diagnostics.is_empty() {
         match serde_json::from_value::<ScenarioTemplate>(doc.value.clone()) {
-            Ok(t) => diagnostics.extend(semantic::check(&t, &doc)),
+            Ok(t) => {
+                diagnostics.extend(semantic::check(&t, &doc));
+                diagnostics.extend(console::check(&t, &doc));
+            }
             Err(e) => diagnostics.push(Diagnostic::new("", format!("cannot read template: {e}"))),
         }
     }

@@ -139,6 +139,25 @@ async fn audit_key_and_signature_routes() {
         ],
     )
     .await;
+    // An event id is 1-256 characters, as documented, not bytes.
+    let e256 = "%C3%A9".repeat(256);
+    let e257 = "%C3%A9".repeat(257);
+    assert_errors(
+        &base,
+        &[
+            (
+                &format!("audit/events/{e256}/signature"),
+                404,
+                "unknown_event",
+            ),
+            (
+                &format!("audit/events/{e257}/signature"),
+                400,
+                "invalid_event_id",
+            ),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -187,6 +187,7 @@ mod tests {
             sub: sub.into(),
             tenant_id: "t".into(),
             roles: vec![],
+            expires_at: u64::MAX,
         }
     }
 

@@ -5,9 +5,11 @@
 //! capped per the spec's limits), `audit.events` (counted, PII flagged; [`streams`]),
 //! `scenario.created` (labs per track; [`streams`]) and `scenario.scored` (fairness metrics per
 //! track, tier and template). Serves `/audit/keys/current`, `/audit/keys/{key_id}`,
-//! `/audit/events/{event_id}/signature`, `GET /v1/audit/recent`, `GET /v1/telemetry/logs`,
-//! `GET /v1/telemetry/labs` and `GET /v1/fairness`.
+//! `/audit/events/{event_id}/signature`, `GET /v1/audit/recent`, `GET /v1/audit/status`
+//! ([`audit_status`]), `GET /v1/telemetry/logs`, `GET /v1/telemetry/labs` and
+//! `GET /v1/fairness`.
 
+pub mod audit_status;
 mod backlog;
 pub mod fairness;
 pub mod streams;
@@ -66,6 +68,7 @@ struct Inner {
     samples: Mutex<HashMap<String, u64>>,
     audit: Mutex<VecDeque<AuditRecord>>,
     labs: Mutex<Labs>,
+    audit_status: audit_status::Cached,
 }
 
 impl Observer {
@@ -80,6 +83,7 @@ impl Observer {
                 samples: Mutex::default(),
                 audit: Mutex::default(),
                 labs: Mutex::default(),
+                audit_status: Mutex::default(),
             }),
         }
     }
@@ -302,8 +306,100 @@ fn audit_recent_doc() {}
 #[allow(dead_code)]
 fn fairness_doc() {}
 
+/// `GET /audit/keys/current`: the active audit key (documentation of
+/// `forge_evidence::http`'s answer).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AuditKey {
+    #[schema(pattern = "^ed25519-[0-9a-f]{16}$")]
+    key_id: String,
+    #[schema(pattern = "^ed25519$")]
+    algorithm: String,
+    /// The Ed25519 public key, PEM (SPKI).
+    public_key_pem: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// `GET /audit/keys/{key_id}`: any key the audit keyring ever had, and its life cycle.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AuditKeyRecord {
+    #[schema(pattern = "^ed25519-[0-9a-f]{16}$")]
+    key_id: String,
+    #[schema(pattern = "^ed25519$")]
+    algorithm: String,
+    public_key_pem: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(pattern = "^(active|retired|revoked)$")]
+    status: String,
+    #[schema(format = DateTime)]
+    retired_at: Option<String>,
+    #[schema(format = DateTime)]
+    revoked_at: Option<String>,
+    /// Until when signatures by a retired key verify.
+    #[schema(format = DateTime)]
+    valid_until: Option<String>,
+    retention_days: i64,
+}
+
+/// `GET /audit/events/{event_id}/signature`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AuditEventSignature {
+    event_id: String,
+    #[schema(pattern = "^ed25519-[0-9a-f]{16}$")]
+    key_id: String,
+    /// Standard base64 of the event's 64-byte Ed25519 signature.
+    signature: String,
+}
+
+// The audit verification routes of `forge_evidence::http`, served here: open (no token), and a
+// request with a valid token spends from its tenant's budget like every route of the hub.
+#[utoipa::path(get, path = "/audit/keys/current", tag = "audit",
+    responses(
+        (status = 200, description = "The active audit key", body = AuditKey),
+        (status = 404, description = "The keyring has no active key (`no_active_key`)", body = forge_http::ErrorEnvelope),
+        (status = 429, description = "Tenant rate limit of a request with a token; see Retry-After", body = forge_http::ErrorEnvelope),
+        (status = 500, description = "The audit keyring cannot be read (logged)", body = forge_http::ErrorEnvelope)))]
+#[allow(dead_code)]
+fn audit_key_current_doc() {}
+
+#[utoipa::path(get, path = "/audit/keys/{key_id}", tag = "audit",
+    params(("key_id" = String, Path, description = "Audit key id", pattern = "^ed25519-[0-9a-f]{16}$")),
+    responses(
+        (status = 200, description = "The key and its status (`revoked` keys included)", body = AuditKeyRecord),
+        (status = 400, description = "Not a key id (`invalid_key_id`)", body = forge_http::ErrorEnvelope),
+        (status = 404, description = "The audit keyring never had this key (`unknown_key`)", body = forge_http::ErrorEnvelope),
+        (status = 429, description = "Tenant rate limit of a request with a token; see Retry-After", body = forge_http::ErrorEnvelope),
+        (status = 500, description = "The audit keyring cannot be read (logged)", body = forge_http::ErrorEnvelope)))]
+#[allow(dead_code)]
+fn audit_key_doc() {}
+
+#[utoipa::path(get, path = "/audit/events/{event_id}/signature", tag = "audit",
+    params(("event_id" = String, Path, description = "Audit event id", min_length = 1, max_length = 256)),
+    responses(
+        (status = 200, description = "The event's detached signature", body = AuditEventSignature),
+        (status = 400, description = "Not an event id (`invalid_event_id`)", body = forge_http::ErrorEnvelope),
+        (status = 404, description = "No such event in this process's audit log (`unknown_event`)", body = forge_http::ErrorEnvelope),
+        (status = 429, description = "Tenant rate limit of a request with a token; see Retry-After", body = forge_http::ErrorEnvelope)))]
+#[allow(dead_code)]
+fn audit_signature_doc() {}
+
 #[derive(OpenApi)]
-#[openapi(paths(logs_doc, labs_doc, audit_recent_doc, fairness_doc))]
+#[openapi(
+    paths(
+        logs_doc,
+        labs_doc,
+        audit_recent_doc,
+        fairness_doc,
+        audit_key_current_doc,
+        audit_key_doc,
+        audit_signature_doc
+    ),
+    components(schemas(AuditKey, AuditKeyRecord, AuditEventSignature))
+)]
 struct ApiDoc;
 
 pub fn router(state: Observer) -> Router {
@@ -316,12 +412,17 @@ pub fn router(state: Observer) -> Router {
         .route("/v1/telemetry/logs", get(recent_logs))
         .route("/v1/telemetry/labs", get(streams::recent_labs))
         .route("/v1/audit/recent", get(streams::recent_audit))
+        .route("/v1/audit/status", get(audit_status::audit_status))
         .route("/v1/fairness", get(fairness))
         .with_state(state)
         .merge(audit);
-    let doc = ApiDoc::openapi();
+    let mut doc = ApiDoc::openapi();
+    doc.merge(audit_status::AuditStatusDoc::openapi());
     let limit = forge_http::DEFAULT_BODY_LIMIT;
+    // The instructor's and operator's pages (on the spawn service) read these with a bearer
+    // token from another origin.
     crate::service_router(Service::Observer, doc, routes, &access, limit)
+        .layer(tower_http::cors::CorsLayer::permissive())
 }
 
 fn require_observer(caller: &Caller) -> Result<(), ApiError> {

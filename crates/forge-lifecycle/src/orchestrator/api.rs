@@ -25,7 +25,7 @@ use axum::{Extension, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use forge_auth::{Caller, roles};
 use forge_core::{ScenarioId, ScenarioStatus, Track};
-use forge_http::{ApiError, ApiJson, Kind, Service};
+use forge_http::{ApiError, ApiJson, ErrorEnvelope, Kind, Service};
 use forge_services::spawn::{SpawnResponse, SpawnState};
 use forge_store::ScenarioRecord;
 use serde::{Deserialize, Serialize};
@@ -46,11 +46,17 @@ const REPLAYED: &str = "idempotent-replayed";
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateScenario {
-    /// A catalog template name, or a track name for the track's default template.
-    #[schema(example = "netplus-routing-lab", min_length = 1)]
+    /// A catalog template name, or a track name for the track's default template (the served
+    /// document lists them).
+    #[schema(example = "netplus-routing-lab")]
     pub template: String,
-    /// Idempotency key, as in `POST /v1/spawn`: here or in the `x-request-id` header.
-    #[schema(example = "req-abc123", min_length = 1, max_length = 255)]
+    /// Idempotency key, as in `POST /v1/spawn`: here or in the `x-request-id` header (both:
+    /// must be equal); 1-255 characters without control characters once white space at either
+    /// end is trimmed.
+    #[schema(
+        example = "req-abc123",
+        pattern = "^[\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000](?:[^\\u0000-\\u001f\\u007f-\\u009f]{0,253}[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000])?[\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     pub request_id: Option<String>,
 }
 
@@ -116,8 +122,9 @@ impl CreateScenario {
 /// 202 body of `POST /v1/scenarios`: the spec's fields plus the spawn answer's.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Created {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^scn-[0-9a-f]{12}$")]
     pub scenario_id: ScenarioId,
+    #[schema(pattern = "^(pending|creating|running|completed|failed|timeout)$")]
     pub status: String,
     pub network_id: String,
     pub request_id: String,
@@ -128,8 +135,9 @@ pub struct Created {
 /// `GET /v1/scenarios/{id}`: the spec's fields plus what a client needs to follow a lab.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScenarioView {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^scn-[0-9a-f]{12}$")]
     pub scenario_id: ScenarioId,
+    #[schema(pattern = "^(pending|creating|running|completed|failed|timeout)$")]
     pub status: String,
     pub created_at: String,
     pub updated_at: String,
@@ -190,6 +198,8 @@ struct SpawnFront {
 /// The orchestrator's routes; `spawn` is the front door its `POST /v1/scenarios` spawns
 /// through (see the module documentation).
 pub fn router(state: Orchestrator, spawn: SpawnState) -> Router {
+    let mut doc = openapi(&state.deps().catalog);
+    doc.merge(super::labs::LabsDoc::openapi());
     let front = SpawnFront {
         request_id_header: spawn.config().request_id_header.clone(),
         router: forge_services::spawn::router(spawn),
@@ -197,21 +207,53 @@ pub fn router(state: Orchestrator, spawn: SpawnState) -> Router {
     let routes = Router::new()
         .route(
             "/v1/scenarios",
-            post(create_scenario).layer(Extension(front)),
+            post(create_scenario)
+                .layer(Extension(front))
+                .get(super::labs::list_labs),
         )
         .route("/v1/scenarios/{id}", get(get_scenario).delete(end_scenario))
+        .route("/v1/scenarios/{id}/extend", post(super::labs::extend))
+        .route("/v1/hosts", get(super::labs::hosts))
         .with_state(state.clone());
-    let doc = ApiDoc::openapi();
     let limit = forge_http::DEFAULT_BODY_LIMIT;
+    // The instructor's and operator's pages (served by the spawn service) call these routes
+    // from another origin, with a bearer token and no cookies.
     crate::service_router(Service::Orchestrator, doc, routes, state.access(), limit)
+        .layer(tower_http::cors::CorsLayer::permissive())
+}
+
+/// The orchestrator's OpenAPI document for `catalog`: a body names one of its templates or a
+/// track.
+fn openapi(catalog: &forge_catalog::Catalog) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let mut names: Vec<&str> = catalog
+        .entries()
+        .map(|e| e.template.metadata.name.as_str())
+        .chain(Track::ALL.iter().map(|t| t.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let names = names.into_iter().map(|n| json!(n)).collect();
+    forge_http::openapi::set_enum(&mut doc, "CreateScenario", "template", names);
+    doc
 }
 
 #[utoipa::path(post, path = "/v1/scenarios", request_body = CreateScenario,
+    params(
+        ("x-request-id" = Option<String>, Header,
+         description = "Idempotency key (alternative to the body's request_id; header name set by REQUEST_ID_HEADER): visible ASCII, 1-255 characters once spaces and tabs at either end are trimmed",
+         pattern = "^[\\t ]*[!-~](?:[ -~]{0,253}[!-~])?[\\t ]*$"),
+    ),
     responses(
         (status = 202, description = "Spawned (pending), as `POST /v1/spawn` would; replays carry `Idempotent-Replayed: true`", body = Created),
-        (status = 400, description = "Invalid body, a `scenario_id` in it, unknown template, or what `POST /v1/spawn` refuses"),
-        (status = 401), (status = 403, description = "Missing role (forge.orchestrator, forge.spawn), unknown tenant, or the spawn gate denied"),
-        (status = 422), (status = 429, description = "Tenant rate limit; see Retry-After"), (status = 502), (status = 503)),
+        (status = 400, description = "Invalid body (`invalid_request`, `invalid_json`, `unknown_template`), a `scenario_id` or tenant in it (`scenario_id_in_body`, `tenant_in_body`), or what `POST /v1/spawn` refuses: no request_id, a body request_id that differs from the header's (`request_id_conflict`)", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorEnvelope),
+        (status = 403, description = "Missing role (forge.orchestrator, forge.spawn), unknown tenant, or the spawn or training gate denied", body = ErrorEnvelope),
+        (status = 409, description = "Same request_id still in flight after the wait (`request_in_progress`); see Retry-After", body = ErrorEnvelope),
+        (status = 422, description = "request_id already used with a different body (`idempotency_key_reused`)", body = ErrorEnvelope),
+        (status = 429, description = "Tenant rate limit; see Retry-After", body = ErrorEnvelope),
+        (status = 502, description = "Policy engine unavailable", body = ErrorEnvelope),
+        (status = 503, description = "Bus unavailable; retry with the same request_id", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn create_scenario(
     State(o): State<Orchestrator>,
@@ -287,7 +329,10 @@ async fn create_scenario(
 }
 
 #[utoipa::path(get, path = "/v1/scenarios/{id}",
-    responses((status = 200, body = ScenarioView), (status = 401), (status = 404)),
+    params(("id" = String, Path, description = "Scenario id", pattern = "^scn-[0-9a-f]{12}$")),
+    responses(
+        (status = 200, description = "The scenario (ended ones too)", body = ScenarioView),
+        (status = 404, description = "No such scenario the caller may view (`scenario_not_found`)", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn get_scenario(
     Authorized { scenario, .. }: Authorized<CanView>,
@@ -296,7 +341,11 @@ async fn get_scenario(
 }
 
 #[utoipa::path(delete, path = "/v1/scenarios/{id}",
-    responses((status = 200, body = ScenarioView), (status = 401), (status = 404), (status = 409)),
+    params(("id" = String, Path, description = "Scenario id", pattern = "^scn-[0-9a-f]{12}$")),
+    responses(
+        (status = 200, description = "Ended early: the lab is torn down; the scenario stays readable, `failed`", body = ScenarioView),
+        (status = 404, description = "No such scenario the caller may end (`scenario_not_found`)", body = ErrorEnvelope),
+        (status = 409, description = "The scenario has already ended (`scenario_ended`)", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn end_scenario(
     State(o): State<Orchestrator>,
@@ -318,6 +367,19 @@ async fn end_scenario(
         .end_early(&rec, &caller.sub)
         .await
         .map_err(ApiError::internal)?;
+    // Who ended it, in their name (the transition's own record is the orchestrator's).
+    o.deps().audit.record(
+        forge_core::audit::AuditEvent::new(
+            Utc::now(),
+            "scenario.end",
+            caller.sub.clone(),
+            id.as_str(),
+            "delete",
+            forge_core::audit::Outcome::Success,
+        )
+        .with_detail("tenant_id", rec.tenant_id.clone())
+        .with_detail("owner", rec.owner_sub.clone()),
+    );
     debug_assert!(rec.status == ScenarioStatus::Failed || rec.status.is_terminal());
     Ok(axum::Json(ScenarioView::from_record(&rec)))
 }

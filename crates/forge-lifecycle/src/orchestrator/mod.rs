@@ -14,14 +14,16 @@
 mod api;
 mod consumers;
 mod host;
+mod labs;
 mod recover;
+mod timers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use forge_bus::messages::{EndReason, ExecuteRequested, ScenarioCreated};
+use forge_bus::messages::ScenarioCreated;
 use forge_bus::{Bus, BusExt};
 use forge_catalog::Catalog;
 use forge_core::audit::{AuditEvent, AuditSink, Outcome};
@@ -34,8 +36,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::authz::ScenarioAccess;
 
-pub use api::router;
+pub use api::{ScenarioView, router};
 pub use host::{HOST_LABEL, HostConfig};
+pub use labs::{CheckView, LabRow, MAX_LAB_LIFETIME};
 pub use recover::RecoverReport;
 
 use host::Slots;
@@ -436,54 +439,6 @@ impl Orchestrator {
             .get_any(&rec.scenario_id)
             .await?
             .unwrap_or_else(|| rec.clone()))
-    }
-
-    /// Publishes `scenario.execute` (reason timeout) at expiry, and ends the lab without a
-    /// score if no evaluation finished within the grace period after it.
-    pub(crate) fn arm_timer(&self, rec: &ScenarioRecord) {
-        let this = self.clone();
-        let id = rec.scenario_id.clone();
-        let expires_at = rec.expires_at;
-        let grace = self.deps().config.evaluation_grace;
-        let task = tokio::spawn(async move {
-            let wait = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-            tokio::time::sleep(wait).await;
-            let exec = ExecuteRequested {
-                scenario_id: id.clone(),
-                reason: EndReason::Timeout,
-                requested_by: ACTOR.to_owned(),
-                requested_at: Utc::now(),
-            };
-            let d = this.deps();
-            if let Err(e) = d.bus.publish_msg(&exec).await {
-                tracing::warn!(error = %e, scenario_id = %id, "cannot publish timeout evaluation");
-            }
-            tokio::time::sleep(grace).await;
-            if let Ok(Some(r)) = d.store.get_any(&id).await
-                && r.status == ScenarioStatus::Running
-            {
-                let why = "timed out and no evaluation finished within the grace period";
-                let _ = this.finish(&id, ScenarioStatus::Timeout, Some(why)).await;
-            }
-        });
-        let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = timers.insert(rec.scenario_id.clone(), task.abort_handle()) {
-            old.abort();
-        }
-    }
-
-    pub(crate) fn cancel_timer(&self, id: &ScenarioId) {
-        let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = timers.remove(id) {
-            t.abort();
-        }
-    }
-
-    pub(crate) fn cancel_all_timers(&self) {
-        let mut timers = self.inner.timers.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, t) in timers.drain() {
-            t.abort();
-        }
     }
 
     fn audit_transition(&self, rec: &ScenarioRecord, to: ScenarioStatus, error: Option<&str>) {

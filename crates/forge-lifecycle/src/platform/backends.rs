@@ -50,7 +50,8 @@ impl Backends {
         let docker = DockerRuntime::connect()
             .await
             .context("connecting to the Docker Engine")?
-            .require_user_namespaces(cfg.require_user_namespaces);
+            .require_user_namespaces(cfg.require_user_namespaces)
+            .with_egress(cfg.egress.clone());
         if !cfg.require_user_namespaces && !docker.user_namespaces_remapped().await.unwrap_or(true)
         {
             tracing::warn!(
@@ -77,7 +78,8 @@ impl Backends {
             let refs: Vec<&str> = images.iter().map(String::as_str).collect();
             let images = forge_runtime::ImageCatalog::discover(cfg.images_dir.as_deref())
                 .context("finding the lab image definitions")?
-                .with_busybox(&cfg.busybox);
+                .with_busybox(&cfg.busybox)
+                .with_mirror(cfg.debian_mirror.clone());
             docker
                 .ensure_images(&images, &refs, false)
                 .await
@@ -123,11 +125,23 @@ impl Backends {
             ),
             None => Arc::new(MemoryBus::new(cfg.bus.clone())),
         };
-        // Only the scoreboard writes and reads evidence.
-        let s3 = cfg
-            .s3
-            .as_ref()
-            .filter(|_| cfg.services.contains(&Service::Scoreboard));
+        // Evidence is the scoreboard's (bundles) and the worker's (staged artifacts, which the
+        // bus refers to): other processes never connect to S3.
+        let uses_evidence =
+            cfg.services.contains(&Service::Scoreboard) || cfg.services.contains(&Service::Worker);
+        let s3 = cfg.s3.as_ref().filter(|_| uses_evidence);
+        // A worker that shares a bus with a scoreboard in another process must share its
+        // evidence store too, or every completion would refer to bytes the scoreboard cannot read.
+        if cfg.nats_url.is_some()
+            && cfg.services.contains(&Service::Worker)
+            && !cfg.services.contains(&Service::Scoreboard)
+            && cfg.s3.is_none()
+        {
+            anyhow::bail!(
+                "a worker on NATS needs the shared evidence store (FORGE_S3_ENDPOINT): it stages \
+                 collected artifacts there for the scoreboard"
+            );
+        }
         let evidence: Arc<dyn EvidenceStore> = match s3 {
             Some(s3) => Arc::new(
                 S3Store::connect(s3.clone())

@@ -81,6 +81,9 @@ pub struct PlatformConfig {
     pub images_dir: Option<PathBuf>,
     /// The statically linked busybox copied into every lab image (`FORGE_BUSYBOX`).
     pub busybox: PathBuf,
+    /// The Debian mirror the Debian base image is bootstrapped from (`FORGE_DEBIAN_MIRROR`);
+    /// `None`: the one apt uses on this host.
+    pub debian_mirror: Option<String>,
     /// The in-process bus's tuning, when `nats_url` is not set.
     pub bus: MemoryBusConfig,
     /// NATS with JetStream (`NATS_URL`) instead of the in-process bus.
@@ -106,6 +109,9 @@ pub struct PlatformConfig {
     pub audit_verify_every: Option<std::time::Duration>,
     /// Launch labs only on an engine that remaps user namespaces (production).
     pub require_user_namespaces: bool,
+    /// Egress allowlist profiles, uplink namespace and link pool of allowlisted labs
+    /// (`FORGE_EGRESS_PROFILES`, …); by default none, so only `egress: deny` labs launch.
+    pub egress: forge_runtime::EgressConfig,
 }
 
 impl PlatformConfig {
@@ -130,6 +136,7 @@ impl PlatformConfig {
             build_images: true,
             images_dir: None,
             busybox: forge_runtime::images::DEFAULT_BUSYBOX.into(),
+            debian_mirror: None,
             bus: MemoryBusConfig::default(),
             nats_url: None,
             database_url: None,
@@ -141,6 +148,7 @@ impl PlatformConfig {
             telemetry: crate::telemetry::TelemetryConfig::default(),
             audit_verify_every: Some(std::time::Duration::from_secs(300)),
             require_user_namespaces: false,
+            egress: forge_runtime::EgressConfig::default(),
         }
     }
 

@@ -275,6 +275,7 @@ impl Platform {
                 catalog: catalog.clone(),
                 runtime: lab_runtime(Service::Worker)?,
                 audit: audit.clone(),
+                evidence: evidence.clone(),
                 access: access.for_service(Service::Worker),
                 host_id: host.id.clone(),
             });
@@ -403,6 +404,18 @@ impl Platform {
             .mint(tenant, &roles, sub, Duration::from_secs(8 * 3600))?)
     }
 
+    /// A token of the local issuer that expires at `exp` (Unix seconds), past or future.
+    pub fn mint_until(
+        &self,
+        tenant: &str,
+        roles: &[&str],
+        sub: &str,
+        exp: u64,
+    ) -> anyhow::Result<String> {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        Ok(self.issuer.mint_until(tenant, &roles, sub, exp)?)
+    }
+
     /// Graceful stop: the services finish in-flight requests, consumers stop, the audit log is
     /// flushed. Labs keep running; the next start adopts or cleans them.
     pub async fn shutdown(self) {
@@ -468,6 +481,7 @@ fn access_page(
             orchestrator_url: url(Service::Orchestrator),
             worker_url: url(Service::Worker),
             scoreboard_url: url(Service::Scoreboard),
+            observer_url: url(Service::Observer),
         },
         access,
         catalog,

@@ -1,7 +1,8 @@
 //! The scoreboard's HTTP API (spec: Scoreboard API): `GET /v1/scores/{id}` (role
 //! `forge.score.read`, or the scenario's owner) and downloads of the bundle's four files under
 //! `GET /v1/scores/{id}/{file}`. Tenant-scoped: another tenant's scenario is a 404, and the
-//! attempt is audited.
+//! attempt is audited. `GET /v1/keys/verdict` is the public verdict keyset, open to anyone,
+//! for offline verification of a bundle.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -11,7 +12,7 @@ use axum::routing::get;
 use chrono::SecondsFormat;
 use forge_core::{CriterionResult, ScenarioId, ScoreResult};
 use forge_evidence::{ObjectKey, StoreError};
-use forge_http::{ApiError, Service};
+use forge_http::{ApiError, ErrorEnvelope, Service};
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
@@ -40,7 +41,6 @@ pub struct ScoreView {
     pub evidence_url: String,
     pub verdict_url: String,
     pub computed_at: String,
-    #[schema(value_type = Vec<Object>)]
     pub criteria: Vec<CriterionResult>,
     /// HTTP paths of the four bundle files on this service.
     pub files: std::collections::BTreeMap<String, String>,
@@ -48,8 +48,8 @@ pub struct ScoreView {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(get_score, get_file),
-    components(schemas(ScoreView, ScoreSummary))
+    paths(get_score, get_file, verdict_keys),
+    components(schemas(ScoreView, ScoreSummary, CriterionResult))
 )]
 struct ApiDoc;
 
@@ -57,6 +57,7 @@ pub fn router(state: Scoreboard) -> Router {
     let routes = Router::new()
         .route("/v1/scores/{id}", get(get_score))
         .route("/v1/scores/{id}/{file}", get(get_file))
+        .route("/v1/keys/verdict", get(verdict_keys))
         .with_state(state.clone());
     let doc = ApiDoc::openapi();
     let limit = forge_http::DEFAULT_BODY_LIMIT;
@@ -77,7 +78,10 @@ async fn read(s: &Scoreboard, id: &ScenarioId, file: &str) -> Result<Vec<u8>, Ap
 }
 
 #[utoipa::path(get, path = "/v1/scores/{id}",
-    responses((status = 200, body = ScoreView), (status = 401), (status = 404)),
+    params(("id" = String, Path, description = "Scenario id", pattern = "^scn-[0-9a-f]{12}$")),
+    responses(
+        (status = 200, description = "The signed score and where its bundle is", body = ScoreView),
+        (status = 404, description = "No such scenario whose score the caller may read (`scenario_not_found`), or no score published yet (`score_not_ready`)", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn get_score(
     State(s): State<Scoreboard>,
@@ -111,7 +115,13 @@ async fn get_score(
 }
 
 #[utoipa::path(get, path = "/v1/scores/{id}/{file}",
-    responses((status = 200, description = "the file's bytes"), (status = 401), (status = 404)),
+    params(
+        ("id" = String, Path, description = "Scenario id", pattern = "^scn-[0-9a-f]{12}$"),
+        ("file" = String, Path, description = "A file of the bundle", pattern = "^(score\\.json|evidence\\.tar\\.zst|manifest\\.json|verdict\\.sig)$")),
+    responses(
+        (status = 200, description = "The file's bytes, as an attachment: `evidence.tar.zst` is application/zstd, the others JSON",
+         content(("application/json"), ("application/zstd"))),
+        (status = 404, description = "No such scenario whose score the caller may read (`scenario_not_found`), no score published yet (`score_not_ready`), or no such file (`unknown_file`)", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn get_file(
     State(s): State<Scoreboard>,
@@ -142,4 +152,20 @@ async fn get_file(
         ],
         bytes,
     ))
+}
+
+#[utoipa::path(get, path = "/v1/keys/verdict",
+    responses(
+        (status = 200, description = "The public verdict keys (the format of `forge keys export`): what `forge bundle verify --public-key` checks bundles against, offline", content_type = "application/json")))]
+async fn verdict_keys(State(s): State<Scoreboard>) -> Result<impl IntoResponse, ApiError> {
+    // Public halves only: anyone may verify a bundle they were given.
+    let set = s
+        .deps()
+        .keyring
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .export_public()
+        .map_err(ApiError::internal)?;
+    let disposition = "attachment; filename=\"forge-verdict-keys.json\"";
+    Ok(([(CONTENT_DISPOSITION, disposition)], axum::Json(set)))
 }

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use forge_bus::messages::{ScenarioCompleted, ScenarioScored};
+use forge_bus::messages::{ScenarioCompleted, ScenarioScored, StagedArtifact};
 use forge_bus::{Bus, BusExt, ConsumerConfig, subjects};
 use forge_core::audit::{AuditEvent, AuditSink, Outcome};
-use forge_core::{RunId, ScoreResult};
+use forge_core::{RunId, ScenarioId, ScoreResult};
 use forge_evidence::bundle::{ArtifactInput, Bundle, BundleInput, BundleMeta};
 use forge_evidence::{EvidenceStore, Keyring, ObjectKey, publish_bundle};
 use forge_store::Store;
@@ -65,6 +65,45 @@ pub enum ScoreboardError {
 }
 
 impl Scoreboard {
+    /// The bytes of one staged artifact, checked: the reference must be the scenario's own
+    /// staging key for that content (a message cannot pull in another lab's evidence), and the
+    /// bytes must hash to what the worker recorded. A missing or altered object is a message
+    /// that can never succeed (dead letter); a store outage is retried.
+    async fn staged(
+        &self,
+        scenario: &ScenarioId,
+        a: &StagedArtifact,
+    ) -> Result<ArtifactInput, ScoreboardError> {
+        let name = &a.artifact.name;
+        if a.key != StagedArtifact::key_for(scenario, &a.artifact) {
+            return Err(ScoreboardError::Invalid(format!(
+                "artifact {name}: reference `{}` is not this scenario's staging key",
+                a.key
+            )));
+        }
+        let key = ObjectKey::new(a.key.clone())?;
+        let bytes = match self.deps().evidence.get(&key).await {
+            Ok(b) => b,
+            Err(forge_evidence::StoreError::NotFound(_)) => {
+                return Err(ScoreboardError::Invalid(format!(
+                    "artifact {name}: staged object `{key}` does not exist"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let hash =
+            forge_core::Artifact::describe(a.artifact.kind, name.clone(), &bytes).content_hash;
+        if hash != a.artifact.content_hash || bytes.len() as u64 != a.artifact.size_bytes {
+            return Err(ScoreboardError::Invalid(format!(
+                "artifact {name}: staged bytes hash to {hash} ({} bytes), not {} ({} bytes)",
+                bytes.len(),
+                a.artifact.content_hash,
+                a.artifact.size_bytes
+            )));
+        }
+        Ok(ArtifactInput::new(a.artifact.kind, name.clone(), bytes))
+    }
+
     pub fn new(deps: ScoreboardDeps) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -123,14 +162,7 @@ impl Scoreboard {
         }
         let mut artifacts = Vec::with_capacity(c.artifacts.len());
         for a in &c.artifacts {
-            let content = a.content().map_err(|e| {
-                ScoreboardError::Invalid(format!("artifact {}: {e}", a.artifact.name))
-            })?;
-            artifacts.push(ArtifactInput::new(
-                a.artifact.kind,
-                a.artifact.name.clone(),
-                content,
-            ));
+            artifacts.push(self.staged(&c.scenario_id, a).await?);
         }
         let input = BundleInput {
             meta: BundleMeta {

@@ -15,7 +15,7 @@ use forge_bus::BusExt;
 use forge_bus::messages::{EndReason, ExecuteRequested};
 use forge_core::ScenarioStatus;
 use forge_core::audit::{AuditEvent, Outcome};
-use forge_http::{ApiError, ApiJson, Kind, Service};
+use forge_http::{ApiError, ApiJson, ErrorEnvelope, Kind, Service};
 use forge_runtime::ExecRequest;
 use forge_store::ScenarioRecord;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,7 @@ pub struct CheckReport {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Submitted {
     pub scenario_id: String,
+    #[schema(pattern = "^evaluating$")]
     pub status: String,
 }
 
@@ -60,11 +61,23 @@ pub struct Submitted {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecBody {
-    /// Shell command (`sh -c`).
-    pub command: String,
-    /// Instructors may name another container; learners run in the learner container.
+    /// Shell command (`sh -c`): 1-4096 characters, not all white space. Exactly one of
+    /// `command` and `argv`.
+    #[schema(
+        max_length = 4096,
+        pattern = "[^\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
+    pub command: Option<String>,
+    /// The program and its arguments, run without a shell (quoting stays as given): 1-64
+    /// items of at most 4096 characters together, the first not empty. Exactly one of
+    /// `command` and `argv`.
+    #[schema(min_items = 1, max_items = 64)]
+    pub argv: Option<Vec<String>>,
+    /// Instructors may name another container of the lab; learners run in the learner
+    /// container (naming it is allowed).
     pub container: Option<String>,
     /// Seconds, 1-300 (default 30).
+    #[schema(minimum = 1, maximum = 300)]
     pub timeout_seconds: Option<u64>,
 }
 
@@ -93,12 +106,17 @@ pub fn router(state: Worker) -> Router {
             "/v1/scenarios/{id}/terminal",
             get(super::terminal::terminal),
         )
+        .route(
+            "/v1/scenarios/{id}/terminal/ticket",
+            post(super::terminal::ticket),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             super::forward::to_owner,
         ))
         .with_state(state.clone());
-    let doc = ApiDoc::openapi();
+    let mut doc = ApiDoc::openapi();
+    doc.merge(super::terminal::TerminalDoc::openapi());
     let limit = forge_http::DEFAULT_BODY_LIMIT;
     crate::service_router(Service::Worker, doc, routes, state.access(), limit)
         .layer(tower_http::cors::CorsLayer::permissive())
@@ -120,7 +138,13 @@ pub(crate) fn ensure_running(rec: &ScenarioRecord) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(post, path = "/v1/scenarios/{id}/check",
-    responses((status = 200, body = CheckReport), (status = 404), (status = 409)),
+    params(("id" = String, Path, description = "Scenario id", pattern = "^scn-[0-9a-f]{12}$")),
+    responses(
+        (status = 200, description = "What passes now; the lab keeps running", body = CheckReport),
+        (status = 404, description = "No such scenario the caller may work in (`scenario_not_found`)", body = ErrorEnvelope),
+        (status = 409, description = "The lab is not running (`scenario_not_running`) or a check of it is running (`check_in_progress`)", body = ErrorEnvelope),
+        (status = 502, description = "The lab host that runs the lab cannot be reached (`lab_host_unreachable`)", body = ErrorEnvelope),
+        (status = 503, description = "The lab host that runs the lab is not answering (`lab_host_unavailable`); see Retry-After", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn check(
     State(w): State<Worker>,
@@ -166,7 +190,27 @@ async fn check(
         })
         .collect();
     let passed = results.iter().filter(|r| r.passed).count() as u32;
+    let score = forge_core::scoring::weighted_value(&results);
     metrics::counter!("forge_checks_total", "track" => rec.track.as_str()).increment(1);
+    // Kept for the instructor's list of live labs and the learner's page after a reload.
+    let summary = forge_store::CheckSummary {
+        checked_at: Utc::now(),
+        passed,
+        total: results.len() as u32,
+        score,
+        criteria: results
+            .iter()
+            .map(|r| (r.criterion_id.clone(), r.passed))
+            .collect(),
+    };
+    if let Err(e) = w
+        .deps()
+        .store
+        .record_check(&rec.scenario_id, &summary)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record the check for the instructor's view");
+    }
     w.deps().audit.record(
         AuditEvent::new(
             Utc::now(),
@@ -182,7 +226,7 @@ async fn check(
     Ok(axum::Json(CheckReport {
         scenario_id: rec.scenario_id.to_string(),
         checked_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-        score: forge_core::scoring::weighted_value(&results),
+        score,
         passed,
         total: results.len() as u32,
         criteria,
@@ -190,7 +234,13 @@ async fn check(
 }
 
 #[utoipa::path(post, path = "/v1/scenarios/{id}/submit",
-    responses((status = 202, body = Submitted), (status = 404), (status = 409)),
+    params(("id" = String, Path, description = "Scenario id", pattern = "^scn-[0-9a-f]{12}$")),
+    responses(
+        (status = 202, description = "Evaluation queued: the lab is scored, signed, published and torn down", body = Submitted),
+        (status = 404, description = "No such scenario the caller may work in (`scenario_not_found`)", body = ErrorEnvelope),
+        (status = 409, description = "The lab is not running (`scenario_not_running`)", body = ErrorEnvelope),
+        (status = 502, description = "The lab host that runs the lab cannot be reached (`lab_host_unreachable`)", body = ErrorEnvelope),
+        (status = 503, description = "The bus cannot queue the evaluation (`bus_unavailable`), or the lab host that runs the lab is not answering (`lab_host_unavailable`)", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn submit(
     State(w): State<Worker>,
@@ -232,7 +282,15 @@ async fn submit(
 }
 
 #[utoipa::path(post, path = "/v1/scenarios/{id}/exec", request_body = ExecBody,
-    responses((status = 200, body = ExecOutput), (status = 400), (status = 404), (status = 409)),
+    params(("id" = String, Path, description = "Scenario id", pattern = "^scn-[0-9a-f]{12}$")),
+    responses(
+        (status = 200, description = "The command ran (a timeout is `timed_out`, not an error)", body = ExecOutput),
+        (status = 400, description = "Malformed or invalid body; a container the lab does not have (`unknown_container`)", body = ErrorEnvelope),
+        (status = 403, description = "A learner named another container than the learner's (`learner_container_only`)", body = ErrorEnvelope),
+        (status = 404, description = "No such scenario the caller may work in (`scenario_not_found`)", body = ErrorEnvelope),
+        (status = 409, description = "The lab is not running (`scenario_not_running`)", body = ErrorEnvelope),
+        (status = 502, description = "The engine cannot run the command (`runtime_error`), or the lab host that runs the lab cannot be reached (`lab_host_unreachable`)", body = ErrorEnvelope),
+        (status = 503, description = "The lab host that runs the lab is not answering (`lab_host_unavailable`); see Retry-After", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 async fn exec(
     State(w): State<Worker>,
@@ -264,12 +322,7 @@ async fn exec(
         }
         _ => learner,
     };
-    if body.command.trim().is_empty() || body.command.len() > 4096 {
-        return Err(ApiError::bad_request(
-            "invalid_command",
-            "command must be 1-4096 characters",
-        ));
-    }
+    let (request, shown) = exec_command(body.command, body.argv)?;
     let timeout = body.timeout_seconds.unwrap_or(30);
     if !(1..=300).contains(&timeout) {
         return Err(ApiError::bad_request(
@@ -277,7 +330,7 @@ async fn exec(
             "timeout_seconds must be 1-300",
         ));
     }
-    let req = ExecRequest::shell(body.command.clone())
+    let req = request
         .timeout(Duration::from_secs(timeout))
         .max_output(256 * 1024);
     let out = w
@@ -302,7 +355,7 @@ async fn exec(
             Outcome::Success,
         )
         .with_detail("container", container)
-        .with_detail("command", body.command)
+        .with_detail("command", shown)
         .with_detail("exit_code", out.exit_code),
     );
     Ok(axum::Json(ExecOutput {
@@ -312,4 +365,37 @@ async fn exec(
         timed_out: out.timed_out,
         duration_ms: out.duration.as_millis() as u64,
     }))
+}
+
+/// The request an exec body asks for, and how to show it (argv quoted as a shell would need
+/// it, so the audit record reads back as what ran).
+fn exec_command(
+    command: Option<String>,
+    argv: Option<Vec<String>>,
+) -> Result<(ExecRequest, String), ApiError> {
+    let invalid = |msg: &str| ApiError::bad_request("invalid_command", msg.to_owned());
+    match (command, argv) {
+        (Some(c), None) => {
+            if c.trim().is_empty() || c.chars().count() > 4096 {
+                return Err(invalid("command must be 1-4096 characters"));
+            }
+            Ok((ExecRequest::shell(c.clone()), c))
+        }
+        (None, Some(argv)) => {
+            let total: usize = argv.iter().map(|a| a.chars().count()).sum();
+            if argv.is_empty() || argv.len() > 64 || total > 4096 {
+                return Err(invalid(
+                    "argv must have 1-64 items of at most 4096 characters together",
+                ));
+            }
+            if argv[0].is_empty() {
+                return Err(invalid("argv[0], the program, must not be empty"));
+            }
+            let shown = shlex::try_join(argv.iter().map(String::as_str))
+                .unwrap_or_else(|_| format!("{argv:?}"));
+            Ok((ExecRequest::argv(argv), shown))
+        }
+        (Some(_), Some(_)) => Err(invalid("give either command or argv, not both")),
+        (None, None) => Err(invalid("give command (a shell command) or argv")),
+    }
 }

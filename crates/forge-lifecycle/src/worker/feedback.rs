@@ -4,7 +4,9 @@
 //! which is the answer a learner is asked to find (docs/design.md §6: a learner never sees an
 //! expected answer). So a caller who only works in the lab is told what kind of thing is not
 //! right yet; instructors and the platform, who grade and debug labs, get the evaluator's
-//! message. The signed score keeps the detailed messages: it is the record, for score readers.
+//! message. The signed score carries the learner's messages too: its owner reads it, and a
+//! signature cannot differ per reader. Instructors grade from the bundle's artifacts (what the
+//! lab showed) against the template (what it expected).
 
 use forge_auth::{Caller, roles};
 use forge_core::template::EvidenceType;
@@ -71,6 +73,7 @@ mod tests {
             sub: "someone".into(),
             tenant_id: "demo".into(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
+            expires_at: u64::MAX,
         }
     }
 

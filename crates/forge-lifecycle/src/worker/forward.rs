@@ -25,8 +25,9 @@ use forge_store::Store;
 /// Marks a request one worker forwarded to another.
 pub const FORWARDED_BY: &str = "x-forge-forwarded-by";
 
-/// The lab actions that need the lab's own host.
-const LAB_ACTIONS: [&str; 3] = ["check", "exec", "terminal"];
+/// The lab actions that need the lab's own host (a terminal's ticket is redeemed where it was
+/// issued, so it is asked for there too).
+const LAB_ACTIONS: [&str; 4] = ["check", "exec", "terminal", "terminal/ticket"];
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1), plus those the
 /// client recomputes.
@@ -69,6 +70,7 @@ pub(crate) async fn to_owner(State(w): State<Worker>, req: Request, next: Next) 
         .to_owned();
     metrics::counter!("forge_worker_forwarded_total", "action" => action.to_owned()).increment(1);
     if action == "terminal" {
+        // The WebSocket itself; its ticket (`terminal/ticket`) is plain HTTP.
         relay_terminal(w, req, format!("{}{path}", ws_base(&base))).await
     } else {
         let url = format!("{}{path}", base.trim_end_matches('/'));
@@ -247,7 +249,15 @@ async fn pipe(
             let m = match m {
                 Up::Binary(b) => WsMessage::Binary(b),
                 Up::Text(t) => WsMessage::Text(t.as_str().into()),
-                Up::Close(_) => break,
+                // The owner's close code (1008 token expired, 1013 reconnect) is the client's.
+                Up::Close(frame) => {
+                    let frame = frame.map(|f| axum::extract::ws::CloseFrame {
+                        code: f.code.into(),
+                        reason: f.reason.as_str().into(),
+                    });
+                    let _ = ctx.send(WsMessage::Close(frame)).await;
+                    return;
+                }
                 _ => continue,
             };
             if ctx.send(m).await.is_err() {

@@ -4,35 +4,43 @@
 //! `POST /v1/scenarios/{id}/check` evaluates the criteria without ending the lab;
 //! `POST /v1/scenarios/{id}/submit` (and the orchestrator's timeout) publish
 //! `scenario.execute`, which this service consumes: it collects the evidence of every criterion
-//! (in parallel, per-command timeouts, through the runtime), hashes each artifact and publishes
-//! `scenario.completed` for the scoreboard. Template `setup` steps run inside the runtime's
+//! (in parallel, per-command timeouts, through the runtime), hashes each artifact, stages its
+//! bytes in the evidence store and publishes `scenario.completed` — criteria and artifact
+//! references, never the bytes — for the scoreboard. The criteria's messages in it are the
+//! learner's (`feedback`): the signed score they become is read by the learner. Template `setup` steps run inside the runtime's
 //! launch, before a lab is reported ready.
 
 mod api;
 mod feedback;
 pub(crate) mod forward;
+mod sessions;
 mod terminal;
+mod tickets;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
-use forge_bus::messages::{CollectedArtifact, ExecuteRequested, ScenarioCompleted};
+use forge_bus::messages::{ExecuteRequested, ScenarioCompleted, StagedArtifact};
 use forge_bus::{Bus, BusExt, ConsumerConfig, Outcome, subjects};
 use forge_catalog::Catalog;
 use forge_core::audit::AuditSink;
 use forge_core::template::ScenarioTemplate;
 use forge_core::{RunId, ScenarioId, ScenarioStatus};
+use forge_evidence::{EvidenceStore, ObjectKey, StoreError};
 use forge_runtime::Runtime;
 use forge_runtime::template_test::{EvaluatedCriterion, evaluate_criteria};
 use forge_store::{ScenarioRecord, Store};
+use futures::{StreamExt as _, TryStreamExt as _};
 use tracing::Instrument as _;
 
 use crate::authz::ScenarioAccess;
 use crate::settle;
 
 pub use api::{CheckReport, CheckedCriterion, router};
+pub use sessions::{LINGER, Participant, SCROLLBACK};
+pub use tickets::{Mode, TICKET_TTL};
 
 /// Evaluations at once; each runs every criterion's commands in parallel already.
 const EXECUTE_CONCURRENCY: usize = 16;
@@ -44,6 +52,8 @@ pub struct WorkerDeps {
     pub catalog: Arc<Catalog>,
     pub runtime: Arc<dyn Runtime>,
     pub audit: Arc<dyn AuditSink>,
+    /// Where collected artifacts are staged for the scoreboard.
+    pub evidence: Arc<dyn EvidenceStore>,
     pub access: ScenarioAccess,
     /// The lab host whose labs this worker runs commands in (its runtime's); lab actions for
     /// other hosts' labs are forwarded to them.
@@ -62,6 +72,10 @@ struct Inner {
     checking: Mutex<HashSet<ScenarioId>>,
     /// For forwarding lab actions to other hosts.
     http: reqwest::Client,
+    /// Terminal tickets issued and not yet used.
+    tickets: tickets::Tickets,
+    /// The console sessions of this host's labs.
+    sessions: sessions::Sessions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +86,8 @@ pub enum WorkerError {
     Bus(#[from] forge_bus::BusError),
     #[error("template `{0}` is not in the catalog")]
     UnknownTemplate(String),
+    #[error("staging evidence: {0}")]
+    Evidence(#[from] StoreError),
 }
 
 impl Worker {
@@ -85,6 +101,8 @@ impl Worker {
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .expect("a client without custom TLS builds"),
+                tickets: tickets::Tickets::default(),
+                sessions: sessions::Sessions::default(),
             }),
         }
     }
@@ -159,15 +177,19 @@ impl Worker {
         }
         let evaluated = self.evaluate(&rec).await?;
         let mut criteria = Vec::with_capacity(evaluated.len());
-        let mut artifacts = Vec::new();
+        let mut collected = Vec::new();
         for e in evaluated {
-            criteria.push(e.result);
-            artifacts.extend(
-                e.artifacts
-                    .iter()
-                    .map(|(a, bytes)| CollectedArtifact::new(a.clone(), bytes)),
-            );
+            // The signed score is the learner's to read: a failed criterion says what kind of
+            // thing is not right, never the value it was compared with (the bundle keeps what
+            // was observed; the template, which instructors have, keeps what was expected).
+            let mut result = e.result;
+            if !result.passed {
+                result.message = Some(feedback::learner_message(e.failed_step).to_owned());
+            }
+            criteria.push(result);
+            collected.extend(e.artifacts);
         }
+        let artifacts = self.stage(&rec.scenario_id, collected).await?;
         let completed = ScenarioCompleted {
             scenario_id: rec.scenario_id.clone(),
             run_id: RunId::generate().to_string(),
@@ -182,6 +204,31 @@ impl Worker {
         };
         d.bus.publish_msg(&completed).await?;
         Ok(())
+    }
+}
+
+impl Worker {
+    /// Stages each artifact's bytes in the evidence store under its content hash, a few at a
+    /// time. A key that exists already holds the same bytes (same hash): a redelivered
+    /// `scenario.execute` or a repeated output costs nothing.
+    async fn stage(
+        &self,
+        scenario: &ScenarioId,
+        collected: Vec<(forge_core::Artifact, Vec<u8>)>,
+    ) -> Result<Vec<StagedArtifact>, WorkerError> {
+        let evidence = &self.deps().evidence;
+        futures::stream::iter(collected)
+            .map(|(artifact, bytes)| async move {
+                let key = StagedArtifact::key_for(scenario, &artifact);
+                match evidence.put(&ObjectKey::new(key.clone())?, bytes).await {
+                    Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+                    Err(e) => return Err(WorkerError::Evidence(e)),
+                }
+                Ok(StagedArtifact { artifact, key })
+            })
+            .buffered(4)
+            .try_collect()
+            .await
     }
 }
 

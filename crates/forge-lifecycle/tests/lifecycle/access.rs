@@ -27,6 +27,11 @@ fn routes(api: &Api, id: &str) -> Vec<(Method, String, Option<Value>)> {
             Some(json!({"command": "id"})),
         ),
         (Method::GET, format!("{w}/v1/scenarios/{id}/terminal"), None),
+        (
+            Method::POST,
+            format!("{w}/v1/scenarios/{id}/terminal/ticket"),
+            Some(json!({})),
+        ),
         (Method::GET, format!("{s}/v1/scores/{id}"), None),
         (Method::GET, format!("{s}/v1/scores/{id}/score.json"), None),
         (
@@ -146,7 +151,7 @@ async fn strangers_get_404_on_every_route_and_are_audited() {
             .any(|e| e["details"]["scope"] == "same_tenant" && e["actor"] == "bob")
     );
     // At shutdown the windows close: every refusal of an existing scenario is accounted for
-    // (10 routes, 2 scenarios each), the ones not recorded one by one in `suppressed`.
+    // (11 routes, 2 scenarios each), the ones not recorded one by one in `suppressed`.
     let events = h.stop_and_audit().await;
     for sub in ["bob", "eve"] {
         let mine: Vec<&Value> = events
@@ -159,7 +164,7 @@ async fn strangers_get_404_on_every_route_and_are_audited() {
             .iter()
             .map(|e| e["details"]["suppressed"].as_u64().unwrap_or(1))
             .sum();
-        assert_eq!(total, 20, "{sub}: {mine:?}");
+        assert_eq!(total, 22, "{sub}: {mine:?}");
     }
 }
 

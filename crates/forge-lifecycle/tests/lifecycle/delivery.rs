@@ -16,20 +16,20 @@ use crate::harness::{Harness, TEMPLATE};
 /// Every message on one subject from its creation on, through a durable of its own made before
 /// the traffic it is to see: the in-process bus drops a message once every durable that exists
 /// has acked it, so a durable made afterwards would find nothing.
-struct Tap {
+pub struct Tap {
     sub: Box<dyn forge_bus::Subscription>,
     seen: Vec<serde_json::Value>,
 }
 
 impl Tap {
-    async fn new(h: &Harness, subject: &str) -> Self {
+    pub async fn new(h: &Harness, subject: &str) -> Self {
         let durable = format!("test-{}", uuid::Uuid::new_v4().simple());
         let sub = h.platform.bus.subscribe(subject, &durable).await.unwrap();
         Self { sub, seen: vec![] }
     }
 
     /// Every message so far that mentions `id`.
-    async fn about(&mut self, id: &str) -> Vec<serde_json::Value> {
+    pub async fn about(&mut self, id: &str) -> Vec<serde_json::Value> {
         while let Ok(Ok(m)) =
             tokio::time::timeout(Duration::from_millis(300), self.sub.next()).await
         {

@@ -125,6 +125,30 @@ async fn every_authenticated_route_spends_the_tenants_budget() {
             "{body}"
         );
     }
+    // So do the instructor's, the operator's and the pages' routes.
+    let (o, w) = (&h.api.orchestrator, &h.api.worker);
+    let observer = h.platform.url(forge_http::Service::Observer);
+    let unknown_id = "scn-000000000000";
+    for (method, url) in [
+        (Method::GET, format!("{o}/v1/scenarios")),
+        (
+            Method::POST,
+            format!("{o}/v1/scenarios/{unknown_id}/extend"),
+        ),
+        (Method::GET, format!("{o}/v1/hosts")),
+        (
+            Method::POST,
+            format!("{w}/v1/scenarios/{unknown_id}/terminal/ticket"),
+        ),
+        (Method::GET, format!("{observer}/v1/audit/status")),
+        (
+            Method::GET,
+            format!("{}/access/{unknown_id}/info", h.api.spawn),
+        ),
+    ] {
+        let r = call(&h, &token, method, &url).await;
+        assert_eq!(r.status().as_u16(), 429, "{url}");
+    }
     // Probes stay open, with or without a token; other tenants have their own budget.
     for path in ["/health", "/metrics"] {
         let r = call(

@@ -264,3 +264,55 @@ async fn a_slow_policy_is_cut_off_at_the_deadline_in_opa_shape() {
     assert!(answer.get("error").is_none(), "OPA's shape: {answer}");
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
+
+/// The served document says who may query: a bearer token, and no token at all only where the
+/// endpoint answers anonymous callers; a query's body is optional.
+#[tokio::test]
+async fn the_document_says_whether_a_token_is_needed() {
+    for anonymous in [false, true] {
+        let (engine, _) = audited_engine();
+        let config = ServerConfig::new(Some(verifier())).anonymous(anonymous);
+        let opa = start_served(engine, config).await;
+        let (status, doc) = call(
+            reqwest::Method::GET,
+            &format!("{}/openapi.json", opa.url),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let want = if anonymous {
+            json!([{"bearer": []}, {}])
+        } else {
+            json!([{"bearer": []}])
+        };
+        for (path, method) in [
+            ("/v1/data", "get"),
+            ("/v1/data", "post"),
+            ("/v1/data/{path}", "get"),
+            ("/v1/data/{path}", "post"),
+            ("/v1/policies", "get"),
+        ] {
+            let op = &doc["paths"][path][method];
+            assert_eq!(
+                op["security"], want,
+                "anonymous {anonymous}: {method} {path}"
+            );
+            if method == "post" {
+                assert_eq!(op["requestBody"]["required"], false, "{path}");
+            }
+        }
+        let (status, answer) = call(
+            reqwest::Method::POST,
+            &format!("{}/v1/data/frostgate/forge/training/allow", opa.url),
+            Some(&token(&["forge.observer"], "grafana")),
+            None,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "no body is a query without input: {answer}"
+        );
+    }
+}

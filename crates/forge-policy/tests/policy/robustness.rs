@@ -1,6 +1,6 @@
 //! Hostile input: every field of every gate's input replaced by every kind of JSON value still
-//! yields a decision (allow or deny), never an error or a panic; concurrent decisions agree with
-//! sequential ones.
+//! yields a decision (allow or deny), never an error or a panic, and the same one with strict
+//! builtins (strict.rs, OPA's behaviour); concurrent decisions agree with sequential ones.
 
 use std::sync::Arc;
 
@@ -8,8 +8,9 @@ use forge_policy::{EmbeddedEngine, PolicyName};
 use serde_json::{Value, json};
 
 use crate::common::gate_cases;
+use crate::strict::{strict_decision, strict_engine};
 
-fn garbage() -> Vec<Value> {
+pub fn garbage() -> Vec<Value> {
     vec![
         json!(null),
         json!(true),
@@ -27,7 +28,7 @@ fn garbage() -> Vec<Value> {
 }
 
 /// JSON pointers of every node below the root.
-fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+pub fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
     match v {
         Value::Object(map) => {
             for (k, child) in map {
@@ -50,6 +51,7 @@ fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
 #[test]
 fn every_field_replaced_by_garbage_still_decides() {
     let engine = EmbeddedEngine::builder().decision_cache(0).build().unwrap();
+    let mut strict = strict_engine();
     let mut seen = std::collections::BTreeSet::new();
     let mut decisions = 0;
     for (policy, input) in gate_cases() {
@@ -72,6 +74,13 @@ fn every_field_replaced_by_garbage_still_decides() {
                         "{policy} with {path} = {junk}: denied without a reason"
                     );
                 }
+                let under_strict = strict_decision(&mut strict, policy, &mutated)
+                    .unwrap_or_else(|e| panic!("{policy} with {path} = {junk}, strict: {e}"));
+                assert_eq!(
+                    under_strict,
+                    (d.allow, d.deny_reasons),
+                    "{policy} with {path} = {junk}: strict builtins decide otherwise"
+                );
                 decisions += 1;
             }
         }

@@ -84,6 +84,12 @@ pub(super) async fn teardown(
             }
         }
     }
+    // The uplink first, explicitly: its peer lives outside the fabric, and the kernel frees a
+    // deleted namespace (and so the pair) only asynchronously.
+    if let Err(e) = crate::egress::remove(ns).await {
+        tracing::warn!(scenario, error = %e, "removing the lab's egress uplink");
+        first_err.get_or_insert(e);
+    }
     // The namespace goes even when a container refused to die: a lab without its fabric is
     // disconnected, which is the safe failure.
     let ns_removed = netns::delete(ns).await?;

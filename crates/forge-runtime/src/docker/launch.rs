@@ -19,10 +19,11 @@ use forge_core::template::{Attachment, plan_lab};
 use futures::future::{join_all, try_join_all};
 
 use super::{DockerRuntime, labs};
+use crate::egress;
 use crate::error::{RuntimeError, status_of};
 use crate::fabric::{Fabric, Plumbing, default_gateway};
 use crate::hardening::{self, ContainerParams};
-use crate::images::SYSCTLS_LABEL;
+use crate::images::ImageRuntimeConfig;
 use crate::{ExecRequest, LabHandle, LabSpec, LaunchTimings, container_name, exec, labels, netns};
 
 /// Time one setup command may take.
@@ -54,14 +55,24 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
             scenario: scenario.to_owned(),
         });
     }
+    // Before anything is built: an unknown profile or an unresolvable host fails the launch
+    // with nothing to clean up.
+    let egress_cfg = rt.egress();
+    let egress = egress::prepare(&egress_cfg, tpl, &plan).await?;
     let created_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-    let gateways: HashMap<String, Ipv4Addr> = tpl
+    let mut gateways: HashMap<String, Ipv4Addr> = tpl
         .spec
         .network
         .subnets
         .iter()
         .filter_map(|s| Some((s.name.clone(), s.gateway?)))
         .collect();
+    let mut hosts = plan.hosts.clone();
+    if let Some(e) = &egress {
+        // The fabric routes the subnets that have no router of their own.
+        gateways.extend(e.gateways.iter().map(|g| (g.subnet.clone(), g.address)));
+        hosts.extend(e.profile.hosts.iter().cloned());
+    }
     let links: Vec<&[Attachment]> = containers
         .iter()
         .map(|c| {
@@ -73,11 +84,14 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
 
     let mut timings = LaunchTimings::default();
     let fabric = async {
-        let f = Fabric::create(&ns, &plan, &created_at).await;
+        let f = match (Fabric::create(&ns, &plan, &created_at).await, &egress) {
+            (Ok(f), Some(e)) => egress::attach(&f, &plan, e, &egress_cfg).await.map(|()| f),
+            (f, _) => f,
+        };
         (f, t0.elapsed())
     };
     let boot = async {
-        let sysctls = image_sysctls(rt, containers.iter().map(|c| c.image.as_str())).await?;
+        let image_cfg = image_config(rt, containers.iter().map(|c| c.image.as_str())).await?;
         let images_checked = t0.elapsed();
         let jobs = containers.iter().enumerate().map(|(i, c)| {
             let params = ContainerParams {
@@ -90,8 +104,9 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
                 limits: &tpl.spec.limits,
                 links: links[i],
                 gateway: default_gateway(links[i], &gateways),
-                hosts: &plan.hosts,
-                image_sysctls: sysctls.get(&c.image).map(Vec::as_slice).unwrap_or(&[]),
+                hosts: &hosts,
+                image_sysctls: image_cfg.get(&c.image).map_or(&[], |i| &i.sysctls[..]),
+                image_tmpfs: image_cfg.get(&c.image).map_or(&[], |i| &i.tmpfs[..]),
                 extra_labels: &spec.labels,
                 created_at: &created_at,
             };
@@ -101,14 +116,14 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
         // down, or a container created after the teardown would leak.
         let started: Result<Vec<Started>, RuntimeError> =
             join_all(jobs).await.into_iter().collect();
-        started.map(|s| (s, images_checked))
+        started.map(|s| (s, images_checked, image_cfg))
     };
     let ((fabric, fabric_ready), booted) = futures::join!(fabric, boot);
     timings.fabric_ready = fabric_ready;
 
     let result = async {
         let fabric = fabric?;
-        let (started, images_checked) = booted?;
+        let (started, images_checked, image_cfg_ref) = booted?;
         timings.images_checked = images_checked;
         timings.containers_created = started.iter().map(|s| s.created).max().unwrap_or_default();
         timings.containers_started = started.iter().map(|s| s.started).max().unwrap_or_default();
@@ -133,6 +148,16 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
             .map(|(c, target)| run_setup(rt, target, &c.name, scenario, &c.setup));
         try_join_all(setups).await?;
         timings.setup_done = t0.elapsed();
+
+        // Running means usable: each container's own health probe passes before the lab is
+        // handed out (the engine's first probe would come only after its interval).
+        let probes = containers.iter().zip(&targets).filter_map(|(c, target)| {
+            let test = image_cfg_ref.get(&c.image).map(|i| i.health.as_slice())?;
+            let probe = health_probe(test)?;
+            Some(wait_healthy(rt, target, &c.name, scenario, probe))
+        });
+        try_join_all(probes).await?;
+        timings.healthy = t0.elapsed();
         Ok(started)
     }
     .await;
@@ -168,34 +193,80 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
     }
 }
 
+/// How long a lab container may take to pass its health probe at launch.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time one probe may take (the images' HEALTHCHECK says 5 s too).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The engine's HEALTHCHECK test as a command to exec; `None` when the image has none.
+fn health_probe(test: &[String]) -> Option<ExecRequest> {
+    let req = match test.split_first()? {
+        (kind, argv) if kind == "CMD" && !argv.is_empty() => ExecRequest::argv(argv.to_vec()),
+        (kind, [cmd]) if kind == "CMD-SHELL" => ExecRequest::shell(cmd.clone()),
+        _ => return None,
+    };
+    Some(req.timeout(PROBE_TIMEOUT).max_output(4 * 1024))
+}
+
+/// Runs `probe` until it passes, backing off from 20 ms to 500 ms, for at most
+/// [`HEALTH_TIMEOUT`]; the error names the container, the probe and its last output.
+async fn wait_healthy(
+    rt: &DockerRuntime,
+    target: &str,
+    display: &str,
+    scenario: &str,
+    probe: ExecRequest,
+) -> Result<(), RuntimeError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let r = exec::run(rt.docker(), target, display, scenario, probe.clone()).await?;
+        if !r.timed_out && r.exit_code == 0 {
+            return Ok(());
+        }
+        if started.elapsed() + pause > HEALTH_TIMEOUT {
+            return Err(RuntimeError::Unhealthy {
+                container: display.to_owned(),
+                probe: match &probe.command {
+                    crate::ExecCommand::Argv(v) => v.join(" "),
+                    crate::ExecCommand::Shell(s) => s.clone(),
+                },
+                waited: started.elapsed(),
+                exit_code: r.exit_code,
+                output: format!("{}{}", r.stdout, r.stderr)
+                    .trim()
+                    .chars()
+                    .take(400)
+                    .collect(),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
 async fn has_containers(rt: &DockerRuntime, scenario: &str) -> Result<bool, RuntimeError> {
     let found = labs::lab_containers(rt, format!("{}={scenario}", labels::SCENARIO_ID)).await?;
     Ok(!found.is_empty())
 }
 
 /// Inspects each distinct image once: absent → "run forge images build"; present → the
-/// sysctls its label asks for.
-async fn image_sysctls<'a>(
+/// sysctls and tmpfs mounts its labels ask for.
+async fn image_config<'a>(
     rt: &DockerRuntime,
     images: impl Iterator<Item = &'a str>,
-) -> Result<HashMap<String, Vec<String>>, RuntimeError> {
+) -> Result<HashMap<String, ImageRuntimeConfig>, RuntimeError> {
     let mut distinct: Vec<&str> = images.collect();
     distinct.sort_unstable();
     distinct.dedup();
     let checks = distinct.into_iter().map(|image| async move {
         match rt.docker().inspect_image(image).await {
             Ok(info) => {
-                let label = info
-                    .config
-                    .and_then(|c| c.labels)
-                    .and_then(|mut l| l.remove(SYSCTLS_LABEL));
-                let list = label
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                Ok((image.to_owned(), list))
+                let config = info.config.unwrap_or_default();
+                let labels = config.labels.unwrap_or_default();
+                let mut cfg = ImageRuntimeConfig::from_labels(&labels);
+                cfg.health = config.healthcheck.and_then(|h| h.test).unwrap_or_default();
+                Ok((image.to_owned(), cfg))
             }
             Err(e) if status_of(&e) == Some(404) => Err(RuntimeError::ImageMissing {
                 image: image.to_owned(),

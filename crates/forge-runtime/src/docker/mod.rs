@@ -18,8 +18,9 @@ use bollard::Docker;
 use forge_core::ScenarioId;
 use futures::stream::BoxStream;
 
+use crate::egress::EgressConfig;
 use crate::error::RuntimeError;
-use crate::images::{BuildOutcome, ImageCatalog};
+use crate::images::{BuildOptions, BuildOutcome, ImageCatalog, ImageStatus};
 use crate::{
     ContainerSnapshot, ContainerState, ExecRequest, ExecResult, FileContent, LabHandle, LabSpec,
     LabSummary, ReconcileReport, Runtime, RuntimeEvent, StoppedContainer, TeardownReport,
@@ -44,6 +45,8 @@ struct Inner {
     require_userns: std::sync::atomic::AtomicBool,
     /// Scenario ids being (or recently) torn down by this process.
     tearing_down: Mutex<HashMap<String, Instant>>,
+    /// Egress profiles, uplink and link pool of allowlisted labs.
+    egress: std::sync::RwLock<Arc<EgressConfig>>,
 }
 
 impl DockerRuntime {
@@ -80,6 +83,7 @@ impl DockerRuntime {
                 docker,
                 require_userns: std::sync::atomic::AtomicBool::new(false),
                 tearing_down: Mutex::new(HashMap::new()),
+                egress: std::sync::RwLock::new(Arc::new(EgressConfig::default())),
             }),
         }
     }
@@ -92,6 +96,21 @@ impl DockerRuntime {
             .require_userns
             .store(required, std::sync::atomic::Ordering::Relaxed);
         self
+    }
+
+    /// The egress profiles allowlisted labs may name, where their uplinks attach and the pool
+    /// their link addresses come from. Without it every allowlisted lab fails to launch.
+    pub fn with_egress(self, egress: EgressConfig) -> Self {
+        *self.inner.egress.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(egress);
+        self
+    }
+
+    pub(crate) fn egress(&self) -> Arc<EgressConfig> {
+        self.inner
+            .egress
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Whether the engine runs containers in remapped user namespaces.
@@ -124,15 +143,38 @@ impl DockerRuntime {
         &self.inner.docker
     }
 
-    /// Builds the images in `references` that are missing or stale (all with `force`) from
-    /// `catalog`, with the catalog's busybox.
+    /// Builds the images in `references`, and the catalog images they are built on, that are
+    /// missing or stale (the requested ones regardless with `force`), logging progress
+    /// ([`crate::images::LogProgress`]) within the default timeout per image.
     pub async fn ensure_images(
         &self,
         catalog: &ImageCatalog,
         references: &[&str],
         force: bool,
     ) -> Result<Vec<(String, BuildOutcome)>, RuntimeError> {
-        crate::images::ensure_images(self.docker(), catalog, references, force).await
+        let opts = BuildOptions {
+            force,
+            ..Default::default()
+        };
+        crate::images::ensure_images(self.docker(), catalog, references, &opts).await
+    }
+
+    /// [`DockerRuntime::ensure_images`] with a progress sink and timeouts of the caller's.
+    pub async fn build_images(
+        &self,
+        catalog: &ImageCatalog,
+        references: &[&str],
+        opts: &BuildOptions,
+    ) -> Result<Vec<(String, BuildOutcome)>, RuntimeError> {
+        crate::images::ensure_images(self.docker(), catalog, references, opts).await
+    }
+
+    /// Every image of `catalog`: built, stale or missing, and its size.
+    pub async fn image_status(
+        &self,
+        catalog: &ImageCatalog,
+    ) -> Result<Vec<ImageStatus>, RuntimeError> {
+        crate::images::image_status(self.docker(), catalog).await
     }
 
     fn mark_teardown(&self, scenario: &str) {

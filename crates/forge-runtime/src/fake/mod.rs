@@ -66,6 +66,8 @@ struct State {
     labs: BTreeMap<String, FakeLab>,
     exec_calls: Vec<FakeExec>,
     tty_sizes: Vec<(u16, u16)>,
+    /// (container, command) of every terminal opened.
+    tty_opened: Vec<(String, Option<Vec<String>>)>,
     fail_next_launch: Option<String>,
     launch_delay: Duration,
     fail_revive: bool,
@@ -148,6 +150,11 @@ impl FakeRuntime {
     /// Every size a terminal was resized to, in order.
     pub fn tty_sizes(&self) -> Vec<(u16, u16)> {
         self.state().tty_sizes.clone()
+    }
+
+    /// The container and command of every terminal opened, in order.
+    pub fn tty_opened(&self) -> Vec<(String, Option<Vec<String>>)> {
+        self.state().tty_opened.clone()
     }
 
     /// The next `launch` fails with `reason` (and builds nothing).

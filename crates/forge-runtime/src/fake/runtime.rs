@@ -182,6 +182,7 @@ impl Runtime for FakeRuntime {
             containers_started: PHASE * 3,
             links_plumbed: PHASE * 4,
             setup_done: PHASE * 5,
+            healthy: PHASE * 5,
             total: delay + PHASE * 5,
         };
         Ok(LabHandle {
@@ -297,6 +298,7 @@ impl Runtime for FakeRuntime {
             capabilities: hardening::capabilities(def)?,
             memory_bytes: (memory > 0).then_some(memory),
             pids_limit: Some(spec.limits.pids.unwrap_or(Limits::DEFAULT_PIDS) as i64),
+            health: None,
         })
     }
 
@@ -304,9 +306,10 @@ impl Runtime for FakeRuntime {
         &self,
         scenario: &ScenarioId,
         container: &str,
-        _cmd: Option<Vec<String>>,
+        cmd: Option<Vec<String>>,
     ) -> Result<TtySession, RuntimeError> {
         self.state().running(scenario, container)?;
+        self.state().tty_opened.push((container.to_owned(), cmd));
         Ok(tty::echo_session(self.clone()))
     }
 

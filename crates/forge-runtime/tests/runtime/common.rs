@@ -60,6 +60,9 @@ pub async fn runtime() -> DockerRuntime {
 pub fn spec(t: &ScenarioTemplate) -> LabSpec {
     let mut labels = BTreeMap::new();
     labels.insert(TEST_RUN_LABEL.to_owned(), run_id().to_owned());
+    // A lab host of its own: a platform running on this machine at the same time reaps labs
+    // of no host as its leftovers, and must never take a test's labs for them.
+    labels.insert("forge.host".to_owned(), format!("test-{}", run_id()));
     LabSpec {
         scenario_id: scenario_id(),
         tenant_id: "tenant-test".into(),

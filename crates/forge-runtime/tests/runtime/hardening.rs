@@ -222,3 +222,114 @@ async fn labs_need_remapped_user_namespaces_when_required() {
     }
     guard.close(&rt).await;
 }
+
+/// The uid a lab's processes have *on the host*, read from the host's `/proc` (not from inside,
+/// where root is uid 0 either way): with remapping on, lab root is an unprivileged host uid out
+/// of the engine's subordinate range; without it, it is host root — and the runtime's detection
+/// must say which, since production refuses the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_root_is_an_unprivileged_host_uid_when_the_engine_remaps() {
+    let rt = runtime().await;
+    let remapped = rt.user_namespaces_remapped().await.expect("engine info");
+    let t = fixture("netplus-lab.yaml");
+    let (lab, guard) = launch(&rt, &t).await;
+    let host_uids = |status: &str| -> Vec<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap_or_default();
+        line.split_whitespace()
+            .skip(1)
+            .filter_map(|u| u.parse().ok())
+            .collect()
+    };
+    for name in ["learner", "router", "web"] {
+        let docker_name = forge_runtime::container_name(&lab.scenario_id, name);
+        let pid = docker_inspect(&docker_name)["State"]["Pid"]
+            .as_u64()
+            .expect("running container has a pid");
+        assert!(pid > 0, "{name}: pid");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("{name}: /proc/{pid}/status: {e}"));
+        let uids = host_uids(&status);
+        assert_eq!(uids.len(), 4, "{name}: {status}");
+        // Inside, the same process is root: the remap is what makes the difference.
+        let inside = sh(&rt, &lab.scenario_id, name, "id -u").await;
+        assert_eq!(inside.stdout.trim(), "0", "{name}: uid inside");
+        if remapped {
+            assert!(
+                uids.iter().all(|&u| u >= 1000),
+                "{name}: lab root must not be a host system uid: {uids:?}"
+            );
+            // The uid lies in the engine's subordinate range (`dockremap` in /etc/subuid).
+            if let Some((start, len)) = subuid_range("dockremap") {
+                assert!(
+                    uids.iter().all(|&u| (start..start + len).contains(&u)),
+                    "{name}: {uids:?} outside dockremap's {start}+{len}"
+                );
+            }
+        } else {
+            assert_eq!(uids, [0, 0, 0, 0], "{name}: no remap means host root");
+        }
+    }
+    guard.close(&rt).await;
+    assert_eq!(lab_leftovers(&lab.scenario_id), (vec![], false));
+}
+
+/// `user:start:count` from /etc/subuid for `user`.
+fn subuid_range(user: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/etc/subuid").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == user).then_some(())?;
+        Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    })
+}
+
+/// CIS Docker Benchmark 4.6 / 5.27: every lab image carries a HEALTHCHECK, the engine runs it,
+/// and the probe passes in a healthy lab (run here by hand: the engine's first probe comes only
+/// after the interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_lab_container_has_a_health_probe_that_passes() {
+    let rt = runtime().await;
+    let t = fixture("netplus-lab.yaml");
+    let (lab, guard) = launch(&rt, &t).await;
+    for name in ["learner", "router", "web"] {
+        let docker_name = forge_runtime::container_name(&lab.scenario_id, name);
+        let v = docker_inspect(&docker_name);
+        let test: Vec<String> = v["Config"]["Healthcheck"]["Test"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: no healthcheck: {}", v["Config"]))
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            test.first().map(String::as_str),
+            Some("CMD"),
+            "{name}: {test:?}"
+        );
+        assert_eq!(
+            v["Config"]["Healthcheck"]["Interval"], 30_000_000_000u64,
+            "{name}"
+        );
+        let status = v["State"]["Health"]["Status"].as_str().unwrap_or_default();
+        assert!(
+            ["starting", "healthy"].contains(&status),
+            "{name}: health {status}"
+        );
+        let quoted: Vec<String> = test[1..]
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+            .collect();
+        let probe = sh(&rt, &lab.scenario_id, name, &quoted.join(" ")).await;
+        assert_eq!(probe.exit_code, 0, "{name}: probe {test:?}: {probe:?}");
+        let snap = rt.snapshot(&lab.scenario_id, name).await.expect("snapshot");
+        assert!(
+            matches!(snap.health.as_deref(), Some("starting" | "healthy")),
+            "{name}: {:?}",
+            snap.health
+        );
+    }
+    guard.close(&rt).await;
+    assert_eq!(lab_leftovers(&lab.scenario_id), (vec![], false));
+}

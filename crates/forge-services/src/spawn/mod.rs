@@ -111,10 +111,11 @@ fn router_with(state: SpawnState, extra: Router) -> Router {
     let limit = state.config().body_limit;
     let verifier = state.inner.deps.verifier.clone();
     let readiness = state.readiness.clone();
+    let doc = openapi(&state.inner.deps.catalog);
     let api = Router::new()
         .route("/v1/spawn", post(handler::spawn))
         .with_state(state);
-    let routes = forge_http::common_routes(Service::Spawn, openapi())
+    let routes = forge_http::common_routes(Service::Spawn, doc)
         .merge(api)
         .merge(extra)
         .layer(Extension(verifier));

@@ -11,7 +11,7 @@ use forge_http::ApiError;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-/// Longest accepted request_id.
+/// Longest accepted request_id, in characters (white space at either end is trimmed first).
 pub const MAX_REQUEST_ID_LEN: usize = 255;
 
 /// A body field, a test of its JSON type, and what the type should be.
@@ -187,12 +187,12 @@ fn request_id(
             "request_id must not be empty",
         ));
     }
-    if id.len() > MAX_REQUEST_ID_LEN {
+    let chars = id.chars().count();
+    if chars > MAX_REQUEST_ID_LEN {
         return Err(ApiError::bad_request(
             "invalid_request_id",
             format!(
-                "request_id is {} bytes long; at most {MAX_REQUEST_ID_LEN} are allowed",
-                id.len()
+                "request_id is {chars} characters long; at most {MAX_REQUEST_ID_LEN} are allowed"
             ),
         ));
     }

@@ -1,6 +1,6 @@
 //! Bad input gets a clear 4xx naming what is wrong, never a 500 (docs/design.md §6).
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{Harness, Options};
 
@@ -230,5 +230,74 @@ async fn an_unauthenticated_garbage_body_is_401_not_400() {
         )
         .await;
     assert_eq!((r.status.as_u16(), r.code()), (401, "missing_token".into()));
+    h.stop().await;
+}
+
+/// A request_id is 1-255 characters (not bytes) without control characters once white space at
+/// either end is trimmed, and the documented pattern says exactly that.
+#[tokio::test]
+async fn request_ids_are_what_the_documented_pattern_says() {
+    let h = Harness::start(Options::default()).await;
+    let t = h.spawner("demo");
+    let doc = h
+        .send(h.client.get(format!("{}/openapi.json", h.base)))
+        .await
+        .json();
+    let variants = doc["components"]["schemas"]["SpawnRequestBody"]["oneOf"]
+        .as_array()
+        .expect("one body variant per track")
+        .clone();
+    let tracks: Vec<&Value> = variants
+        .iter()
+        .map(|v| &v["properties"]["track"]["enum"])
+        .collect();
+    assert_eq!(
+        tracks,
+        [&json!(["netplus"]), &json!(["ccna"]), &json!(["cissp"])]
+    );
+    let ccna = &variants[1]["properties"]["template"]["enum"];
+    assert_eq!(
+        ccna,
+        &json!(["ccna-interfaces-lab", "ccna-static-routing-lab", null])
+    );
+    let pattern = variants[0]["properties"]["request_id"]["pattern"]
+        .as_str()
+        .unwrap();
+    let pattern = regex::Regex::new(pattern).unwrap();
+    let samples = [
+        "a".to_owned(),
+        " padded\t".to_owned(),
+        "inner space".to_owned(),
+        "\u{a0}nbsp\u{3000}".to_owned(),
+        "é".repeat(255),
+        format!("  {}  ", "x".repeat(255)),
+        "é".repeat(256),
+        "x".repeat(256),
+        String::new(),
+        " \t ".to_owned(),
+        "\u{85}".to_owned(),
+        "tab\tinside".to_owned(),
+        "del\u{7f}".to_owned(),
+        "c1\u{9b}x".to_owned(),
+    ];
+    for (i, id) in samples.iter().enumerate() {
+        let body = json!({"track": "netplus", "request_id": id, "metadata": {"i": i}});
+        let r = h.spawn(&t, &body, &[]).await;
+        let documented = pattern.is_match(id);
+        assert_eq!(
+            r.status == 201,
+            documented,
+            "{id:?}: answered {} {}, the pattern says {documented}",
+            r.status,
+            r.text
+        );
+        if !documented {
+            assert!(
+                ["missing_request_id", "invalid_request_id"].contains(&r.code().as_str()),
+                "{id:?}: {}",
+                r.text
+            );
+        }
+    }
     h.stop().await;
 }

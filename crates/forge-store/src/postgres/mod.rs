@@ -34,8 +34,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 
 use crate::{
-    Began, Billing, Charge, IdempotencyBegin, Inserted, LabHost, LedgerQuery, NewScenario,
-    OutboxItem, Refunded, ScenarioRecord, Store, StoreError,
+    Began, Billing, Charge, CheckSummary, IdempotencyBegin, Inserted, LabHost, LedgerQuery,
+    NewScenario, OutboxItem, Refunded, ScenarioRecord, Store, StoreError,
 };
 use scenarios::{scenario_cols, scenario_from_row, status_names};
 
@@ -171,6 +171,52 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(scenario_from_row).collect()
+    }
+
+    async fn list_for_tenant(
+        &self,
+        tenant_id: &str,
+        statuses: &[ScenarioStatus],
+        limit: u32,
+    ) -> Result<Vec<ScenarioRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            scenario_cols!(),
+            " FROM scenarios WHERE tenant_id = $1 AND status = ANY($2) \
+             ORDER BY created_at DESC, seq DESC LIMIT $3"
+        ))
+        .bind(tenant_id)
+        .bind(status_names(statuses))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(scenario_from_row).collect()
+    }
+
+    async fn extend(
+        &self,
+        id: &ScenarioId,
+        by: Duration,
+        cap: DateTime<Utc>,
+    ) -> Result<ScenarioRecord, StoreError> {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        scenarios::extend(&self.pool, id, by, cap).await
+    }
+
+    async fn record_check(
+        &self,
+        id: &ScenarioId,
+        check: &CheckSummary,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE scenarios SET last_check = $1 WHERE scenario_id = $2 AND status = 'running'",
+        )
+        .bind(Json(check))
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
     }
 
     async fn count_active(&self, tenant_id: &str) -> Result<u64, StoreError> {

@@ -16,7 +16,7 @@ macro_rules! scenario_cols {
     () => {
         "scenario_id, tenant_id, owner_sub, track, template, request_id, status, error, \
          network_id, containers, access_url, created_at, updated_at, started_at, ended_at, \
-         expires_at, host_id"
+         expires_at, host_id, last_check"
     };
 }
 pub(super) use scenario_cols;
@@ -34,6 +34,9 @@ pub(super) fn scenario_from_row(r: &PgRow) -> Result<ScenarioRecord, StoreError>
     let Json(containers): Json<Vec<String>> = r
         .try_get("containers")
         .map_err(|e| corrupt(format!("containers of {id}: {e}")))?;
+    let last_check: Option<Json<crate::CheckSummary>> = r
+        .try_get("last_check")
+        .map_err(|e| corrupt(format!("last_check of {id}: {e}")))?;
     Ok(ScenarioRecord {
         scenario_id: id.parse().map_err(|e| corrupt(format!("{e}")))?,
         tenant_id: r.try_get("tenant_id")?,
@@ -52,6 +55,7 @@ pub(super) fn scenario_from_row(r: &PgRow) -> Result<ScenarioRecord, StoreError>
         ended_at: r.try_get("ended_at")?,
         expires_at: r.try_get("expires_at")?,
         host_id: r.try_get("host_id")?,
+        last_check: last_check.map(|Json(c)| c),
     })
 }
 
@@ -75,6 +79,7 @@ fn record_of(new: &NewScenario) -> ScenarioRecord {
         ended_at: None,
         expires_at: at_ms(new.expires_at),
         host_id: None,
+        last_check: None,
     }
 }
 
@@ -237,4 +242,35 @@ pub(super) async fn refusal(
             to,
         },
     })
+}
+
+/// Adds `by_ms` milliseconds to an active scenario's expiry, capped at `cap`, in one statement
+/// (the row lock orders concurrent extensions, so they add up).
+pub(super) async fn extend(
+    pool: &PgPool,
+    id: &ScenarioId,
+    by_ms: i64,
+    cap: chrono::DateTime<Utc>,
+) -> Result<ScenarioRecord, StoreError> {
+    let cap = super::at_ms(cap);
+    let row = sqlx::query(concat!(
+        "UPDATE scenarios SET expires_at = LEAST(expires_at + $1::bigint * interval '1 millisecond', $2), \
+         updated_at = $3 \
+         WHERE scenario_id = $4 AND status IN ('pending', 'creating', 'running') \
+         AND expires_at < $2 RETURNING ",
+        scenario_cols!()
+    ))
+    .bind(by_ms)
+    .bind(cap)
+    .bind(super::at_ms(Utc::now()))
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => scenario_from_row(&row),
+        None => Err(crate::model::not_extendable(
+            id,
+            fetch(pool, None, id).await?,
+        )),
+    }
 }

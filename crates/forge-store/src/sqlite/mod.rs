@@ -22,8 +22,8 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    Began, Billing, Charge, IdempotencyBegin, Inserted, LabHost, LedgerQuery, NewScenario,
-    OutboxItem, Refunded, ScenarioRecord, Store, StoreError,
+    Began, Billing, Charge, CheckSummary, IdempotencyBegin, Inserted, LabHost, LedgerQuery,
+    NewScenario, OutboxItem, Refunded, ScenarioRecord, Store, StoreError,
 };
 use scenarios::{scenario_cols, scenario_from_row, statuses_json};
 use writer::Writer;
@@ -229,6 +229,58 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(scenario_from_row).collect()
+    }
+
+    async fn list_for_tenant(
+        &self,
+        tenant_id: &str,
+        statuses: &[ScenarioStatus],
+        limit: u32,
+    ) -> Result<Vec<ScenarioRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            scenario_cols!(),
+            " FROM scenarios WHERE tenant_id = ? AND status IN (SELECT value FROM json_each(?)) \
+             ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        ))
+        .bind(tenant_id)
+        .bind(statuses_json(statuses))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(scenario_from_row).collect()
+    }
+
+    async fn extend(
+        &self,
+        id: &ScenarioId,
+        by: Duration,
+        cap: DateTime<Utc>,
+    ) -> Result<ScenarioRecord, StoreError> {
+        let (id, by, cap) = (id.clone(), dur_ms(by), ms(cap));
+        self.writer
+            .run(move |c| Box::pin(scenarios::extend(c, id, by, cap)))
+            .await
+    }
+
+    async fn record_check(
+        &self,
+        id: &ScenarioId,
+        check: &CheckSummary,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(check).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let changed = self
+            .writer
+            .execute(
+                sqlx::query(
+                    "UPDATE scenarios SET last_check = ? \
+                     WHERE scenario_id = ? AND status = 'running'",
+                )
+                .bind(json)
+                .bind(id.as_str()),
+            )
+            .await?;
+        Ok(changed > 0)
     }
 
     async fn count_active(&self, tenant_id: &str) -> Result<u64, StoreError> {

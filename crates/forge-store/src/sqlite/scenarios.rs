@@ -15,7 +15,7 @@ macro_rules! scenario_cols {
     () => {
         "scenario_id, tenant_id, owner_sub, track, template, request_id, status, error, \
          network_id, containers, access_url, created_at, updated_at, started_at, ended_at, \
-         expires_at, host_id"
+         expires_at, host_id, last_check"
     };
 }
 pub(crate) use scenario_cols;
@@ -31,6 +31,7 @@ pub(super) fn scenario_from_row(r: &SqliteRow) -> Result<ScenarioRecord, StoreEr
     let track: String = r.try_get("track")?;
     let status: String = r.try_get("status")?;
     let containers: String = r.try_get("containers")?;
+    let last_check: Option<String> = r.try_get("last_check")?;
     let opt = |v: Option<i64>| v.map(from_ms).transpose();
     Ok(ScenarioRecord {
         scenario_id: id.parse().map_err(|e| corrupt(format!("{e}")))?,
@@ -51,6 +52,10 @@ pub(super) fn scenario_from_row(r: &SqliteRow) -> Result<ScenarioRecord, StoreEr
         ended_at: opt(r.try_get("ended_at")?)?,
         expires_at: from_ms(r.try_get("expires_at")?)?,
         host_id: r.try_get("host_id")?,
+        last_check: last_check
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(|e| corrupt(format!("last_check of {id}: {e}")))?,
     })
 }
 
@@ -75,6 +80,7 @@ fn record_of(new: &NewScenario) -> ScenarioRecord {
         ended_at: None,
         expires_at: trunc(new.expires_at),
         host_id: None,
+        last_check: None,
     }
 }
 
@@ -228,4 +234,33 @@ pub(super) async fn refusal(
             to,
         },
     })
+}
+
+/// Adds `by_ms` to an active scenario's expiry, capped at `cap_ms`, in one statement.
+pub(super) async fn extend(
+    conn: &mut SqliteConnection,
+    id: ScenarioId,
+    by_ms: i64,
+    cap_ms: i64,
+) -> Result<ScenarioRecord, StoreError> {
+    let row = sqlx::query(concat!(
+        "UPDATE scenarios SET expires_at = MIN(expires_at + ?, ?), updated_at = ? \
+         WHERE scenario_id = ? AND status IN ('pending', 'creating', 'running') \
+         AND expires_at < ? RETURNING ",
+        scenario_cols!()
+    ))
+    .bind(by_ms)
+    .bind(cap_ms)
+    .bind(ms(Utc::now()))
+    .bind(id.as_str())
+    .bind(cap_ms)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => scenario_from_row(&row),
+        None => Err(crate::model::not_extendable(
+            &id,
+            fetch(&mut *conn, &id).await?,
+        )),
+    }
 }

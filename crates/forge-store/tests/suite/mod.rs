@@ -13,9 +13,11 @@ use ScenarioStatus::*;
 mod hosts;
 mod keys;
 mod replicas;
+mod views;
 pub use hosts::*;
 pub use keys::*;
 pub use replicas::*;
+pub use views::*;
 
 /// Runs `n` copies of `f(i)` concurrently and collects their results.
 pub async fn concurrently<T, F, Fut>(n: usize, f: F) -> Vec<T>
