@@ -2,7 +2,7 @@
 #
 # Input: the template flattened (design.md §5):
 #   {metadata: {name, labels, annotations}, limits: {cpu, memory_mb, attacker_max_exploits,
-#    timeout_minutes, pids?}, network: {egress, allowlist_profile?, subnets: [{name, cidr}]},
+#    timeout_minutes, pids?}, network: {egress, allowlist_profile?, subnets: [{name, cidr, cidr6?}]},
 #    assets: {containers: [...]}, successCriteria: [...]}
 #
 # Required (as in the spec's seed policy): exactly one class:<track> label of a known track,
@@ -399,7 +399,41 @@ private(cidr) if {
 	net.cidr_contains(r, cidr)
 }
 
-# A container's attachment: a subnet name, or {name, address}.
+# IPv6 (dual-stack subnets): prefixes and addresses must be unique local (fd00::/8), so a lab
+# never uses a routable prefix. Checked as strings: regorus and OPA disagree on IPv6 in the net
+# builtins, and the template loader has already checked the addresses' syntax and containment.
+ula_cidr(c) if {
+	is_string(c)
+	regex.match(`^[fF][dD][0-9a-fA-F]{2}:[0-9a-fA-F:]*/\d{1,3}$`, c)
+}
+
+ula_address(a) if {
+	is_string(a)
+	regex.match(`^[fF][dD][0-9a-fA-F]{2}:[0-9a-fA-F:]*$`, a)
+}
+
+deny_reasons contains msg if {
+	some i, s in subnets
+	is_object(s)
+	c := object.get(s, "cidr6", null)
+	c != null
+	not ula_cidr(c)
+	msg := sprintf("network.subnets[%d] (%v): cidr6 %v is not a unique local IPv6 prefix (fd00::/8)", [i, object.get(s, "name", "unnamed"), c])
+}
+
+deny_reasons contains msg if {
+	some i, c in containers
+	some a in nets_of(c)
+	is_object(a)
+	addr := object.get(a, "address6", null)
+	addr != null
+	addr != "none"
+	not ula_address(addr)
+	msg := sprintf("container %s: address6 %v on network %v is not a unique local IPv6 address (fd00::/8) or none", [container_name(i, c), addr, object.get(a, "name", null)])
+}
+
+# A container's attachment: a subnet name, or {name, address}; address "none" is an interface
+# plumbed without IPv4 (a DHCP client's), so there is nothing to check it against.
 attachment_name(a) := a if is_string(a)
 
 attachment_name(a) := a.name if is_object(a)
@@ -436,7 +470,8 @@ deny_reasons contains msg if {
 	is_object(a)
 	addr := a.address
 	not valid_address(addr)
-	msg := sprintf("container %s: address %v on network %v is not an IPv4 address", [container_name(i, c), addr, object.get(a, "name", null)])
+	addr != "none"
+	msg := sprintf("container %s: address %v on network %v is not an IPv4 address or none", [container_name(i, c), addr, object.get(a, "name", null)])
 }
 
 valid_address(a) if {

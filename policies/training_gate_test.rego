@@ -244,6 +244,56 @@ test_deny_address_outside_subnet if denied(
 	"container router: address 10.10.0.9 is outside subnet target_net (10.20.0.0/24)",
 )
 
+# Point-to-point links: a /31 (RFC 3021) uses both of its addresses, a /30 its two hosts.
+test_allow_point_to_point_links if {
+	inp := patched({
+		"network": {"egress": "deny", "subnets": [
+			{"name": "learner_net", "cidr": "10.10.0.0/31"},
+			{"name": "target_net", "cidr": "10.20.0.4/30"},
+		]},
+		"assets": {"containers": [
+			object.union(learner, {"networks": [{"name": "learner_net", "address": "10.10.0.0"}]}),
+			object.union(router, {"networks": [{"name": "learner_net", "address": "10.10.0.1"}, {"name": "target_net", "address": "10.20.0.5"}]}),
+			object.union(target, {"networks": [{"name": "target_net", "address": "10.20.0.6"}]}),
+		]},
+	})
+	training.allow with input as inp
+}
+
+# An unaddressed attachment (a DHCP client's interface) has nothing to check; a misspelling does.
+test_allow_unaddressed_attachment if training.allow with input as with_router({"networks": [{"name": "learner_net", "address": "none"}, {"name": "target_net", "address": "10.20.0.1"}]})
+
+test_deny_misspelt_unaddressed_attachment if denied(
+	with_router({"networks": [{"name": "target_net", "address": "None"}]}),
+	"container router: address None on network target_net is not an IPv4 address or none",
+)
+
+# Dual-stack: unique local prefixes and addresses pass; anything routable is refused.
+test_allow_dual_stack if {
+	inp := patched({
+		"network": {"egress": "deny", "subnets": [
+			{"name": "learner_net", "cidr": "10.10.0.0/24", "cidr6": "fd00:10::/64"},
+			{"name": "target_net", "cidr": "10.20.0.0/24", "gateway": "10.20.0.1"},
+		]},
+		"assets": {"containers": [
+			object.union(learner, {"networks": [{"name": "learner_net", "address6": "none"}]}),
+			object.union(router, {"networks": [{"name": "learner_net", "address6": "fd00:10::1"}, {"name": "target_net", "address": "10.20.0.1"}]}),
+			target,
+		]},
+	})
+	training.allow with input as inp
+}
+
+test_deny_routable_cidr6 if denied(
+	patched({"network": {"egress": "deny", "subnets": [{"name": "learner_net", "cidr": "10.10.0.0/24", "cidr6": "2001:db8::/64"}, {"name": "target_net", "cidr": "10.20.0.0/24"}]}}),
+	"network.subnets[0] (learner_net): cidr6 2001:db8::/64 is not a unique local IPv6 prefix (fd00::/8)",
+)
+
+test_deny_routable_address6 if denied(
+	with_router({"networks": [{"name": "target_net", "address": "10.20.0.1", "address6": "2001:db8::1"}]}),
+	"container router: address6 2001:db8::1 on network target_net is not a unique local IPv6 address (fd00::/8) or none",
+)
+
 test_deny_networks_not_a_list if denied(with_router({"networks": "learner_net"}), "container router: networks must be a list of subnet names")
 
 test_deny_subnet_not_an_object if denied(
@@ -272,7 +322,7 @@ test_deny_subnet_without_cidr if denied(
 
 test_deny_address_not_an_address if denied(
 	with_router({"networks": [{"name": "target_net", "address": "10.20.0.300"}]}),
-	"container router: address 10.20.0.300 on network target_net is not an IPv4 address",
+	"container router: address 10.20.0.300 on network target_net is not an IPv4 address or none",
 )
 
 test_deny_containers_of_other_types if denied(

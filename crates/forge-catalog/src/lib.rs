@@ -43,6 +43,46 @@ pub const BUNDLED: &[(&str, &str)] = &[
         "cissp-segmentation.yaml",
         include_str!("../../../templates/cissp-segmentation.yaml"),
     ),
+    (
+        "netplus-dns.yaml",
+        include_str!("../../../templates/netplus-dns.yaml"),
+    ),
+    (
+        "netplus-packet-capture.yaml",
+        include_str!("../../../templates/netplus-packet-capture.yaml"),
+    ),
+    (
+        "ccna-ospf.yaml",
+        include_str!("../../../templates/ccna-ospf.yaml"),
+    ),
+    (
+        "ccna-ebgp.yaml",
+        include_str!("../../../templates/ccna-ebgp.yaml"),
+    ),
+    (
+        "cissp-ssh-bruteforce.yaml",
+        include_str!("../../../templates/cissp-ssh-bruteforce.yaml"),
+    ),
+    (
+        "cissp-perimeter-firewall.yaml",
+        include_str!("../../../templates/cissp-perimeter-firewall.yaml"),
+    ),
+    (
+        "cissp-file-integrity.yaml",
+        include_str!("../../../templates/cissp-file-integrity.yaml"),
+    ),
+    (
+        "ccna-point-to-point.yaml",
+        include_str!("../../../templates/ccna-point-to-point.yaml"),
+    ),
+    (
+        "netplus-dhcp.yaml",
+        include_str!("../../../templates/netplus-dhcp.yaml"),
+    ),
+    (
+        "netplus-ipv6.yaml",
+        include_str!("../../../templates/netplus-ipv6.yaml"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +266,22 @@ pub fn template_files(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
 mod tests {
     use super::*;
 
+    /// Every lab in templates/ ships in the binary: a file added there but not here would pass
+    /// `forge template test` in CI and still be missing from `forge up`.
+    #[test]
+    fn every_template_file_is_bundled() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|f| f.ends_with(".yaml"))
+            .collect();
+        files.sort();
+        let mut bundled: Vec<String> = BUNDLED.iter().map(|(f, _)| f.to_string()).collect();
+        bundled.sort();
+        assert_eq!(files, bundled);
+    }
+
     #[test]
     fn bundled_catalog_has_every_track_with_a_default() {
         let c = Catalog::bundled().unwrap();
@@ -239,7 +295,13 @@ mod tests {
                 .filter(|e| e.track == t)
                 .filter_map(|e| e.template.tier())
                 .collect();
-            assert!(tiers.len() >= 2, "{t} should have two tiers, has {tiers:?}");
+            assert_eq!(
+                tiers.len(),
+                3,
+                "{t} should have all three tiers, has {tiers:?}"
+            );
+            let labs = c.entries().filter(|e| e.track == t).count();
+            assert!(labs >= 4, "{t} should have at least 4 labs, has {labs}");
         }
         assert_eq!(
             c.default_for(Track::Netplus)

@@ -174,14 +174,31 @@ impl PlaybookStep {
 /// `host:port` is a TCP connect with `nc`, a bare host is one ICMP echo with `ping`.
 pub fn network_probe_command(target: &str, timeout_seconds: u64) -> String {
     let t = timeout_seconds.clamp(1, 60);
+    match split_target(target) {
+        (host, Some(port)) => format!(
+            "nc -w {t} {} {port} </dev/null >/dev/null 2>&1",
+            shell_quote(host)
+        ),
+        // busybox ping picks ICMPv6 for an IPv6 literal by itself.
+        (host, None) => format!("ping -c 1 -W {t} {} >/dev/null 2>&1", shell_quote(host)),
+    }
+}
+
+/// A probe target's host and port: `host`, `host:port`, an IPv6 literal (`fd00::10`) or a
+/// bracketed one with a port (`[fd00::10]:80`). A port that is not a number is left in the host,
+/// for the caller to refuse.
+pub fn split_target(target: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = target.strip_prefix('[')
+        && let Some((host, after)) = rest.split_once(']')
+    {
+        return (host, after.strip_prefix(':'));
+    }
+    if target.matches(':').count() > 1 {
+        return (target, None);
+    }
     match target.rsplit_once(':') {
-        Some((host, port)) if port.parse::<u16>().is_ok() => {
-            format!(
-                "nc -w {t} {} {port} </dev/null >/dev/null 2>&1",
-                shell_quote(host)
-            )
-        }
-        _ => format!("ping -c 1 -W {t} {} >/dev/null 2>&1", shell_quote(target)),
+        Some((host, port)) => (host, Some(port)),
+        None => (target, None),
     }
 }
 

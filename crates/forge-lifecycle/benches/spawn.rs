@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use forge_lifecycle::platform::{Backends, Platform, PlatformConfig, Ports};
-use forge_testkit::cli_baseline::{CliLab, cleanup as cli_cleanup, ms, summary};
+use forge_testkit::cli_baseline::{CliLab, IMAGES, cleanup as cli_cleanup, ms, summary};
 use forge_testkit::sweep;
 
 #[path = "support/lab_api.rs"]
@@ -28,6 +28,8 @@ const CLI: CliLab<'static> = CliLab {
     memory: "85m",
     cpus: "0.33",
     pids: "128",
+    images: IMAGES,
+    tmpfs: &["/run"],
 };
 
 /// The same lab with the docker CLI; the time until all three containers run (then removed).

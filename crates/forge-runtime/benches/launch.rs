@@ -19,6 +19,8 @@ const CLI: CliLab<'static> = CliLab {
     memory: "128m",
     cpus: "0.5",
     pids: "64",
+    images: IMAGES,
+    tmpfs: &["/run"],
 };
 
 fn cli_lab(run: &str, i: usize) -> (Duration, Duration) {
@@ -71,8 +73,9 @@ async fn main() {
     // created state) do not land in either sample.
     for i in 0..=n {
         let scn: ScenarioId = format!("scn-{run}{i:06x}").parse().unwrap();
-        let spec =
-            LabSpec::new(scn.clone(), "bench", t.clone()).with_label("forge.bench", run.as_str());
+        let spec = LabSpec::new(scn.clone(), "bench", t.clone())
+            .with_label("forge.bench", run.as_str())
+            .with_label("forge.host", format!("bench-{run}"));
         let t0 = Instant::now();
         let lab = rt.launch(spec).await;
         let ready = t0.elapsed();

@@ -5,7 +5,8 @@
 //! enslaved to its bridge and up, and its peer is created *directly* in the container's
 //! namespace (`IFLA_NET_NS_PID`) under its final name `eth<n>` — one netlink request, no rename,
 //! and no chance of a name clash in the fabric. The container side is then addressed and brought
-//! up from a socket opened inside the container's namespace.
+//! up from a socket opened inside the container's namespace. IPv6 addresses (dual-stack subnets)
+//! are added the same way, flagged `IFA_F_NODAD` so they answer at once.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use forge_core::template::{Attachment, LabPlan};
 use futures::TryStreamExt;
 use futures::future::try_join_all;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
@@ -235,12 +237,14 @@ impl Fabric {
     }
 }
 
-/// Deterministic MAC of a lab interface: locally administered `02:<bridge>:<IPv4 address>`,
-/// unique within a lab. A restarted container gets the same MAC back, so its neighbours' ARP
-/// caches stay right and traffic resumes at once instead of after ARP entries go stale.
+/// The interface's planned MAC; for links planned before MACs were (a container launched by
+/// an older runtime, re-plumbed from its label), the same `02:<bridge>:<IPv4>` they had.
 pub fn lab_mac(a: &Attachment) -> [u8; 6] {
+    if a.mac != [0; 6] {
+        return a.mac;
+    }
     let br: u8 = a.bridge.trim_start_matches("br").parse().unwrap_or(0);
-    let [o1, o2, o3, o4] = a.address.octets();
+    let [o1, o2, o3, o4] = a.address.map_or([0; 4], |ip| ip.octets());
     [0x02, br, o1, o2, o3, o4]
 }
 
@@ -265,11 +269,25 @@ async fn configure_inside(
             let idx = idx.ok_or_else(|| {
                 RuntimeError::netlink(ns, "plumb", format!("{} missing", a.ifname))
             })?;
-            h.address()
-                .add(idx, IpAddr::V4(a.address), a.prefix_len)
-                .execute()
-                .await
-                .map_err(fail(ns, "add address"))?;
+            // An unaddressed interface (`address: none`) only comes up: its address, if any,
+            // is the lab's business (a DHCP client).
+            if let Some(addr) = a.address {
+                h.address()
+                    .add(idx, IpAddr::V4(addr), a.prefix_len)
+                    .execute()
+                    .await
+                    .map_err(fail(ns, "add address"))?;
+            }
+            if let Some(addr) = a.address6 {
+                // No duplicate address detection: the plan makes addresses unique, and a
+                // tentative address would not answer for the first second or two.
+                let mut req = h.address().add(idx, IpAddr::V6(addr), a.prefix6);
+                let msg = req.message_mut();
+                msg.header.flags = AddressHeaderFlags::Nodad;
+                msg.attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+                req.execute().await.map_err(fail(ns, "add IPv6 address"))?;
+            }
             h.link()
                 .set(LinkUnspec::new_with_index(idx).up().build())
                 .execute()
@@ -296,7 +314,8 @@ async fn configure_inside(
 }
 
 /// The routing rule of the crate docs: a default route via the subnet's gateway for a
-/// single-homed container that does not own the gateway address.
+/// single-homed container that does not own the gateway address and has an address of its own
+/// (without one the gateway is unreachable; a DHCP client learns its route from the server).
 pub fn default_gateway(
     links: &[Attachment],
     gateways: &HashMap<String, Ipv4Addr>,
@@ -305,7 +324,7 @@ pub fn default_gateway(
         [only] => gateways
             .get(&only.subnet)
             .copied()
-            .filter(|gw| *gw != only.address),
+            .filter(|gw| only.address.is_some_and(|a| a != *gw)),
         _ => None,
     }
 }
@@ -319,8 +338,11 @@ mod tests {
             subnet: subnet.into(),
             bridge: "br0".into(),
             ifname: "eth0".into(),
-            address: Ipv4Addr::from(addr),
+            address: Some(Ipv4Addr::from(addr)),
             prefix_len: 24,
+            address6: None,
+            prefix6: 0,
+            mac: [0x02, 0, addr[0], addr[1], addr[2], addr[3]],
         }
     }
 
@@ -340,9 +362,19 @@ mod tests {
     }
 
     #[test]
-    fn macs_are_stable_and_local() {
+    fn macs_are_planned_or_derived_for_old_labels() {
         let mut a = att("t", [10, 20, 0, 10]);
+        assert_eq!(lab_mac(&a), [0x02, 0, 10, 20, 0, 10]);
+        a.mac = [0; 6];
         a.bridge = "br1".into();
         assert_eq!(lab_mac(&a), [0x02, 1, 10, 20, 0, 10]);
+    }
+
+    #[test]
+    fn unaddressed_hosts_get_no_default_route() {
+        let gws: HashMap<String, Ipv4Addr> = [("t".to_owned(), Ipv4Addr::new(10, 20, 0, 1))].into();
+        let mut a = att("t", [10, 20, 0, 10]);
+        a.address = None;
+        assert_eq!(default_gateway(&[a], &gws), None);
     }
 }

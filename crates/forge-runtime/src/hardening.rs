@@ -97,6 +97,18 @@ pub fn capabilities(container: &Container) -> Result<Vec<String>, RuntimeError> 
 /// NET_BIND_SERVICE) and forwarding off (a new namespace inherits the host's `ip_forward=1`,
 /// which would make every lab host a router), then the image's allowlisted ones on top.
 pub fn sysctls(container: &str, image: &[String]) -> Result<HashMap<String, String>, RuntimeError> {
+    sysctls_for(container, image, false)
+}
+
+/// [`sysctls`], and with `ipv6` (the container has a dual-stack link) IPv6 on: the engine
+/// disables it in every container it does not give an IPv6 network itself. Duplicate address
+/// detection is off (the plan makes addresses unique; link-local ones answer at once too) and
+/// IPv6 forwarding off, as IPv4's.
+pub fn sysctls_for(
+    container: &str,
+    image: &[String],
+    ipv6: bool,
+) -> Result<HashMap<String, String>, RuntimeError> {
     let mut out = HashMap::from([
         (
             "net.ipv4.ip_unprivileged_port_start".to_owned(),
@@ -104,6 +116,17 @@ pub fn sysctls(container: &str, image: &[String]) -> Result<HashMap<String, Stri
         ),
         ("net.ipv4.ip_forward".to_owned(), "0".to_owned()),
     ]);
+    if ipv6 {
+        for (k, v) in [
+            ("net.ipv6.conf.all.disable_ipv6", "0"),
+            ("net.ipv6.conf.default.disable_ipv6", "0"),
+            ("net.ipv6.conf.all.accept_dad", "0"),
+            ("net.ipv6.conf.default.accept_dad", "0"),
+            ("net.ipv6.conf.all.forwarding", "0"),
+        ] {
+            out.insert(k.to_owned(), v.to_owned());
+        }
+    }
     for kv in image {
         let (k, v) = kv
             .split_once('=')
@@ -230,7 +253,12 @@ pub fn container_config(p: &ContainerParams<'_>) -> Result<ContainerCreateBody, 
             name: Some(RestartPolicyNameEnum::NO),
             maximum_retry_count: None,
         }),
-        sysctls: Some(sysctls(&c.name, p.image_sysctls)?),
+        sysctls: Some(sysctls_for(
+            &c.name,
+            p.image_sysctls,
+            // A link on a dual-stack subnet, addressed or left to the learner.
+            p.links.iter().any(|a| a.prefix6 != 0),
+        )?),
         extra_hosts: (!extra_hosts.is_empty()).then_some(extra_hosts),
         // A chatty lab must not fill the host's disk.
         log_config: Some(HostConfigLogConfig {
@@ -295,6 +323,16 @@ mod tests {
             capabilities(&container(&["cap_net_raw", "NET_RAW"])).unwrap(),
             ["NET_RAW"]
         );
+    }
+
+    #[test]
+    fn ipv6_is_on_only_for_dual_stack_containers() {
+        let v4 = sysctls_for("r", &[], false).unwrap();
+        assert!(!v4.keys().any(|k| k.starts_with("net.ipv6")));
+        let v6 = sysctls_for("r", &[], true).unwrap();
+        assert_eq!(v6["net.ipv6.conf.all.disable_ipv6"], "0");
+        assert_eq!(v6["net.ipv6.conf.default.accept_dad"], "0");
+        assert_eq!(v6["net.ipv6.conf.all.forwarding"], "0");
     }
 
     #[test]

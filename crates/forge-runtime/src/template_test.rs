@@ -78,8 +78,86 @@ pub struct CriterionRow {
     pub id: String,
     pub before: bool,
     pub before_message: String,
+    /// What the untouched lab returned: each step's observation, summarised and truncated
+    /// ([`returned`]).
+    pub before_returned: String,
     pub after: Option<bool>,
     pub after_message: String,
+    /// What the solved lab returned (empty until the solution ran).
+    pub after_returned: String,
+}
+
+/// Longest summary of one step's observation in a report row.
+const RETURNED_MAX_CHARS: usize = 160;
+
+/// What the lab returned for one criterion, for authors: each step's observation (exit code
+/// and output of a command, a file's content, a probe's detail), whitespace collapsed,
+/// truncated to [`RETURNED_MAX_CHARS`] characters, steps joined by ` | `.
+pub fn returned(c: &EvaluatedCriterion) -> String {
+    c.artifacts
+        .iter()
+        .map(|(_, bytes)| {
+            let obs = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|v| serde_json::from_value::<Observation>(v["observation"].clone()).ok());
+            match obs {
+                Some(o) => summarise(&o),
+                None => "(no observation)".to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn summarise(o: &Observation) -> String {
+    let s = match o {
+        Observation::Command {
+            exit_code,
+            stdout,
+            stderr,
+            timed_out,
+            ..
+        } => {
+            let out = format!("{stdout} {stderr}");
+            if *timed_out {
+                format!("timed out: {}", collapse(&out))
+            } else {
+                format!("exit {exit_code}: {}", collapse(&out))
+            }
+        }
+        Observation::File { exists: false, .. } => "no such file".to_owned(),
+        Observation::File { content, .. } => {
+            format!("file: {}", collapse(content.as_deref().unwrap_or("")))
+        }
+        Observation::Network { reachable, detail } => format!(
+            "{}: {}",
+            if *reachable {
+                "reachable"
+            } else {
+                "unreachable"
+            },
+            collapse(detail)
+        ),
+        Observation::State { running, .. } => {
+            if *running { "running" } else { "not running" }.to_owned()
+        }
+        Observation::Unavailable { reason } => format!("unavailable: {}", collapse(reason)),
+    };
+    truncate(&s, RETURNED_MAX_CHARS)
+}
+
+fn collapse(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
 }
 
 /// The outcome of testing one template.
@@ -117,22 +195,26 @@ impl TemplateTestReport {
                 .max()
                 .unwrap_or(9)
                 .max(9);
-            s.push_str(&format!("  {:<w$}  before  after  message\n", "criterion"));
+            s.push_str(&format!("  {:<w$}  before  after\n", "criterion"));
             let mark = |b: bool| if b { "PASS" } else { "fail" };
             for r in &self.rows {
                 let after = r.after.map(mark).unwrap_or("-");
-                let msg = if r.after.is_some() {
-                    &r.after_message
-                } else {
-                    &r.before_message
-                };
                 s.push_str(&format!(
-                    "  {:<w$}  {:<6}  {:<5}  {}\n",
+                    "  {:<w$}  {:<6}  {}\n",
                     r.id,
                     mark(r.before),
-                    after,
-                    msg
+                    after
                 ));
+                s.push_str(&format!(
+                    "      untouched: {} · returned {}\n",
+                    r.before_message, r.before_returned
+                ));
+                if r.after.is_some() {
+                    s.push_str(&format!(
+                        "      solved:    {} · returned {}\n",
+                        r.after_message, r.after_returned
+                    ));
+                }
             }
         }
         match &self.failure {
@@ -178,6 +260,11 @@ pub async fn test_template_as(
     spec.labels = extra_labels.clone();
     spec.labels
         .insert("forge.purpose".into(), "template-test".into());
+    // A lab host of its own: a platform on the same engine takes labs of no host for its
+    // leftovers (they predate lab hosts) and would tear an author's test lab down mid-test.
+    spec.labels
+        .entry("forge.host".into())
+        .or_insert_with(|| format!("template-test-{}", std::process::id()));
     match rt.launch(spec).await {
         Ok(h) => report.launch = Some(h.timings.total),
         Err(e) => {
@@ -202,11 +289,13 @@ async fn exercise(
 ) -> Result<(), String> {
     for c in evaluate_criteria(rt, scenario, t).await {
         rows.push(CriterionRow {
+            before_returned: returned(&c),
             id: c.result.criterion_id,
             before: c.result.passed,
             before_message: c.result.message.unwrap_or_default(),
             after: None,
             after_message: String::new(),
+            after_returned: String::new(),
         });
     }
     if !rows.is_empty() && rows.iter().all(|r| r.before) {
@@ -234,6 +323,7 @@ async fn exercise(
         .zip(evaluate_criteria(rt, scenario, t).await)
     {
         row.after = Some(c.result.passed);
+        row.after_returned = returned(&c);
         row.after_message = c.result.message.unwrap_or_default();
     }
     let failed: Vec<&str> = rows
@@ -248,5 +338,60 @@ async fn exercise(
             "criteria failing after the solution: {}",
             failed.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn criterion(observations: &[Observation]) -> EvaluatedCriterion {
+        let artifacts = observations
+            .iter()
+            .map(|o| {
+                let bytes = serde_json::to_vec(&serde_json::json!({ "observation": o })).unwrap();
+                let kind = forge_core::ArtifactType::CommandOutput;
+                (Artifact::describe(kind, "c.0.x", &bytes), bytes)
+            })
+            .collect();
+        EvaluatedCriterion {
+            result: CriterionResult {
+                criterion_id: "c".into(),
+                passed: false,
+                evidence_refs: vec![],
+                message: None,
+                weight: 1.0,
+            },
+            artifacts,
+            failed_step: None,
+        }
+    }
+
+    #[test]
+    fn returned_summarises_each_step_and_truncates() {
+        let long = "x".repeat(500);
+        let c = criterion(&[
+            Observation::Command {
+                exit_code: 1,
+                stdout: "BIRD 2.0.12 ready.\n  no   OSPF\n".into(),
+                stderr: String::new(),
+                timed_out: false,
+                duration_ms: 3,
+            },
+            Observation::File {
+                exists: false,
+                content: None,
+            },
+            Observation::File {
+                exists: true,
+                content: Some(long),
+            },
+        ]);
+        let r = returned(&c);
+        let parts: Vec<&str> = r.split(" | ").collect();
+        assert_eq!(parts[0], "exit 1: BIRD 2.0.12 ready. no OSPF");
+        assert_eq!(parts[1], "no such file");
+        assert_eq!(parts[2].chars().count(), RETURNED_MAX_CHARS);
+        assert!(parts[2].starts_with("file: xxx") && parts[2].ends_with('…'));
     }
 }

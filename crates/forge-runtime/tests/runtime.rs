@@ -21,5 +21,7 @@ mod hardening;
 mod isolation;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
+#[path = "runtime/links.rs"]
+mod links;
 #[path = "shared/mod.rs"]
 mod shared;

@@ -24,6 +24,11 @@ pub struct CliLab<'a> {
     pub memory: &'a str,
     pub cpus: &'a str,
     pub pids: &'a str,
+    /// The learner's, the router's and the web server's image ([`IMAGES`] for BusyBox).
+    pub images: [&'a str; 3],
+    /// Writable directories besides `/tmp` (the runtime gives every container `/run`, and an
+    /// image's `forge.tmpfs` label asks for more).
+    pub tmpfs: &'a [&'a str],
 }
 
 fn docker(args: &[&str]) {
@@ -50,7 +55,8 @@ impl CliLab<'_> {
             .iter()
             .map(|n| format!("forgebench_{run}_{i}_{n}"))
             .collect();
-        let hard = [
+        let extra_tmpfs: Vec<String> = self.tmpfs.iter().map(|d| format!("{d}:size=16m")).collect();
+        let mut hard = vec![
             "--cap-drop",
             "ALL",
             "--security-opt",
@@ -67,6 +73,9 @@ impl CliLab<'_> {
             "--restart",
             "no",
         ];
+        for t in &extra_tmpfs {
+            hard.extend(["--tmpfs", t.as_str()]);
+        }
         let t0 = Instant::now();
         // Docker takes .1 as the bridge's own address unless told otherwise; the router needs .1.
         let (gw_a, gw_b) = (ip(&a, 254), ip(&b, 254));
@@ -98,7 +107,7 @@ impl CliLab<'_> {
                 "--ip",
                 addr,
             ];
-            args.extend(hard);
+            args.extend(&hard);
             args.extend(extra);
             docker(&args);
         };
@@ -106,7 +115,13 @@ impl CliLab<'_> {
             &names[0],
             &na,
             &ip_l,
-            &["--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", IMAGES[0]],
+            &[
+                "--cap-add",
+                "NET_ADMIN",
+                "--cap-add",
+                "NET_RAW",
+                self.images[0],
+            ],
         );
         container(
             &names[1],
@@ -117,7 +132,7 @@ impl CliLab<'_> {
                 "NET_ADMIN",
                 "--sysctl",
                 "net.ipv4.ip_forward=1",
-                IMAGES[1],
+                self.images[1],
             ],
         );
         docker(&["network", "connect", "--ip", &ip_rb, &nb, &names[1]]);
@@ -128,7 +143,7 @@ impl CliLab<'_> {
             &[
                 "--sysctl",
                 "net.ipv4.ip_unprivileged_port_start=0",
-                IMAGES[2],
+                self.images[2],
             ],
         );
         let ready = t0.elapsed();

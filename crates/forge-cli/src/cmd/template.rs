@@ -1,4 +1,5 @@
-//! `forge template validate|test|list`: what a template author runs before anything else.
+//! `forge template new|validate|test|list`: what a template author runs before anything else.
+//! `new` scaffolds a starter lab that validates and passes `test` as written.
 //! `test` proves a template solvable on the local Docker Engine: launch, check unsolved, run
 //! the solution, check solved, tear down.
 
@@ -22,8 +23,40 @@ pub enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Track {
+    Netplus,
+    Ccna,
+    Cissp,
+}
+
+impl Track {
+    fn as_str(self) -> &'static str {
+        match self {
+            Track::Netplus => "netplus",
+            Track::Ccna => "ccna",
+            Track::Cissp => "cissp",
+        }
+    }
+}
+
+/// The starter lab `forge template new` writes (placeholders `{{NAME}}`, `{{TRACK}}`,
+/// `{{FILE}}`).
+const SCAFFOLD: &str = include_str!("template_scaffold.yaml");
+
 #[derive(Subcommand)]
 pub enum TemplateCommand {
+    /// Scaffold a lab: a commented starter template for TRACK that validates and passes
+    /// `forge template test` as written
+    New {
+        #[arg(value_enum)]
+        track: Track,
+        /// The lab's metadata.name: lowercase letters, digits and dashes, at most 63
+        name: String,
+        /// Where to write it (default: NAME.yaml; `-` for stdout); an existing file is kept
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Validate template files; exit 0 when every file is valid, 1 otherwise
     Validate {
         #[arg(required = true)]
@@ -60,10 +93,56 @@ struct FileReport {
 
 pub async fn run(cmd: TemplateCommand) -> anyhow::Result<u8> {
     match cmd {
+        TemplateCommand::New {
+            track,
+            name,
+            output,
+        } => new(track, &name, output),
         TemplateCommand::Validate { paths, format } => Ok(validate(&paths, format)),
         TemplateCommand::Test { paths, images } => test(&paths, &images).await,
         TemplateCommand::List { templates, format } => list(templates.template_dir, format),
     }
+}
+
+/// The scaffold for `track` named `name`, `file` being where it will live (for its comment).
+fn scaffold(track: Track, name: &str, file: &str) -> anyhow::Result<String> {
+    ensure!(
+        !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        "invalid lab name `{name}`: use lowercase letters, digits and dashes, at most 63 characters"
+    );
+    let text = SCAFFOLD
+        .replace("{{NAME}}", name)
+        .replace("{{TRACK}}", track.as_str())
+        .replace("{{FILE}}", file);
+    // The scaffold promises a valid template: prove it before writing anything.
+    load(file, &text).map_err(|e| anyhow::anyhow!("internal error: scaffold is invalid:\n{e}"))?;
+    Ok(text)
+}
+
+fn new(track: Track, name: &str, output: Option<PathBuf>) -> anyhow::Result<u8> {
+    let path = output.unwrap_or_else(|| PathBuf::from(format!("{name}.yaml")));
+    if path.as_os_str() == "-" {
+        print!("{}", scaffold(track, name, &format!("{name}.yaml"))?);
+        return Ok(0);
+    }
+    let file = path.display().to_string();
+    let text = scaffold(track, name, &file)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {file} (an existing file is never replaced)"))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
+        .with_context(|| format!("cannot write {file}"))?;
+    println!("wrote {file} ({} lab {name})", track.as_str());
+    println!(
+        "next: edit it, then `forge template validate {file}` and `forge template test {file}`"
+    );
+    Ok(0)
 }
 
 fn validate(paths: &[PathBuf], format: Format) -> u8 {
@@ -129,7 +208,7 @@ fn list(dir: Option<PathBuf>, format: Format) -> anyhow::Result<u8> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Format::Text => {
-            println!("{:<28} {:<8} {:<13} DESCRIPTION", "NAME", "TRACK", "TIER");
+            println!("{:<30} {:<8} {:<13} DESCRIPTION", "NAME", "TRACK", "TIER");
             for r in rows {
                 let name = if r.default {
                     format!("{} *", r.name)
@@ -137,7 +216,7 @@ fn list(dir: Option<PathBuf>, format: Format) -> anyhow::Result<u8> {
                     r.name
                 };
                 println!(
-                    "{:<28} {:<8} {:<13} {}",
+                    "{:<30} {:<8} {:<13} {}",
                     name, r.track, r.tier, r.description
                 );
             }
@@ -215,4 +294,53 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 
 fn is_yaml(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scaffold_is_a_valid_template_of_each_track() {
+        for track in [Track::Netplus, Track::Ccna, Track::Cissp] {
+            let text = scaffold(track, "my-first-lab", "my-first-lab.yaml").unwrap();
+            let t = load("my-first-lab.yaml", &text).unwrap();
+            assert_eq!(t.metadata.name, "my-first-lab");
+            assert!(
+                t.metadata
+                    .labels
+                    .iter()
+                    .any(|l| l == &format!("class:{}", track.as_str())),
+                "{:?}",
+                t.metadata.labels
+            );
+            assert!(!t.spec.solution.is_empty());
+            assert!(!text.contains("{{"), "a placeholder is left: {text}");
+        }
+    }
+
+    #[test]
+    fn the_scaffold_refuses_names_the_dsl_refuses() {
+        for bad in ["", "My-Lab", "lab_1", "lab.yaml", &"a".repeat(64)] {
+            let e = scaffold(Track::Ccna, bad, "x.yaml").unwrap_err();
+            assert!(e.to_string().contains("invalid lab name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn new_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab.yaml");
+        std::fs::write(&path, "mine").unwrap();
+        let e = new(Track::Cissp, "lab", Some(path.clone())).unwrap_err();
+        assert!(format!("{e:#}").contains("never replaced"), "{e:#}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine");
+        let fresh = dir.path().join("fresh.yaml");
+        assert_eq!(new(Track::Cissp, "fresh", Some(fresh.clone())).unwrap(), 0);
+        assert!(
+            std::fs::read_to_string(&fresh)
+                .unwrap()
+                .contains("class:cissp")
+        );
+    }
 }

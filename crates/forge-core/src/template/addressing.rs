@@ -4,12 +4,14 @@
 //! Rules: explicit addresses are honoured; the subnet's `gateway` is reserved for whoever claims
 //! it explicitly; implicit attachments get the lowest free host address from offset 10 upward
 //! (`.10`, `.11`, …) in declaration order, leaving the low addresses to explicit infrastructure
-//! such as routers at `.1`. Interfaces are named `eth0`, `eth1`, … in attachment order.
+//! such as routers at `.1`; `address: none` leaves an interface without IPv4 (a DHCP client's).
+//! Interfaces are named `eth0`, `eth1`, … in attachment order. Every interface has a MAC
+//! derived from its place in the plan, so a restarted container keeps it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use super::ScenarioTemplate;
@@ -29,6 +31,8 @@ pub struct LabPlan {
 pub struct PlannedSubnet {
     pub name: String,
     pub cidr: Ipv4Net,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<Ipv6Net>,
     /// Bridge device name inside the lab's fabric namespace (`br0`, `br1`, …).
     pub bridge: String,
 }
@@ -46,13 +50,53 @@ pub struct Attachment {
     pub bridge: String,
     /// Interface name inside the container (`eth0`, …).
     pub ifname: String,
-    pub address: Ipv4Addr,
+    /// `None`: plumbed and up without IPv4 (`address: none`).
+    pub address: Option<Ipv4Addr>,
     pub prefix_len: u8,
+    /// The IPv6 address on a dual-stack subnet (`cidr6`), unless `address6: none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Addr>,
+    /// The `cidr6` prefix length (0 when the subnet has none).
+    #[serde(default)]
+    pub prefix6: u8,
+    /// Locally administered and unique within the lab: `02:<bridge>:<IPv4 address>` for an
+    /// addressed interface (so neighbours' ARP caches stay right across a restart),
+    /// `02:<bridge>:00:00:<container>:<attachment>` for an unaddressed one (stable, so a DHCP
+    /// server may key a static lease on it; lab subnets never start with octet 0). All zero
+    /// in the `forge.links` label of a container launched before MACs were planned.
+    #[serde(default)]
+    pub mac: [u8; 6],
 }
 
 impl Attachment {
+    /// `address6/prefix6`, if the interface has an IPv6 address.
+    pub fn cidr6(&self) -> Option<String> {
+        self.address6.map(|a| format!("{a}/{}", self.prefix6))
+    }
+
+    /// `address/prefix`, or `none`.
     pub fn cidr(&self) -> String {
-        format!("{}/{}", self.address, self.prefix_len)
+        match self.address {
+            Some(a) => format!("{a}/{}", self.prefix_len),
+            None => "none".to_owned(),
+        }
+    }
+}
+
+fn mac_of(
+    bridge: usize,
+    address: Option<Ipv4Addr>,
+    container: usize,
+    attachment: usize,
+) -> [u8; 6] {
+    // Validation bounds containers (32) and attachments (8); a byte holds them.
+    let b = |n: usize| u8::try_from(n).unwrap_or(u8::MAX);
+    match address {
+        Some(a) => {
+            let [o1, o2, o3, o4] = a.octets();
+            [0x02, b(bridge), o1, o2, o3, o4]
+        }
+        None => [0x02, b(bridge), 0, 0, b(container), b(attachment)],
     }
 }
 
@@ -77,11 +121,15 @@ pub fn plan_lab(t: &ScenarioTemplate) -> Result<LabPlan, PlanError> {
         .map(|(i, s)| PlannedSubnet {
             name: s.name.clone(),
             cidr: s.cidr.trunc(),
+            cidr6: s.cidr6.map(|n| n.trunc()),
             bridge: format!("br{i}"),
         })
         .collect();
-    let by_name: BTreeMap<&str, &PlannedSubnet> =
-        subnets.iter().map(|s| (s.name.as_str(), s)).collect();
+    let by_name: BTreeMap<&str, (usize, &PlannedSubnet)> = subnets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), (i, s)))
+        .collect();
 
     // Reserve explicit addresses and gateways first so implicit ones never collide with them.
     let mut taken: BTreeMap<&str, BTreeSet<Ipv4Addr>> = BTreeMap::new();
@@ -89,27 +137,34 @@ pub fn plan_lab(t: &ScenarioTemplate) -> Result<LabPlan, PlanError> {
         let set = taken.entry(s.name.as_str()).or_default();
         set.extend(s.gateway);
     }
+    let mut taken6: BTreeMap<&str, BTreeSet<Ipv6Addr>> = BTreeMap::new();
     for c in &t.spec.assets.containers {
         for a in &c.networks {
             if let Some(addr) = a.address() {
                 taken.entry(a.subnet()).or_default().insert(addr);
+            }
+            if let Some(addr) = a.address6() {
+                taken6.entry(a.subnet()).or_default().insert(addr);
             }
         }
     }
 
     let mut containers = Vec::new();
     let mut hosts: Vec<(Ipv4Addr, Vec<String>)> = Vec::new();
-    for c in &t.spec.assets.containers {
+    for (ci, c) in t.spec.assets.containers.iter().enumerate() {
         let mut attachments = Vec::new();
         for (i, a) in c.networks.iter().enumerate() {
-            let subnet = by_name
-                .get(a.subnet())
-                .ok_or_else(|| PlanError::UnknownSubnet {
-                    container: c.name.clone(),
-                    subnet: a.subnet().to_owned(),
-                })?;
+            let (bi, subnet) =
+                by_name
+                    .get(a.subnet())
+                    .copied()
+                    .ok_or_else(|| PlanError::UnknownSubnet {
+                        container: c.name.clone(),
+                        subnet: a.subnet().to_owned(),
+                    })?;
             let address = match a.address() {
-                Some(addr) => addr,
+                Some(addr) => Some(addr),
+                None if a.unaddressed() => None,
                 None => {
                     let set = taken.entry(a.subnet()).or_default();
                     let addr = next_free(subnet.cidr, set).ok_or_else(|| PlanError::Exhausted {
@@ -117,7 +172,22 @@ pub fn plan_lab(t: &ScenarioTemplate) -> Result<LabPlan, PlanError> {
                         container: c.name.clone(),
                     })?;
                     set.insert(addr);
-                    addr
+                    Some(addr)
+                }
+            };
+            let address6 = match (subnet.cidr6, a.address6()) {
+                (_, Some(addr)) => Some(addr),
+                (None, None) => None,
+                (Some(_), None) if a.unaddressed6() => None,
+                (Some(net), None) => {
+                    let set = taken6.entry(a.subnet()).or_default();
+                    let addr =
+                        super::ipv6::next_free(&net, set).ok_or_else(|| PlanError::Exhausted {
+                            subnet: subnet.name.clone(),
+                            container: c.name.clone(),
+                        })?;
+                    set.insert(addr);
+                    Some(addr)
                 }
             };
             attachments.push(Attachment {
@@ -126,14 +196,21 @@ pub fn plan_lab(t: &ScenarioTemplate) -> Result<LabPlan, PlanError> {
                 ifname: format!("eth{i}"),
                 address,
                 prefix_len: subnet.cidr.prefix_len(),
+                address6,
+                prefix6: subnet.cidr6.map_or(0, |n| n.prefix_len()),
+                mac: mac_of(bi, address, ci, i),
             });
         }
-        for (i, a) in attachments.iter().enumerate() {
+        // The plain name goes to the first interface that has an address.
+        let mut named = false;
+        for a in &attachments {
+            let Some(addr) = a.address else { continue };
             let mut names = vec![format!("{}-{}", c.name, a.subnet)];
-            if i == 0 {
+            if !named {
                 names.insert(0, c.name.clone());
+                named = true;
             }
-            hosts.push((a.address, names));
+            hosts.push((addr, names));
         }
         containers.push(PlannedContainer {
             name: c.name.clone(),
@@ -147,16 +224,35 @@ pub fn plan_lab(t: &ScenarioTemplate) -> Result<LabPlan, PlanError> {
     })
 }
 
+/// The usable host addresses of `cidr`, first and last inclusive: a /31 (RFC 3021) has no
+/// network or broadcast address, so both of its addresses are hosts; any larger subnet loses
+/// its first and last.
+pub fn host_range(cidr: &Ipv4Net) -> (u32, u32) {
+    let (network, broadcast) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
+    match cidr.prefix_len() {
+        31 => (network, broadcast),
+        32 => (network, network),
+        _ => (network + 1, broadcast - 1),
+    }
+}
+
+/// Whether `a` is a usable host address of `cidr`.
+pub fn is_host(cidr: &Ipv4Net, a: Ipv4Addr) -> bool {
+    let (first, last) = host_range(cidr);
+    (first..=last).contains(&u32::from(a))
+}
+
 fn next_free(cidr: Ipv4Net, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    let (first, last) = host_range(&cidr);
     let base = u32::from(cidr.network());
-    let broadcast = u32::from(cidr.broadcast());
-    // Small subnets (/29, /30) have no room above .10: fall back to the first host.
-    let start = if base + FIRST_IMPLICIT_HOST < broadcast {
+    // Small subnets (/28 and smaller, down to /30 and /31) have no room above .10: fall back
+    // to the first host.
+    let start = if base + FIRST_IMPLICIT_HOST <= last {
         base + FIRST_IMPLICIT_HOST
     } else {
-        base + 1
+        first
     };
-    (start..broadcast)
+    (start..=last)
         .map(Ipv4Addr::from)
         .find(|a| !taken.contains(a))
 }

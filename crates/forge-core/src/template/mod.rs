@@ -10,14 +10,15 @@ mod addressing;
 mod console;
 mod diagnostics;
 mod flatten;
+mod ipv6;
 mod schema;
 mod semantic;
 mod yaml;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ArtifactType, Track};
@@ -103,6 +104,9 @@ pub struct Subnet {
     /// An address inside the subnet reserved for a router; only informative to the runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
+    /// The subnet's IPv6 prefix (a ULA, inside fd00::/8): the subnet is then dual-stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<Ipv6Net>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,8 +157,40 @@ pub enum NetworkAttachment {
     Explicit {
         name: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        address: Option<Ipv4Addr>,
+        address: Option<AddressSpec<Ipv4Addr>>,
+        /// On a dual-stack subnet: the IPv6 address, or `none` for no IPv6 address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address6: Option<AddressSpec<Ipv6Addr>>,
     },
+}
+
+/// An attachment's explicit address setting: an address, or `none` for an interface that is
+/// plumbed and up without one of that family (a DHCP client's, a learner's to configure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressSpec<A> {
+    None,
+    Addr(A),
+}
+
+impl<A: Serialize> Serialize for AddressSpec<A> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::None => s.serialize_str("none"),
+            Self::Addr(a) => a.serialize(s),
+        }
+    }
+}
+
+impl<'de, A: std::str::FromStr> Deserialize<'de> for AddressSpec<A> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "none" {
+            return Ok(Self::None);
+        }
+        s.parse()
+            .map(Self::Addr)
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an address or none")))
+    }
 }
 
 impl NetworkAttachment {
@@ -164,11 +200,48 @@ impl NetworkAttachment {
         }
     }
 
+    /// The explicit IPv4 address, if the template gives one.
     pub fn address(&self) -> Option<Ipv4Addr> {
         match self {
-            Self::Name(_) => None,
-            Self::Explicit { address, .. } => *address,
+            Self::Explicit {
+                address: Some(AddressSpec::Addr(a)),
+                ..
+            } => Some(*a),
+            _ => None,
         }
+    }
+
+    /// The explicit IPv6 address, if the template gives one.
+    pub fn address6(&self) -> Option<Ipv6Addr> {
+        match self {
+            Self::Explicit {
+                address6: Some(AddressSpec::Addr(a)),
+                ..
+            } => Some(*a),
+            _ => None,
+        }
+    }
+
+    /// Whether the interface is to stay without an IPv6 address (`address6: none`).
+    pub fn unaddressed6(&self) -> bool {
+        matches!(
+            self,
+            Self::Explicit {
+                address6: Some(AddressSpec::None),
+                ..
+            }
+        )
+    }
+
+    /// Whether the interface is to stay without an IPv4 address (`address: none`).
+    pub fn unaddressed(&self) -> bool {
+        matches!(
+            self,
+            Self::Explicit {
+                address: Some(AddressSpec::None),
+                ..
+            }
+        )
     }
 }
 

@@ -64,6 +64,9 @@ pub fn check_formats(doc: &SpannedDoc) -> Vec<Diagnostic> {
     };
     let cidr_ok: fn(&str) -> bool = |s| s.parse::<ipnet::Ipv4Net>().is_ok();
     let addr_ok: fn(&str) -> bool = |s| s.parse::<std::net::Ipv4Addr>().is_ok();
+    let attach_ok: fn(&str) -> bool = |s| s == "none" || s.parse::<std::net::Ipv4Addr>().is_ok();
+    let cidr6_ok: fn(&str) -> bool = |s| s.parse::<ipnet::Ipv6Net>().is_ok();
+    let attach6_ok: fn(&str) -> bool = |s| s == "none" || s.parse::<std::net::Ipv6Addr>().is_ok();
     let spec = doc.value.get("spec");
     let subnets = spec
         .and_then(|s| s.pointer("/network/subnets"))
@@ -82,6 +85,12 @@ pub fn check_formats(doc: &SpannedDoc) -> Vec<Diagnostic> {
             "IPv4 address",
             addr_ok,
         );
+        check(
+            format!("{p}.cidr6"),
+            s.get("cidr6"),
+            "IPv6 CIDR (like fd00:10::/64)",
+            cidr6_ok,
+        );
     }
     let containers = spec
         .and_then(|s| s.pointer("/assets/containers"))
@@ -89,8 +98,19 @@ pub fn check_formats(doc: &SpannedDoc) -> Vec<Diagnostic> {
     for (i, c) in containers.into_iter().flatten().enumerate() {
         let nets = c.get("networks").and_then(Value::as_array);
         for (k, n) in nets.into_iter().flatten().enumerate() {
-            let p = format!("spec.assets.containers[{i}].networks[{k}].address");
-            check(p, n.get("address"), "IPv4 address", addr_ok);
+            let p = format!("spec.assets.containers[{i}].networks[{k}]");
+            check(
+                format!("{p}.address"),
+                n.get("address"),
+                "IPv4 address (or none)",
+                attach_ok,
+            );
+            check(
+                format!("{p}.address6"),
+                n.get("address6"),
+                "IPv6 address (or none)",
+                attach6_ok,
+            );
         }
     }
     out

@@ -87,6 +87,7 @@ pub fn check(t: &ScenarioTemplate, doc: &SpannedDoc) -> Vec<Diagnostic> {
     c.limits();
     let subnets = c.subnets();
     c.containers(&subnets);
+    c.out.extend(super::ipv6::check(t));
     c.criteria(&subnets);
     c.solution();
     if c.out.is_empty()
@@ -232,10 +233,11 @@ impl Checker<'_> {
                     format!("`{raw}` has host bits set; did you mean {}?", cidr.trunc()),
                 );
             }
-            if !(8..=29).contains(&cidr.prefix_len()) {
+            // /30 and /31 (RFC 3021) are the point-to-point links between routers; /32 has no peer.
+            if !(8..=31).contains(&cidr.prefix_len()) {
                 self.err(
                     format!("{p}.cidr"),
-                    format!("prefix /{} must be between /8 and /29", cidr.prefix_len()),
+                    format!("prefix /{} must be between /8 and /31", cidr.prefix_len()),
                 );
             }
             if !is_private(&cidr) {
@@ -264,7 +266,7 @@ impl Checker<'_> {
     fn host_address(&mut self, path: &str, a: Ipv4Addr, net: &Ipv4Net) {
         if !net.contains(&a) {
             self.err(path, format!("{a} is outside subnet {net}"));
-        } else if a == net.network() || a == net.broadcast() {
+        } else if !super::addressing::is_host(net, a) {
             self.err(
                 path,
                 format!("{a} is the network or broadcast address of {net}"),
@@ -504,17 +506,31 @@ impl Checker<'_> {
     /// Network probes stay inside the lab: an IP target must be in a lab subnet, a name must be
     /// a lab host.
     fn target(&mut self, p: &str, target: &str, subnets: &BTreeMap<String, Ipv4Net>) {
-        let host = match target.rsplit_once(':') {
-            Some((h, port)) => {
+        let host = match crate::playbook::split_target(target) {
+            (h, Some(port)) => {
                 if port.parse::<u16>().map_or(true, |n| n == 0) {
                     self.err(p, format!("`{target}`: port must be 1-65535"));
                     return;
                 }
                 h
             }
-            None => target,
+            (h, None) => h,
         };
-        if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        if let Ok(ip) = host.parse::<std::net::Ipv6Addr>() {
+            let inside = self
+                .t
+                .spec
+                .network
+                .subnets
+                .iter()
+                .any(|s| s.cidr6.is_some_and(|n| n.contains(&ip)));
+            if !inside {
+                self.err(
+                    p,
+                    format!("{ip} is outside every lab subnet's cidr6; probes never leave the lab"),
+                );
+            }
+        } else if let Ok(ip) = host.parse::<Ipv4Addr>() {
             if !subnets.values().any(|n| n.contains(&ip)) {
                 self.err(
                     p,

@@ -213,14 +213,15 @@ pub async fn prepare(
 }
 
 /// The fabric's address on every subnet without a declared gateway: its highest host address
-/// no container of the lab uses.
+/// no container of the lab uses. Point-to-point links (/30, /31) are left alone: their two
+/// hosts are the routers at either end, and a lab routes out through its LANs.
 pub fn fabric_gateways(
     t: &ScenarioTemplate,
     plan: &LabPlan,
 ) -> Result<Vec<FabricGateway>, RuntimeError> {
     let mut out = Vec::new();
     for (s, planned) in t.spec.network.subnets.iter().zip(&plan.subnets) {
-        if s.gateway.is_some() {
+        if s.gateway.is_some() || planned.cidr.prefix_len() >= 30 {
             continue;
         }
         let used: BTreeSet<Ipv4Addr> = plan
@@ -228,7 +229,7 @@ pub fn fabric_gateways(
             .iter()
             .flat_map(|c| &c.attachments)
             .filter(|a| a.subnet == s.name)
-            .map(|a| a.address)
+            .filter_map(|a| a.address)
             .collect();
         let first = u32::from(planned.cidr.network()) + 1;
         let last = u32::from(planned.cidr.broadcast()).saturating_sub(1);

@@ -69,6 +69,17 @@ fn the_fabric_gateway_is_the_highest_free_address_where_no_router_is() {
     assert_eq!(g[0].subnet, "small");
 }
 
+#[test]
+fn point_to_point_links_get_no_fabric_gateway() {
+    let mut t = template("egress: allowlist\n    allowlist_profile: mirror", false);
+    // A /30 whose two hosts would both be routers: the fabric must not take one of them.
+    t.spec.network.subnets[1].cidr = "10.30.0.4/30".parse().unwrap();
+    let plan = forge_core::template::plan_lab(&t).unwrap();
+    let g = fabric_gateways(&t, &plan).unwrap();
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0].subnet, "lan");
+}
+
 #[tokio::test]
 async fn deny_labs_get_nothing_and_unknown_profiles_are_named() {
     let cfg = EgressConfig::default();

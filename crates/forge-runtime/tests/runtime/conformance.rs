@@ -41,6 +41,8 @@ impl ConformanceHarness for DockerHarness {
         [
             (TEST_RUN_LABEL.to_owned(), run_id().to_owned()),
             (TEST_CASE_LABEL.to_owned(), self.case.clone()),
+            // A host of its own, as in `common::spec`.
+            ("forge.host".to_owned(), format!("test-{}", run_id())),
         ]
         .into()
     }

@@ -340,7 +340,7 @@ async fn the_spec_example_launches_unchanged() {
         .plan
         .container("target_server")
         .and_then(|c| c.attachments.first())
-        .map(|a| a.address)
+        .and_then(|a| a.address)
         .expect("target address");
     // The example's connectivity criterion looks for "nginx" in the page.
     assert_prints(

@@ -83,6 +83,7 @@ async fn identical_labs_cannot_reach_each_other() {
     assert_eq!(a.plan, b.plan);
     let beta_ip = a.plan.container("beta").unwrap().attachments[0]
         .address
+        .expect("beta is addressed")
         .to_string();
 
     let serve = |tag: &'static str| {
