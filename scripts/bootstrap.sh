@@ -74,6 +74,14 @@ if ! timeout 10 docker info >/dev/null 2>&1; then
 fi
 # /run/netns holds the labs' fabric namespaces.
 need_root mkdir -p /run/netns
+# Kernel keyrings: every container takes a session key, and under --userns-remap every lab's
+# root is the same host user, whose default quota (200 keys, 20000 bytes) stops the engine near
+# 200 containers ("unable to create session key: disk quota exceeded"); a host runs 100 labs.
+keys=/proc/sys/kernel/keys
+if [ -w "$keys/maxkeys" ] && [ "$(cat "$keys/maxkeys")" -lt 20000 ]; then
+  echo "bootstrap: raising the kernel key quota for containers (kernel.keys.maxkeys=20000)"
+  need_root sh -c "echo 20000 > $keys/maxkeys; echo 2000000 > $keys/maxbytes"
+fi
 if ! docker info --format '{{.SecurityOptions}}' | grep -q userns; then
   echo "bootstrap: warning: the running Docker Engine does not remap user namespaces; lab root is host root (restart it with --userns-remap=default)" >&2
 fi

@@ -13,6 +13,10 @@ bash scripts/bootstrap.sh
 # the runtime's fake (feature `fake`, for its conformance run) are built and run here; a plain
 # `cargo test -p forge-lifecycle` runs only the fast suite, without root or Docker.
 cargo build --workspace --all-targets --all-features
+forge="$CARGO_TARGET_DIR/debug/forge"
+# Every lab image first: on a fresh machine the Debian base alone takes a minute or two, which
+# no test's start-up wait should absorb (`forge up` builds what is missing before it is ready).
+"$forge" images build
 cargo test --workspace --all-features --no-fail-fast
 bash scripts/check-compose.sh
 bash scripts/check-monitoring.sh
@@ -20,13 +24,11 @@ bash scripts/check-monitoring.sh
 bash scripts/check-api.sh
 # The learner's, instructor's and operator's pages in a real browser (Playwright + chromium).
 bash scripts/check-web.sh
-forge="$CARGO_TARGET_DIR/debug/forge"
 "$forge" template validate templates/*.yaml
 if "$forge" policy --help >/dev/null 2>&1; then
   "$forge" policy test policies
   bash scripts/check-opa-parity.sh
 fi
 if "$forge" template test --help >/dev/null 2>&1; then
-  "$forge" images build
   "$forge" template test templates/*.yaml
 fi

@@ -77,6 +77,10 @@ pub struct SpawnRequested {
     pub track: Track,
     pub template: String,
     pub request_id: String,
+    /// The lab host whose warm lab this scenario took (its id is the lab's): only that host
+    /// adopts it, and no host builds it cold. `None` for a cold spawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_host: Option<String>,
 }
 
 impl BusMessage for SpawnRequested {

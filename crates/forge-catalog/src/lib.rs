@@ -113,6 +113,9 @@ pub struct Entry {
     pub source: String,
     /// The track's default (label `catalog:default`).
     pub default: bool,
+    /// SHA-256 of the template's text (hex): warm pools hand out only labs launched from the
+    /// same text, so a changed template drains its pool.
+    pub digest: String,
 }
 
 /// A row of `forge template list`.
@@ -182,6 +185,7 @@ impl Catalog {
             track,
             source: source.to_owned(),
             default,
+            digest: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
         };
         self.entries.insert(name, entry);
         Ok(())

@@ -1,8 +1,10 @@
 //! Spawn benchmark (issue 7): the netplus lab spawned through the platform's HTTP API
 //! (`POST /v1/spawn`, then `GET /v1/scenarios/{id}` every 10 ms until `running`), N times
-//! sequentially and 10 at a time, next to the plain `docker` CLI building the same 3-container
-//! lab (2 internal networks with per-run subnets, 3 hardened `docker run -d`, one
-//! `docker network connect`) in the same run.
+//! sequentially and 10 at a time, next to the plain `docker` CLI bringing up the same
+//! 3-container lab in the same run: the fastest way (one internal network, the three hardened
+//! `docker run -d` at once), which docs/design.md §8's target (≤ 0.5×) is set against, and, in
+//! the sequential part, step by step (2 internal networks, 3 runs in a row, one
+//! `docker network connect`).
 //!
 //! `cargo bench -p forge-lifecycle --bench spawn` (root; `FORGE_BENCH_N` sets N, default 5).
 //! Every lab is ended with `DELETE`; a drop guard removes whatever is left (labs by the run's
@@ -32,9 +34,29 @@ const CLI: CliLab<'static> = CliLab {
     tmpfs: &["/run"],
 };
 
-/// The same lab with the docker CLI; the time until all three containers run (then removed).
+/// The ratio docs/design.md §8 asks for: spawn → running at most half the fastest CLI's.
+const TARGET: f64 = 0.5;
+
+/// The same lab with the docker CLI, all at once; the time until all three containers run
+/// (then removed).
 fn cli_lab(run: &str, i: usize) -> Duration {
-    CLI.run(run, i).0
+    CLI.run_parallel(run, i).0
+}
+
+fn ratio_line(api: (Duration, Duration), cli: (Duration, Duration), target: bool) {
+    let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    let verdict = match (target, r(api.0, cli.0) <= TARGET) {
+        (false, _) => String::new(),
+        (true, ok) => format!(
+            "   target p50 <= {TARGET}x: {}",
+            if ok { "PASS" } else { "FAIL" }
+        ),
+    };
+    println!(
+        "  ratio API/CLI                          p50 {:.2}x   p95 {:.2}x{verdict}",
+        r(api.0, cli.0),
+        r(api.1, cli.1),
+    );
 }
 
 /// Removes everything of the run on drop: CLI containers and networks by label, platform labs
@@ -82,11 +104,13 @@ async fn main() {
 
     let mut seq = Vec::new();
     let mut cli_seq = Vec::new();
+    let mut cli_scripted = Vec::new();
     for i in 0..n {
         let (id, d) = api.spawn_to_running().await;
         api.end(&id).await;
         seq.push(d);
         cli_seq.push(cli_lab(&run, i + 1));
+        cli_scripted.push(CLI.run(&run, i + 1).0);
     }
 
     let t = Instant::now();
@@ -111,21 +135,16 @@ async fn main() {
     let cli_wall = t.elapsed();
 
     println!("sequential (N = {n})");
-    let (a50, a95) = summary("  spawn API -> running", seq);
-    let (c50, c95) = summary("  docker CLI baseline", cli_seq);
-    println!(
-        "  ratio API/CLI                          p50 {:.2}x   p95 {:.2}x\n",
-        a50.as_secs_f64() / c50.as_secs_f64(),
-        a95.as_secs_f64() / c95.as_secs_f64()
-    );
-    println!("{CONCURRENT} at a time");
-    let (a50, a95) = summary("  spawn API -> running", conc);
-    let (c50, c95) = summary("  docker CLI baseline", cli_conc);
-    println!(
-        "  ratio API/CLI                          p50 {:.2}x   p95 {:.2}x",
-        a50.as_secs_f64() / c50.as_secs_f64(),
-        a95.as_secs_f64() / c95.as_secs_f64()
-    );
+    let api_seq = summary("  spawn API -> running", seq);
+    let cli_par = summary("  docker CLI parallel, 1 network", cli_seq);
+    let cli_scr = summary("  docker CLI scripted, 2 networks", cli_scripted);
+    ratio_line(api_seq, cli_par, true);
+    println!("  (against the scripted CLI)");
+    ratio_line(api_seq, cli_scr, false);
+    println!("\n{CONCURRENT} at a time");
+    let api_conc = summary("  spawn API -> running", conc);
+    let cli_conc = summary("  docker CLI parallel, 1 network", cli_conc);
+    ratio_line(api_conc, cli_conc, true);
     println!(
         "  wall clock for all {CONCURRENT}                   API {}   CLI {}",
         ms(api_wall),

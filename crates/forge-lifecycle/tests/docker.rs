@@ -19,3 +19,5 @@ mod crash;
 mod flows;
 #[path = "docker/ready.rs"]
 mod ready;
+#[path = "docker/spec_example.rs"]
+mod spec_example;

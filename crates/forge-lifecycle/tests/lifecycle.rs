@@ -34,6 +34,8 @@ mod instructor;
 mod limits;
 #[path = "lifecycle/openapi.rs"]
 mod openapi;
+#[path = "lifecycle/pools.rs"]
+mod pools;
 #[path = "lifecycle/ready.rs"]
 mod ready;
 #[path = "lifecycle/recovery.rs"]

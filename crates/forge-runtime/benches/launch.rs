@@ -1,10 +1,13 @@
 //! Launch benchmark (docs/design.md §8): the 3-container netplus lab brought up N times by the
-//! runtime (fabric namespace + parallel create/start + netlink plumbing + setup) and by the
-//! plain `docker` CLI (2 internal networks with per-run subnets, 3 `docker run -d` with the
-//! same hardening flags, `docker network connect` for the router), side by side in one run.
+//! runtime (fabric namespace + parallel create/start + netlink plumbing + setup + health
+//! probes) and by the plain `docker` CLI, side by side and interleaved in one run. Two CLI
+//! baselines: the fastest a user would write (one internal network, the three hardened
+//! `docker run -d` at once), which the target (≤ 0.5×) is set against, and the lab scripted step
+//! by step (2 internal networks, 3 runs in a row, `docker network connect` for the router).
 //!
 //! `cargo bench -p forge-runtime --bench launch` (root; `FORGE_BENCH_N` sets N, default 10).
-//! Prints launch→ready p50/p95, teardown p50/p95, the ratio, and the runtime's phase breakdown.
+//! Prints launch→ready p50/p95, teardown p50/p95, the ratios with PASS/FAIL, and the runtime's
+//! phase breakdown.
 
 use std::time::{Duration, Instant};
 
@@ -23,9 +26,8 @@ const CLI: CliLab<'static> = CliLab {
     tmpfs: &["/run"],
 };
 
-fn cli_lab(run: &str, i: usize) -> (Duration, Duration) {
-    CLI.run(run, i)
-}
+/// The ratio docs/design.md §8 asks for: the runtime's launch at most half the CLI's.
+const TARGET: f64 = 0.5;
 
 /// Removes whatever the bench created, also when it panics: CLI containers and networks by
 /// label, runtime labs through the runtime (their scenario ids carry the run id).
@@ -68,6 +70,7 @@ async fn main() {
     println!("netplus 3-container lab, N = {n} (runtime and docker CLI interleaved), run {run}\n");
 
     let (mut rt_ready, mut rt_down, mut cli_ready, mut cli_down) = (vec![], vec![], vec![], vec![]);
+    let (mut par_ready, mut par_down) = (vec![], vec![]);
     let mut phases: Vec<LaunchTimings> = Vec::new();
     // One warm-up of each so first-use costs (image layers in page cache, docker's lazily
     // created state) do not land in either sample.
@@ -84,9 +87,9 @@ async fn main() {
         let down_t = t1.elapsed();
         let lab = lab.expect("launch");
         down.expect("teardown");
-        let (c_ready, c_down) = tokio::task::spawn_blocking({
+        let ((p_ready, p_down), (c_ready, c_down)) = tokio::task::spawn_blocking({
             let run = run.clone();
-            move || cli_lab(&run, i)
+            move || (CLI.run_parallel(&run, i), CLI.run(&run, i))
         })
         .await
         .unwrap();
@@ -94,20 +97,39 @@ async fn main() {
             rt_ready.push(ready);
             rt_down.push(down_t);
             phases.push(lab.timings);
+            par_ready.push(p_ready);
+            par_down.push(p_down);
             cli_ready.push(c_ready);
             cli_down.push(c_down);
         }
     }
 
     let (rt50, rt95) = summary("runtime launch->ready", rt_ready);
-    let (cli50, cli95) = summary("docker CLI launch->ready", cli_ready);
+    let (par50, par95) = summary("docker CLI parallel, 1 network", par_ready);
+    let (cli50, cli95) = summary("docker CLI scripted, 2 networks", cli_ready);
     let (td50, _) = summary("runtime teardown", rt_down);
-    let (ctd50, _) = summary("docker CLI teardown", cli_down);
+    let (ptd50, _) = summary("docker CLI parallel teardown", par_down);
+    let (ctd50, _) = summary("docker CLI scripted teardown", cli_down);
+    let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    let verdict = if r(rt50, par50) <= TARGET {
+        "PASS"
+    } else {
+        "FAIL"
+    };
     println!(
-        "\nratio runtime/CLI launch: p50 {:.2}x  p95 {:.2}x   (target <= 0.5x)   teardown p50 {:.2}x",
-        rt50.as_secs_f64() / cli50.as_secs_f64(),
-        rt95.as_secs_f64() / cli95.as_secs_f64(),
-        td50.as_secs_f64() / ctd50.as_secs_f64()
+        "\nratio runtime/CLI parallel launch: p50 {:.2}x  p95 {:.2}x   target p50 <= {TARGET}x: {verdict}",
+        r(rt50, par50),
+        r(rt95, par95),
+    );
+    println!(
+        "ratio runtime/CLI scripted launch: p50 {:.2}x  p95 {:.2}x",
+        r(rt50, cli50),
+        r(rt95, cli95),
+    );
+    println!(
+        "teardown ratio p50: {:.2}x of the parallel CLI's, {:.2}x of the scripted CLI's",
+        r(td50, ptd50),
+        r(td50, ctd50)
     );
     let avg = |f: fn(&LaunchTimings) -> Duration| {
         ms(phases.iter().map(f).sum::<Duration>() / phases.len().max(1) as u32)

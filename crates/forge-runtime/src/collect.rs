@@ -4,7 +4,8 @@
 //!
 //! Mapping: command → `exec sh -c`; file → `read_file` (no shell); network → exec of
 //! `network_probe_command`; state → [`Runtime::snapshot`]: `running` is its state, and the
-//! whole (redacted) snapshot is the observation's `detail`. Artifacts are JSON documents
+//! (redacted) snapshot without the platform's labels and start time is the observation's
+//! `detail`. Artifacts are JSON documents
 //! `{step, observation}` so each one explains itself.
 
 use std::time::Duration;
@@ -93,11 +94,19 @@ async fn observe(
             Ok(Observation::Network { reachable, detail })
         }
         PlaybookStep::InspectState { container, .. } => {
-            let snap = rt.snapshot(scenario, container).await?;
+            let mut snap = rt.snapshot(scenario, container).await?;
+            // Evidence is what the learner's work can change (state, restarts, exit code,
+            // health, hardening), not the platform's bookkeeping: its `forge.*` labels and the
+            // engine's start time differ between a warm-pool lab and a cold one.
+            snap.labels.retain(|k, _| !k.starts_with("forge."));
+            let mut detail = serde_json::to_value(&snap)
+                .map_err(|e| RuntimeError::Invalid(format!("snapshot of {container}: {e}")))?;
+            if let Some(o) = detail.as_object_mut() {
+                o.remove("started_at");
+            }
             Ok(Observation::State {
                 running: snap.state.is_running(),
-                detail: serde_json::to_value(&snap)
-                    .map_err(|e| RuntimeError::Invalid(format!("snapshot of {container}: {e}")))?,
+                detail,
             })
         }
     }

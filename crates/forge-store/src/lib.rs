@@ -15,6 +15,7 @@
 
 mod idempotency;
 mod model;
+mod pools;
 pub mod postgres;
 pub mod sqlite;
 
@@ -28,6 +29,7 @@ pub use model::{
     BILLING_TOPIC, Began, Billing, Charge, CheckSummary, IdempotencyBegin, Inserted, LabHost,
     LedgerQuery, NewScenario, OutboxItem, REFUND_PREFIX, REFUND_TOPIC, Refunded, ScenarioRecord,
 };
+pub use pools::{PoolClaims, WarmLab};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -254,4 +256,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Outbox items not yet delivered.
     async fn outbox_backlog(&self) -> Result<u64, StoreError>;
+
+    // ---- warm pools ----
+
+    /// Adds a launched, healthy lab to its template's pool (its id must be unused).
+    async fn put_warm(&self, lab: &WarmLab) -> Result<(), StoreError>;
+
+    /// Takes the oldest warm lab of `template` launched from `digest`, on any host, and counts
+    /// the claim as a hit, or as a miss when there is none. Atomic: of concurrent takers, each
+    /// gets a different lab or none.
+    async fn take_warm(&self, template: &str, digest: &str) -> Result<Option<WarmLab>, StoreError>;
+
+    /// Removes a warm lab from its pool; `false` when a spawn took it first.
+    async fn remove_warm(&self, id: &ScenarioId) -> Result<bool, StoreError>;
+
+    /// The warm labs of `host_id`, or of every host, oldest first.
+    async fn list_warm(&self, host_id: Option<&str>) -> Result<Vec<WarmLab>, StoreError>;
+
+    /// Hits and misses per pooled template, by template name.
+    async fn pool_claims(&self) -> Result<Vec<PoolClaims>, StoreError>;
+
+    /// `pending → running` of the scenario that took warm lab `lab` (its id is the lab's), on
+    /// the lab's host, in one atomic step: host, network, containers and `started_at` are set
+    /// together. [`StoreError::Conflict`] (or `NotFound`) when it is not pending.
+    async fn start_warm(&self, lab: &WarmLab) -> Result<ScenarioRecord, StoreError>;
 }

@@ -49,6 +49,9 @@ macro_rules! store_conformance_suite {
             check!(tenant_list_is_newest_first_scoped_and_limited);
             check!(extensions_add_up_and_stop_at_the_cap);
             check!(the_last_check_of_a_running_lab_is_kept);
+            check!(warm_labs_are_taken_once_oldest_first_and_counted);
+            check!(concurrent_takers_get_different_labs);
+            check!(a_warm_start_runs_a_pending_scenario_on_the_labs_host_once);
         }
     };
 }

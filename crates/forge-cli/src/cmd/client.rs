@@ -1,4 +1,4 @@
-//! Client commands against a running platform: `forge spawn|status|score|check|submit|exec|shell`.
+//! Client commands against a running platform: `forge spawn|status|score|check|submit|exec|shell|pools`.
 //!
 //! They talk HTTP to the services on their default ports ([`Service::default_port`]) of
 //! `FORGE_HOST`, or at the URLs `FORGE_SPAWN_URL`, `FORGE_ORCHESTRATOR_URL`, `FORGE_WORKER_URL`
@@ -55,8 +55,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// `--token`, else one minted from the secret in `dir`.
+    /// `--token`, else one minted from the secret in `dir` (a learner's roles).
     pub fn token(&self, dir: &Path) -> anyhow::Result<String> {
+        self.token_with(dir, &[roles::SPAWN, roles::SCORE_READ])
+    }
+
+    /// `--token`, else one minted from the secret in `dir` with `roles`.
+    pub fn token_with(&self, dir: &Path, roles: &[&str]) -> anyhow::Result<String> {
         if let Some(t) = &self.token {
             return Ok(t.clone());
         }
@@ -71,7 +76,7 @@ impl Caller {
                 dir.display()
             )
         })?;
-        let roles = [roles::SPAWN, roles::SCORE_READ].map(String::from);
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
         Ok(issuer.mint(
             &self.tenant,
             &roles,
@@ -152,6 +157,13 @@ pub enum ClientCommand {
         #[arg(long, value_parser = ["rw", "ro"])]
         mode: Option<String>,
     },
+    /// Show the warm pools: size, labs ready per host, hits and misses (operators)
+    Pools {
+        #[command(flatten)]
+        ep: Endpoint,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl ClientCommand {
@@ -163,7 +175,8 @@ impl ClientCommand {
             | Self::Check { ep, .. }
             | Self::Submit { ep, .. }
             | Self::Exec { ep, .. }
-            | Self::Shell { ep, .. } => ep,
+            | Self::Shell { ep, .. }
+            | Self::Pools { ep, .. } => ep,
         }
     }
 }
@@ -261,7 +274,10 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
 
 pub async fn run(data_dir: &Path, cmd: ClientCommand) -> anyhow::Result<u8> {
     let ep = cmd.endpoint().clone();
-    let token = ep.caller.token(data_dir)?;
+    let token = match cmd {
+        ClientCommand::Pools { .. } => ep.caller.token_with(data_dir, &[roles::OBSERVER])?,
+        _ => ep.caller.token(data_dir)?,
+    };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
@@ -285,9 +301,13 @@ pub async fn run(data_dir: &Path, cmd: ClientCommand) -> anyhow::Result<u8> {
                 body["template"] = json!(t);
             }
             let started = Instant::now();
-            let resp = api
-                .post(Service::Spawn, "/v1/spawn", Some(&body), 201)
-                .await?;
+            // The front door holds the answer until the lab runs (a warm lab: at once).
+            let path = if no_wait {
+                "/v1/spawn"
+            } else {
+                "/v1/spawn?wait=30s"
+            };
+            let resp = api.post(Service::Spawn, path, Some(&body), 201).await?;
             let id = resp["scenario_id"].as_str().unwrap_or_default().to_owned();
             if !json {
                 println!("scenario {id} accepted");
@@ -434,6 +454,36 @@ pub async fn run(data_dir: &Path, cmd: ClientCommand) -> anyhow::Result<u8> {
                 mode: mode.as_deref(),
             };
             super::shell::run(&ep, &token, &id, console).await
+        }
+        ClientCommand::Pools { json, .. } => {
+            let Some(p) = api
+                .get_or_print(Service::Orchestrator, "/v1/pools", json)
+                .await?
+            else {
+                return Ok(0);
+            };
+            println!(
+                "{:<32} {:>4} {:>5} {:>6} {:>6}  by host",
+                "template", "size", "ready", "hits", "misses"
+            );
+            for v in p["pools"].as_array().into_iter().flatten() {
+                let hosts: Vec<String> = v["ready_by_host"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(h, n)| format!("{h}={n}"))
+                    .collect();
+                println!(
+                    "{:<32} {:>4} {:>5} {:>6} {:>6}  {}",
+                    v["template"].as_str().unwrap_or(""),
+                    v["size"],
+                    v["ready"],
+                    v["hits"],
+                    v["misses"],
+                    hosts.join(" ")
+                );
+            }
+            Ok(0)
         }
     }
 }

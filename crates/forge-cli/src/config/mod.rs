@@ -11,6 +11,7 @@
 
 mod auth;
 mod egress;
+mod pools;
 mod s3;
 mod spawn;
 mod topology;
@@ -140,6 +141,15 @@ pub struct PlatformArgs {
     /// Tenants and plans [default: the bundled deploy/tenants.example.toml, tenant `demo`]
     #[arg(long = "tenants", env = "FORGE_TENANTS_FILE", value_name = "FILE")]
     pub tenants_file: Option<PathBuf>,
+    /// Warm labs kept per template on this lab host: `default` (one of each track's default
+    /// template), `off`, or `TEMPLATE=N,...` (`default=N` for every track's default)
+    #[arg(
+        long,
+        env = "FORGE_POOLS",
+        default_value = "default",
+        value_name = "POOLS"
+    )]
+    pub pools: String,
     #[command(flatten)]
     pub images: crate::cmd::images::CatalogArgs,
     #[command(flatten)]
@@ -205,6 +215,10 @@ impl PlatformArgs {
         cfg.bind = self.bind;
         cfg.public_host = self.public_host.clone();
         cfg.template_dir = self.templates.template_dir.clone();
+        // The platform loads the catalog again; this resolves and checks the pool names now.
+        let catalog = forge_catalog::Catalog::load(cfg.template_dir.as_deref())
+            .context("TEMPLATE_DIR (--template-dir)")?;
+        cfg.orchestrator.pools = pools::parse(&self.pools, &catalog)?;
         cfg.policy_dir = self.policies.policy_dir.clone();
         cfg.opa_url = self.opa_url.clone();
         cfg.opa_token = self.opa_token.clone();

@@ -150,6 +150,8 @@ impl SpawnArgs {
             idempotency_lease: self.idempotency_lease.0,
             body_limit: self.spawn_body_limit,
             billing,
+            // Filled from the lab hosts' pools (`FORGE_POOLS`) by the platform.
+            pooled_templates: Default::default(),
         })
     }
 }

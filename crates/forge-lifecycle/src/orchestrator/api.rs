@@ -200,6 +200,7 @@ struct SpawnFront {
 pub fn router(state: Orchestrator, spawn: SpawnState) -> Router {
     let mut doc = openapi(&state.deps().catalog);
     doc.merge(super::labs::LabsDoc::openapi());
+    doc.merge(super::pools_api::PoolsDoc::openapi());
     let front = SpawnFront {
         request_id_header: spawn.config().request_id_header.clone(),
         router: forge_services::spawn::router(spawn),
@@ -214,6 +215,7 @@ pub fn router(state: Orchestrator, spawn: SpawnState) -> Router {
         .route("/v1/scenarios/{id}", get(get_scenario).delete(end_scenario))
         .route("/v1/scenarios/{id}/extend", post(super::labs::extend))
         .route("/v1/hosts", get(super::labs::hosts))
+        .route("/v1/pools", get(super::pools_api::pools))
         .with_state(state.clone());
     let limit = forge_http::DEFAULT_BODY_LIMIT;
     // The instructor's and operator's pages (served by the spawn service) call these routes

@@ -1,5 +1,5 @@
-//! What the orchestrator consumes: `spawn.request` (build the lab, pulled only while this host
-//! has a free slot), `scenario.scored` (record the end; the owning host tears the lab down),
+//! What the orchestrator consumes: `spawn.request` (build the lab, or adopt the warm lab the
+//! spawn took when it names this host; pulled only while this host has a free slot), `scenario.scored` (record the end; the owning host tears the lab down),
 //! and the runtime supervisor's lab events (fail a lab that could not be kept whole). Bus
 //! messages go through the one consumer loop (`forge_bus::consume`) and are acked only once the
 //! state change they cause is durable. Every host shares the `orchestrator` durables: a message
@@ -46,16 +46,30 @@ impl Orchestrator {
                         crate::authz::scenario_span(subjects::SPAWN_REQUEST, &req.scenario_id);
                     span.record("tenant_id", req.tenant_id.as_str());
                     span.record("request_id", req.request_id.as_str());
-                    let done = tracing::Instrument::instrument(
-                        this.spawn_in(&req.scenario_id, slot),
-                        span,
-                    )
-                    .await;
+                    let done = match req.warm_host.as_deref() {
+                        None => {
+                            tracing::Instrument::instrument(
+                                this.spawn_in(&req.scenario_id, slot),
+                                span,
+                            )
+                            .await
+                        }
+                        Some(h) if h == this.host_id() => {
+                            tracing::Instrument::instrument(
+                                this.adopt_warm(&req.scenario_id, Some(slot)),
+                                span,
+                            )
+                            .await
+                        }
+                        // Another host's warm lab: that host adopts it on its next tick.
+                        Some(_) => Ok(()),
+                    };
                     settle(done, subjects::SPAWN_REQUEST, &req.scenario_id)
                 }
             },
         ));
         let host = self.run_host(shutdown.clone());
+        let pools = self.run_pools(shutdown.clone());
         let config = ConsumerConfig::new(subjects::SCENARIO_SCORED, DURABLE);
         let scored = spawn_consumer(
             self,
@@ -78,7 +92,7 @@ impl Orchestrator {
             if let Some(rx) = lab_events {
                 this.consume_lab_events(rx, shutdown).await;
             }
-            let _ = tokio::join!(spawns, scored, host);
+            let _ = tokio::join!(spawns, scored, host, pools);
             this.cancel_all_timers();
         })
     }
@@ -110,6 +124,9 @@ impl Orchestrator {
                     let Ok(id) = scenario_id.parse::<ScenarioId>() else {
                         continue;
                     };
+                    if self.pool_lab_failed(&id).await {
+                        continue;
+                    }
                     let Ok(Some(rec)) = self.deps().store.get_any(&id).await else {
                         continue;
                     };

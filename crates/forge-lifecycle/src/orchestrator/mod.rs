@@ -11,10 +11,13 @@
 //! finds the scenario past `pending` and changes nothing, so it never builds a second lab.
 //! On start, [`Orchestrator::recover`] makes store and host agree again after a crash.
 
+mod admission;
 mod api;
 mod consumers;
 mod host;
 mod labs;
+mod pools;
+mod pools_api;
 mod recover;
 mod timers;
 
@@ -27,9 +30,9 @@ use forge_bus::messages::ScenarioCreated;
 use forge_bus::{Bus, BusExt};
 use forge_catalog::Catalog;
 use forge_core::audit::{AuditEvent, AuditSink, Outcome};
-use forge_core::template::{ScenarioTemplate, policy_input};
+use forge_core::template::ScenarioTemplate;
 use forge_core::{ScenarioId, ScenarioStatus};
-use forge_policy::{DecisionContext, PolicyEngine, PolicyError, PolicyName};
+use forge_policy::PolicyEngine;
 use forge_runtime::{LabSpec, Runtime};
 use forge_store::{ScenarioRecord, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -39,9 +42,13 @@ use crate::authz::ScenarioAccess;
 pub use api::{ScenarioView, router};
 pub use host::{HOST_LABEL, HostConfig};
 pub use labs::{CheckView, LabRow, MAX_LAB_LIFETIME};
+pub use pools::POOL_LABEL;
+pub use pools_api::{PoolList, PoolView};
 pub use recover::RecoverReport;
 
+use admission::Admission;
 use host::Slots;
+use pools::Pools;
 
 /// Who the orchestrator's audit events and decisions name.
 const ACTOR: &str = "forge_orchestrator";
@@ -59,6 +66,8 @@ pub struct OrchestratorConfig {
     pub labels: BTreeMap<String, String>,
     /// This lab host: id, capacity, lease.
     pub host: HostConfig,
+    /// Warm pools: template name → labs kept launched and healthy for it on this host.
+    pub pools: BTreeMap<String, u32>,
 }
 
 impl Default for OrchestratorConfig {
@@ -69,6 +78,7 @@ impl Default for OrchestratorConfig {
             evaluation_grace: Duration::from_secs(120),
             labels: BTreeMap::new(),
             host: HostConfig::default(),
+            pools: BTreeMap::new(),
         }
     }
 }
@@ -95,16 +105,8 @@ struct Inner {
     deps: OrchestratorDeps,
     launches: Semaphore,
     slots: Slots,
+    pools: Pools,
     timers: Mutex<HashMap<ScenarioId, tokio::task::AbortHandle>>,
-}
-
-/// Outcome of [`Orchestrator::admit`].
-pub(crate) enum Admission {
-    Admitted(Box<ScenarioRecord>, Arc<ScenarioTemplate>),
-    /// The scenario failed admission (failed with the reasons, audited).
-    Denied,
-    /// Not pending (already handled) or unknown.
-    Skipped,
 }
 
 /// Why handling a message failed in a way that deserves a redelivery.
@@ -129,6 +131,7 @@ impl Orchestrator {
                 deps,
                 launches,
                 slots,
+                pools: Pools::default(),
                 timers: Mutex::default(),
             }),
         }
@@ -170,62 +173,6 @@ impl Orchestrator {
         }
     }
 
-    /// Training gate and `pending → creating`.
-    pub(crate) async fn admit(&self, id: &ScenarioId) -> Result<Admission, OrchestratorError> {
-        let d = self.deps();
-        let Some(rec) = d.store.get_any(id).await? else {
-            tracing::warn!(scenario_id = %id, "spawn.request for an unknown scenario");
-            return Ok(Admission::Skipped);
-        };
-        if rec.status != ScenarioStatus::Pending {
-            // A redelivery after a crash between `failed` and its refund: refund now (once;
-            // the store makes a second refund a no-op).
-            self.refund_unstarted(&rec, "failed before it ran").await?;
-            return Ok(Admission::Skipped);
-        }
-        let Some(entry) = d.catalog.get(&rec.template) else {
-            let why = format!("template `{}` is not in the catalog", rec.template);
-            self.fail(&rec, &[ScenarioStatus::Pending], &why).await?;
-            return Ok(Admission::Denied);
-        };
-        let template = entry.template.clone();
-        let ctx = DecisionContext {
-            actor: Some(ACTOR.to_owned()),
-            resource_id: Some(id.to_string()),
-        };
-        let input = policy_input(&template);
-        let decision = match d
-            .policy
-            .decide_with(PolicyName::TrainingGate, &input, &ctx)
-            .await
-        {
-            Ok(dec) => dec,
-            Err(e @ PolicyError::Unavailable { .. }) => {
-                return Err(OrchestratorError::PolicyUnavailable(e.to_string()));
-            }
-            Err(e) => {
-                let why = format!("training gate could not decide: {e}");
-                self.fail(&rec, &[ScenarioStatus::Pending], &why).await?;
-                return Ok(Admission::Denied);
-            }
-        };
-        if !decision.allow {
-            let why = format!("training gate denied: {}", decision.deny_reasons.join("; "));
-            self.fail(&rec, &[ScenarioStatus::Pending], &why).await?;
-            return Ok(Admission::Denied);
-        }
-        // The claim is the one step that picks this host: another host claiming it at the
-        // same time gets a conflict and leaves it.
-        let rec = match d.store.claim(id, &self.host().id).await {
-            Ok(r) => r,
-            Err(e) if lost_race(&e) => return Ok(Admission::Skipped),
-            Err(e) => return Err(e.into()),
-        };
-        self.audit_transition(&rec, ScenarioStatus::Creating, None);
-        self.refresh_gauges().await;
-        Ok(Admission::Admitted(Box::new(rec), template))
-    }
-
     /// Launches the lab of an admitted (`creating`) scenario and moves it to `running`.
     pub(crate) async fn build(
         &self,
@@ -262,8 +209,23 @@ impl Orchestrator {
             }
         };
         let containers: Vec<String> = handle.containers.keys().cloned().collect();
+        metrics::histogram!("forge_lab_launch_seconds", "track" => rec.track.as_str())
+            .record(handle.timings.total.as_secs_f64());
+        self.go_running(rec, &handle.network_id, containers).await
+    }
+
+    /// `creating → running` of a scenario whose lab stands on this host (just launched, or
+    /// a warm lab it took): records the lab, announces it, starts the timer.
+    pub(crate) async fn go_running(
+        &self,
+        rec: ScenarioRecord,
+        network_id: &str,
+        containers: Vec<String>,
+    ) -> Result<(), OrchestratorError> {
+        let d = self.deps();
+        let id = &rec.scenario_id;
         d.store
-            .set_runtime_info(id, &handle.network_id, &containers)
+            .set_runtime_info(id, network_id, &containers)
             .await?;
         let rec = match d
             .store
@@ -285,20 +247,30 @@ impl Orchestrator {
             Err(e) => return Err(e.into()),
         };
         self.audit_transition(&rec, ScenarioStatus::Running, None);
-        metrics::histogram!("forge_lab_launch_seconds", "track" => rec.track.as_str())
-            .record(handle.timings.total.as_secs_f64());
+        self.announce_running(&rec, network_id, containers).await?;
+        self.refresh_gauges().await;
+        Ok(())
+    }
+
+    /// A scenario that just became `running` on this host: `scenario.created`, its timer.
+    pub(crate) async fn announce_running(
+        &self,
+        rec: &ScenarioRecord,
+        network_id: &str,
+        containers: Vec<String>,
+    ) -> Result<(), OrchestratorError> {
+        let id = &rec.scenario_id;
         let created = ScenarioCreated {
             scenario_id: id.clone(),
             tenant_id: rec.tenant_id.clone(),
             track: rec.track,
             template: rec.template.clone(),
-            network_id: handle.network_id.clone(),
+            network_id: network_id.to_owned(),
             containers,
             expires_at: rec.expires_at,
         };
-        d.bus.publish_msg(&created).await?;
-        self.arm_timer(&rec);
-        self.refresh_gauges().await;
+        self.deps().bus.publish_msg(&created).await?;
+        self.arm_timer(rec);
         Ok(())
     }
 

@@ -13,7 +13,8 @@
 //!   bus deduplicates it, or a redelivery finds the scenario taken), so it waits for a host
 //!   with a free slot like any other spawn.
 //! - every lab of this host that belongs to no live scenario of it is removed (labs failed by
-//!   another host's sweep while this one was away, among them).
+//!   another host's sweep while this one was away, among them), and so is its warm pool: its
+//!   entries leave the store first, and the refill starts over.
 
 use std::collections::BTreeSet;
 
@@ -32,6 +33,8 @@ pub struct RecoverReport {
     pub failed_running: Vec<String>,
     pub resumed_pending: Vec<String>,
     pub orphans_removed: Vec<String>,
+    /// Warm labs of this host taken out of the pool (their labs are among the orphans).
+    pub pool_labs_removed: Vec<String>,
 }
 
 impl Orchestrator {
@@ -40,6 +43,7 @@ impl Orchestrator {
         let mut report = RecoverReport::default();
         // Announce the host first: other hosts must not take it for dead while it recovers.
         self.renew_lease().await?;
+        report.pool_labs_removed = self.empty_pool_at_start().await?;
         let labs = match d.runtime.list_labs().await {
             Ok(l) => l,
             Err(e) => {
@@ -101,6 +105,7 @@ impl Orchestrator {
                 track: rec.track,
                 template: rec.template.clone(),
                 request_id: rec.request_id.clone(),
+                warm_host: None,
             };
             match d.bus.publish_msg(&req).await {
                 Ok(_) => report.resumed_pending.push(rec.scenario_id.to_string()),

@@ -206,6 +206,11 @@ impl Platform {
 
         let mut host = cfg.orchestrator.host.clone();
         host.validate().map_err(anyhow::Error::msg)?;
+        for name in cfg.orchestrator.pools.keys() {
+            if catalog.get(name).is_none() {
+                anyhow::bail!("warm pool template `{name}` is not in the catalog");
+            }
+        }
         if host.url.is_empty() {
             host.url = url(Service::Worker);
         }
@@ -458,6 +463,10 @@ fn spawn_state(
     if spawn_cfg.base_url.is_empty() {
         spawn_cfg.base_url = url(Service::Spawn);
     }
+    // Hosts keep the pools; the front door takes from them (one setting for both).
+    spawn_cfg
+        .pooled_templates
+        .extend(cfg.orchestrator.pools.keys().cloned());
     SpawnState::new(SpawnDeps {
         config: spawn_cfg,
         verifier: d.verifier,

@@ -1,6 +1,7 @@
 //! Crash recovery: the platform runs in a child process (this test binary re-executed into
-//! `crash::platform_child`), gets SIGKILLed by its PID while one lab runs and another is being
-//! created, and a platform restarted on the same data dir converges within seconds.
+//! `crash::platform_child`), gets SIGKILLed by its PID while one lab runs, another is being
+//! created and a warm pool is full, and a platform restarted on the same data dir converges
+//! within seconds: no orphan, and the pool refilled with new labs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +24,7 @@ async fn platform_child() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let platform = common::start(common::config(&dir.join("data"), &run))
+    let platform = common::start(pooled_config(&dir.join("data"), &run))
         .await
         .expect("child platform starts");
     let info = json!({
@@ -44,6 +45,60 @@ async fn platform_child() {
         && start.elapsed() < Duration::from_secs(600)
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The run's configuration with a warm pool of one lab of the CISSP default template (the
+/// track the spawns below do not use).
+fn pooled_config(data_dir: &Path, run: &str) -> forge_lifecycle::platform::PlatformConfig {
+    let mut cfg = common::config(data_dir, run);
+    let catalog = forge_catalog::Catalog::bundled().unwrap();
+    let pooled = catalog.default_for(forge_core::Track::Cissp).unwrap();
+    cfg.orchestrator
+        .pools
+        .insert(pooled.template.metadata.name.clone(), 1);
+    cfg
+}
+
+/// Scenario ids of the run's warm labs on the engine (containers labelled `forge.pool`).
+fn pool_labs(run: &str) -> std::collections::BTreeSet<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={TEST_RUN_LABEL}={run}"),
+            "--filter",
+            "label=forge.pool",
+            "--format",
+            "{{.Label \"forge.scenario_id\"}}",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until the run has a warm lab other than `not`, whose containers all run.
+fn wait_pool_lab(run: &str, not: Option<&str>) -> String {
+    let start = Instant::now();
+    loop {
+        let fresh = pool_labs(run)
+            .into_iter()
+            .find(|id| Some(id.as_str()) != not && !common::running_containers_of(id).is_empty());
+        if let Some(id) = fresh
+            && common::running_containers_of(&id).len() == common::containers_of(&id).len()
+        {
+            return id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no warm lab within 120s: {:?}",
+            pool_labs(run)
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -118,6 +173,7 @@ async fn crash_recovery_after_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     let (mut child, api) = start_child(dir.path(), &run);
+    let warm = wait_pool_lab(&run, None);
     let a = api.spawn_track("netplus").await;
     cleanup.saw(&a);
     api.wait_for(&a, &["running"], Duration::from_secs(120))
@@ -140,7 +196,7 @@ async fn crash_recovery_after_sigkill() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let restarted = Instant::now();
-    let platform = common::start(common::config(&dir.path().join("data"), &run))
+    let platform = common::start(pooled_config(&dir.path().join("data"), &run))
         .await
         .expect("platform restarts");
     let recovery = restarted.elapsed();
@@ -207,7 +263,18 @@ async fn crash_recovery_after_sigkill() {
         );
     }
 
-    // No orphan: every container of the run belongs to a running scenario.
+    // The full pool's lab was removed and the pool refilled with a new one.
+    assert!(
+        platform.recovered.pool_labs_removed.contains(&warm)
+            || platform.recovered.orphans_removed.contains(&warm),
+        "{:?}",
+        platform.recovered
+    );
+    common::assert_no_lab(&warm);
+    let refilled = wait_pool_lab(&run, Some(&warm));
+    eprintln!("pool refilled with {refilled}");
+
+    // No orphan: every container of the run belongs to a running scenario or the pool.
     let out = Command::new("docker")
         .args([
             "ps",
@@ -220,7 +287,9 @@ async fn crash_recovery_after_sigkill() {
         .output()
         .unwrap();
     let owners = String::from_utf8_lossy(&out.stdout).to_string();
-    for owner in owners.lines() {
+    let pooled = pool_labs(&run);
+    assert_eq!(pooled.len(), 1, "one warm lab: {pooled:?}");
+    for owner in owners.lines().filter(|o| !pooled.contains(*o)) {
         assert_eq!(
             api.status(owner).await,
             "running",

@@ -58,6 +58,7 @@ async fn a_redelivered_spawn_request_builds_nothing_more() {
         track: forge_core::Track::Netplus,
         template: TEMPLATE.into(),
         request_id: "redelivered".into(),
+        warm_host: None,
     };
     for n in 0..3 {
         h.platform

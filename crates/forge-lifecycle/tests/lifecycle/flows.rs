@@ -262,6 +262,7 @@ pub async fn insert_pending(h: &Harness, expires_in: Duration) -> (String, Spawn
         track: Track::Netplus,
         template: TEMPLATE.into(),
         request_id,
+        warm_host: None,
     };
     (id.to_string(), msg)
 }

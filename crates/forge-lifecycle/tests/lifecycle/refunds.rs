@@ -108,6 +108,7 @@ pub async fn charged_pending(
         track: new.track,
         template: new.template.clone(),
         request_id: new.request_id.clone(),
+        warm_host: None,
     };
     (new, charge, msg)
 }

@@ -7,6 +7,7 @@
 
 mod labs;
 mod launch;
+mod steps;
 mod watch;
 
 use std::collections::HashMap;
@@ -221,7 +222,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn launch(&self, spec: LabSpec) -> Result<LabHandle, RuntimeError> {
-        self.check_isolation().await?;
+        // Checks isolation itself, together with its other pre-flight reads.
         launch::launch(self, spec).await
     }
 

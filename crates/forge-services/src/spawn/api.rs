@@ -45,6 +45,10 @@ pub struct SpawnResponse {
     /// RFC 3339, UTC, whole seconds: creation time plus the template's `timeout_minutes`.
     #[schema(example = "2026-01-11T13:30:00Z")]
     pub expires_at: String,
+    /// The scenario's status when answered: `pending`, or with `?wait=` whatever it reached
+    /// (`running` once the lab is up).
+    #[schema(example = "pending")]
+    pub status: String,
 }
 
 impl SpawnResponse {
@@ -54,6 +58,7 @@ impl SpawnResponse {
             scenario_id: r.scenario_id.clone(),
             access_url: r.access_url.clone(),
             expires_at: r.expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            status: r.status.as_str().to_owned(),
         }
     }
 }
@@ -68,10 +73,13 @@ impl SpawnResponse {
         ("x-request-id" = Option<String>, Header,
          description = "Idempotency key (alternative to the body's request_id; header name set by REQUEST_ID_HEADER): visible ASCII, 1-255 characters once spaces and tabs at either end are trimmed",
          pattern = "^[\\t ]*[!-~](?:[ -~]{0,253}[!-~])?[\\t ]*$"),
+        ("wait" = Option<String>, Query,
+         description = "Hold the answer until the scenario is past `pending` and `creating` (`running` once its lab is up; a warm-pool hit takes milliseconds), at most this long: `500ms`, `5s`, up to 30s",
+         pattern = "^((0|[1-9][0-9]{0,3}|[12][0-9]{4}|30000)ms|(0|[1-9]|[12][0-9]|30)s)$"),
     ),
     responses(
-        (status = 201, description = "Scenario accepted (pending); replays carry `Idempotent-Replayed: true`", body = SpawnResponse),
-        (status = 400, description = "No request_id (`missing_request_id`), a body request_id that differs from the header's (`request_id_conflict`), or an invalid body (`invalid_request`, `invalid_json`, `invalid_request_id`, `unsupported_track`, `unknown_template`, `template_track_mismatch`, `tenant_in_body`)", body = ErrorEnvelope),
+        (status = 201, description = "Scenario accepted (pending, or as far as it got within `wait`); replays carry `Idempotent-Replayed: true`", body = SpawnResponse),
+        (status = 400, description = "No request_id (`missing_request_id`), a body request_id that differs from the header's (`request_id_conflict`), or an invalid body (`invalid_request`, `invalid_json`, `invalid_request_id`, `unsupported_track`, `unknown_template`, `template_track_mismatch`, `tenant_in_body`), or a bad `wait` (`invalid_wait`)", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorEnvelope),
         (status = 403, description = "Missing role, unknown tenant, spawn gate denied (policy_denied) or template refused by the training gate (training_gate_denied); details.deny_reasons", body = ErrorEnvelope),
         (status = 409, description = "Same request_id still in flight after the wait (`request_in_progress`); see Retry-After", body = ErrorEnvelope),

@@ -2,6 +2,7 @@
 //! plain struct; the `forge` binary fills it from its flags and variables (README.md,
 //! Configuration, lists them with their defaults).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::http::HeaderName;
@@ -26,6 +27,8 @@ pub struct SpawnConfig {
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     pub billing: BillingConfig,
+    /// Templates with a warm pool on some lab host: their spawns take a warm lab first.
+    pub pooled_templates: BTreeSet<String>,
 }
 
 impl Default for SpawnConfig {
@@ -39,6 +42,7 @@ impl Default for SpawnConfig {
             idempotency_lease: Duration::from_secs(60),
             body_limit: forge_http::DEFAULT_BODY_LIMIT,
             billing: BillingConfig::default(),
+            pooled_templates: BTreeSet::new(),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use super::SpawnState;
 use super::api::{SpawnResponse, expiry};
 use super::gate::{GateError, gate_input};
 use super::request::{ValidSpawn, validate};
+use super::warm;
 use crate::billing::{self, BillingMode};
 use crate::ratelimit::retry_after_secs;
 use crate::tenants::Tenant;
@@ -32,12 +33,13 @@ pub(super) async fn spawn(
     State(state): State<SpawnState>,
     caller: Result<Caller, AuthError>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Result<ApiJson<Value>, ApiError>,
 ) -> Response {
     let started = Instant::now();
     // Only validated tracks become label values: a client cannot grow the metric's cardinality.
     let mut track = "unknown";
-    let resp = handle(&state, caller, &headers, body, &mut track)
+    let resp = handle(&state, caller, &headers, query.as_deref(), body, &mut track)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     let status = outcome_of(resp.status());
@@ -64,11 +66,13 @@ async fn handle(
     state: &SpawnState,
     caller: Result<Caller, AuthError>,
     headers: &HeaderMap,
+    query: Option<&str>,
     body: Result<ApiJson<Value>, ApiError>,
     track_label: &mut &'static str,
 ) -> Result<Response, ApiError> {
     let deps = state.deps();
     let caller = caller?;
+    let wait = warm::parse_wait(query)?;
     caller.require_role(roles::SPAWN)?;
     let tenant = deps.tenants.tenant(&caller.tenant_id).ok_or_else(|| {
         ApiError::forbidden(
@@ -102,7 +106,7 @@ async fn handle(
     if let Some((status, body)) = claim_key(state, tenant.id, &spawn).await? {
         return Ok(json_response(status, body, true));
     }
-    match create(state, &caller, &tenant, &spawn).await {
+    match create(state, &caller, &tenant, &spawn, wait).await {
         Ok(body) => {
             if let Err(e) = deps
                 .store
@@ -188,6 +192,7 @@ async fn create(
     caller: &Caller,
     tenant: &Tenant<'_>,
     spawn: &ValidSpawn,
+    wait: Option<Duration>,
 ) -> Result<Vec<u8>, ApiError> {
     let deps = state.deps();
     let active = deps
@@ -216,9 +221,15 @@ async fn create(
     // The template must be allowed to run before the spawn is stored and charged: a deny here
     // is a 403 the client can act on, not a charged lab that fails in the orchestrator (which
     // still asks the same gate, in case the template or the policies change in between).
+    let input = state
+        .inner
+        .training_inputs
+        .get(template)
+        .cloned()
+        .unwrap_or_else(|| policy_input(&spawn.template));
     let decision = deps
         .gate
-        .decide_training(policy_input(&spawn.template))
+        .decide_training(input)
         .await
         .map_err(|e| gate_error("training gate", e))?;
     if !decision.allow {
@@ -235,7 +246,11 @@ async fn create(
     }
 
     let now = Utc::now();
-    let scenario_id = ScenarioId::generate();
+    // A warm lab's id becomes the scenario's: the lab needs no renaming to be this spawn's.
+    let warm = warm::take(state, template).await;
+    let scenario_id = warm
+        .as_ref()
+        .map_or_else(ScenarioId::generate, |w| w.scenario_id.clone());
     let new = NewScenario {
         access_url: format!("{}/access/{scenario_id}", deps.config.base_url),
         tenant_id: tenant.id.to_owned(),
@@ -270,17 +285,25 @@ async fn create(
     let inserted = deps
         .store
         .insert_pending_limited(&new, billing, max_active)
-        .await
-        .map_err(|e| match e {
-            StoreError::RequestIdReused { .. } => {
-                ApiError::unprocessable("idempotency_key_reused", e.to_string())
-            }
-            StoreError::QuotaExceeded { .. } => {
-                ApiError::forbidden("policy_denied", "the spawn gate denied this request")
-                    .with_details(json!({ "deny_reasons": [e.to_string()] }))
-            }
-            other => ApiError::internal(other),
-        })?;
+        .await;
+    let warm = match (warm, &inserted) {
+        (Some(w), Ok(i)) if i.created => Some(w),
+        (Some(w), _) => {
+            warm::give_back(state, w).await;
+            None
+        }
+        (None, _) => None,
+    };
+    let inserted = inserted.map_err(|e| match e {
+        StoreError::RequestIdReused { .. } => {
+            ApiError::unprocessable("idempotency_key_reused", e.to_string())
+        }
+        StoreError::QuotaExceeded { .. } => {
+            ApiError::forbidden("policy_denied", "the spawn gate denied this request")
+                .with_details(json!({ "deny_reasons": [e.to_string()] }))
+        }
+        other => ApiError::internal(other),
+    })?;
     if gateway && inserted.created {
         state.inner.billing_wake.notify_one();
     }
@@ -297,6 +320,7 @@ async fn create(
         track: record.track,
         template: record.template.clone(),
         request_id: record.request_id.clone(),
+        warm_host: warm.map(|w| w.host_id),
     };
     // Same message id on every retry: the bus drops duplicates within its window, and the
     // orchestrator's state machine ignores a scenario that already left `pending`.
@@ -318,6 +342,12 @@ async fn create(
             .with_detail("amount_cents", charge.amount_cents)
             .with_detail("resumed", !inserted.created),
     );
+    let record = match wait {
+        Some(within) => warm::wait_started(state, tenant.id, &record.scenario_id, within)
+            .await
+            .unwrap_or(record),
+        None => record,
+    };
     Ok(serde_json::to_vec(&SpawnResponse::from_record(&record)).expect("response serializes"))
 }
 

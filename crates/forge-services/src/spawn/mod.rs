@@ -12,7 +12,9 @@ pub mod config;
 pub mod gate;
 mod handler;
 pub mod request;
+mod warm;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use forge_auth::Verifier;
 use forge_bus::Bus;
 use forge_catalog::Catalog;
 use forge_core::audit::AuditSink;
+use forge_core::template::policy_input;
 use forge_http::{Readiness, Service};
 use forge_store::Store;
 use tokio::net::TcpListener;
@@ -62,12 +65,23 @@ struct Inner {
     deps: SpawnDeps,
     limiter: RateLimiter,
     billing_wake: Arc<Notify>,
+    /// The training gate's input for each catalog template, flattened once: the catalog does
+    /// not change under a running service, and flattening a template is a serialisation of it.
+    training_inputs: HashMap<String, serde_json::Value>,
 }
 
 impl SpawnState {
     pub fn new(deps: SpawnDeps) -> Self {
         Self {
             inner: Arc::new(Inner {
+                training_inputs: deps
+                    .catalog
+                    .entries()
+                    .map(|e| {
+                        let t = &e.template;
+                        (t.metadata.name.clone(), policy_input(t))
+                    })
+                    .collect(),
                 deps,
                 limiter: RateLimiter::new(),
                 billing_wake: Arc::new(Notify::new()),

@@ -5,6 +5,7 @@ mod billing;
 mod idempotency;
 mod input;
 mod outcomes;
+mod pools;
 mod rate;
 mod training;
 

@@ -34,9 +34,16 @@ async fn created_response_scenario_message_and_audit() {
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["request_id", "scenario_id", "access_url", "expires_at"]
+        [
+            "request_id",
+            "scenario_id",
+            "access_url",
+            "expires_at",
+            "status"
+        ]
     );
     assert_eq!(v["request_id"], "req-abc123");
+    assert_eq!(v["status"], "pending", "no `wait`: answered at once");
     let id: ScenarioId = v["scenario_id"]
         .as_str()
         .unwrap()

@@ -22,6 +22,7 @@
 
 mod hosts;
 mod keys;
+mod pools;
 mod scenarios;
 
 use std::str::FromStr;
@@ -35,7 +36,7 @@ use sqlx::types::Json;
 
 use crate::{
     Began, Billing, Charge, CheckSummary, IdempotencyBegin, Inserted, LabHost, LedgerQuery,
-    NewScenario, OutboxItem, Refunded, ScenarioRecord, Store, StoreError,
+    NewScenario, OutboxItem, PoolClaims, Refunded, ScenarioRecord, Store, StoreError, WarmLab,
 };
 use scenarios::{scenario_cols, scenario_from_row, status_names};
 
@@ -366,5 +367,29 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn put_warm(&self, lab: &WarmLab) -> Result<(), StoreError> {
+        pools::put(&self.pool, lab).await
+    }
+
+    async fn take_warm(&self, template: &str, digest: &str) -> Result<Option<WarmLab>, StoreError> {
+        pools::take(&self.pool, template, digest).await
+    }
+
+    async fn remove_warm(&self, id: &ScenarioId) -> Result<bool, StoreError> {
+        pools::remove(&self.pool, id).await
+    }
+
+    async fn list_warm(&self, host_id: Option<&str>) -> Result<Vec<WarmLab>, StoreError> {
+        pools::list(&self.pool, host_id).await
+    }
+
+    async fn pool_claims(&self) -> Result<Vec<PoolClaims>, StoreError> {
+        pools::claims(&self.pool).await
+    }
+
+    async fn start_warm(&self, lab: &WarmLab) -> Result<ScenarioRecord, StoreError> {
+        pools::start(&self.pool, lab).await
     }
 }

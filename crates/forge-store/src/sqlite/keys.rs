@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use forge_core::{ScenarioId, Track};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
-use sqlx::{Connection, Row, Sqlite, Transaction};
+use sqlx::{Connection, Row};
 
 use super::{from_ms, ms};
 use crate::idempotency::StoredKey;
@@ -67,8 +67,9 @@ pub(super) async fn begin(
     {
         return Ok(b);
     }
-    // Expired, or in flight past its lease (its owner died): claim it afresh.
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    // Expired, or in flight past its lease (its owner died): claim it afresh, both statements
+    // in a savepoint of their own (this job runs without one: its fast path is one statement).
+    let mut tx = conn.begin().await?;
     sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ?")
         .bind(&tenant_id)
         .bind(&key)
@@ -98,10 +99,7 @@ pub(super) async fn peek(
     }
 }
 
-pub(super) async fn insert_charge(
-    tx: &mut Transaction<'_, Sqlite>,
-    c: &Charge,
-) -> Result<(), StoreError> {
+pub(super) async fn insert_charge(tx: &mut SqliteConnection, c: &Charge) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO billing_ledger (event_id, tenant_id, request_id, scenario_id, track, \
          template, tier, plan, amount_cents, currency, created_at) \
@@ -118,14 +116,14 @@ pub(super) async fn insert_charge(
     .bind(c.amount_cents)
     .bind(&c.currency)
     .bind(ms(c.created_at))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 /// The gateway event carries the charge itself, so an event can always be traced to its row.
 pub(super) async fn insert_outbox(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut SqliteConnection,
     c: &Charge,
     topic: &str,
 ) -> Result<(), StoreError> {
@@ -134,7 +132,7 @@ pub(super) async fn insert_outbox(
 }
 
 async fn enqueue(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut SqliteConnection,
     event_id: &str,
     topic: &str,
     payload: &serde_json::Value,
@@ -149,7 +147,7 @@ async fn enqueue(
     .bind(payload.to_string())
     .bind(ms(at))
     .bind(ms(at))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -163,14 +161,13 @@ macro_rules! ledger_cols {
 }
 
 /// Refunds the charge of a scenario that failed before it ran, all on the writer connection
-/// (one job, so the checks and the writes see the same rows).
+/// (one job, so the checks and the writes see the same rows; its savepoint is the transaction).
 pub(super) async fn refund(
-    conn: &mut SqliteConnection,
+    tx: &mut SqliteConnection,
     id: ScenarioId,
     reason: String,
     now: DateTime<Utc>,
 ) -> Result<Option<Refunded>, StoreError> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let Some(rec) = super::scenarios::fetch(&mut *tx, &id).await? else {
         return Err(StoreError::NotFound(id.to_string()));
     };
@@ -239,9 +236,8 @@ pub(super) async fn refund(
         > 0;
     if queued {
         let payload = r.refund_payload(&charge.event_id, &reason);
-        enqueue(&mut tx, &r.event_id, REFUND_TOPIC, &payload, now).await?;
+        enqueue(tx, &r.event_id, REFUND_TOPIC, &payload, now).await?;
     }
-    tx.commit().await?;
     Ok(Some(Refunded {
         refund: r,
         created: true,

@@ -1,13 +1,15 @@
 //! [`Store`] on SQLite: one file in the data dir, WAL journal, foreign keys on, embedded
 //! migrations.
 //!
-//! Writes run on one connection owned by a writer thread (`writer`): each logical write is a
-//! whole transaction sent there as one job. Reads go through a small pool of their own and never
-//! wait for the writer (WAL). Multi-statement writes use `BEGIN IMMEDIATE`, so a transaction
-//! never has to upgrade a read lock.
+//! Writes run on one connection owned by a writer thread (`writer`): each logical write is sent
+//! there as one job, and the jobs queued together commit together (group commit: one
+//! `BEGIN IMMEDIATE` transaction per batch, so it never has to upgrade a read lock; a savepoint
+//! per multi-statement job keeps its failure its own). Reads go through a small pool of their
+//! own and never wait for the writer (WAL).
 
 mod hosts;
 mod keys;
+mod pools;
 mod scenarios;
 mod writer;
 
@@ -23,7 +25,7 @@ use sqlx::sqlite::{
 
 use crate::{
     Began, Billing, Charge, CheckSummary, IdempotencyBegin, Inserted, LabHost, LedgerQuery,
-    NewScenario, OutboxItem, Refunded, ScenarioRecord, Store, StoreError,
+    NewScenario, OutboxItem, PoolClaims, Refunded, ScenarioRecord, Store, StoreError, WarmLab,
 };
 use scenarios::{scenario_cols, scenario_from_row, statuses_json};
 use writer::Writer;
@@ -211,7 +213,7 @@ impl Store for SqliteStore {
         }
         let (id, error) = (id.clone(), error.map(str::to_owned));
         self.writer
-            .run(move |c| Box::pin(scenarios::transition(c, id, allowed, to, error)))
+            .run_atomic(move |c| Box::pin(scenarios::transition(c, id, allowed, to, error)))
             .await
     }
 
@@ -259,7 +261,7 @@ impl Store for SqliteStore {
     ) -> Result<ScenarioRecord, StoreError> {
         let (id, by, cap) = (id.clone(), dur_ms(by), ms(cap));
         self.writer
-            .run(move |c| Box::pin(scenarios::extend(c, id, by, cap)))
+            .run_atomic(move |c| Box::pin(scenarios::extend(c, id, by, cap)))
             .await
     }
 
@@ -295,14 +297,14 @@ impl Store for SqliteStore {
     async fn claim(&self, id: &ScenarioId, host_id: &str) -> Result<ScenarioRecord, StoreError> {
         let (id, host_id) = (id.clone(), host_id.to_owned());
         self.writer
-            .run(move |c| Box::pin(hosts::claim(c, id, host_id)))
+            .run_atomic(move |c| Box::pin(hosts::claim(c, id, host_id)))
             .await
     }
 
     async fn renew_lease(&self, host: &LabHost) -> Result<(), StoreError> {
         let host = host.clone();
         self.writer
-            .run(move |c| Box::pin(hosts::renew(c, host)))
+            .run_atomic(move |c| Box::pin(hosts::renew(c, host)))
             .await
     }
 
@@ -352,7 +354,7 @@ impl Store for SqliteStore {
         let lease = now.saturating_add(dur_ms(req.lease));
         let expires = now.saturating_add(dur_ms(req.retention));
         self.writer
-            .run(move |c| Box::pin(keys::begin(c, t, k, h, now, lease, expires)))
+            .run_atomic(move |c| Box::pin(keys::begin(c, t, k, h, now, lease, expires)))
             .await
     }
 
@@ -469,5 +471,36 @@ impl Store for SqliteStore {
             .fetch_one(&self.reader)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn put_warm(&self, lab: &WarmLab) -> Result<(), StoreError> {
+        let lab = lab.clone();
+        self.writer.run(move |c| Box::pin(pools::put(c, lab))).await
+    }
+
+    async fn take_warm(&self, template: &str, digest: &str) -> Result<Option<WarmLab>, StoreError> {
+        let (template, digest) = (template.to_owned(), digest.to_owned());
+        self.writer
+            .run_atomic(move |c| Box::pin(pools::take(c, template, digest)))
+            .await
+    }
+
+    async fn remove_warm(&self, id: &ScenarioId) -> Result<bool, StoreError> {
+        Ok(self.writer.execute(pools::remove_query(id)).await? > 0)
+    }
+
+    async fn list_warm(&self, host_id: Option<&str>) -> Result<Vec<WarmLab>, StoreError> {
+        pools::list(&self.reader, host_id).await
+    }
+
+    async fn pool_claims(&self) -> Result<Vec<PoolClaims>, StoreError> {
+        pools::claims(&self.reader).await
+    }
+
+    async fn start_warm(&self, lab: &WarmLab) -> Result<ScenarioRecord, StoreError> {
+        let lab = lab.clone();
+        self.writer
+            .run_atomic(move |c| Box::pin(pools::start(c, lab)))
+            .await
     }
 }

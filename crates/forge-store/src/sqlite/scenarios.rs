@@ -5,7 +5,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use forge_core::{ScenarioId, ScenarioStatus, Track};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{Connection, Executor, Row, Sqlite};
+use sqlx::{Executor, Row, Sqlite};
 
 use super::{OwnedBilling, from_ms, keys, ms};
 use crate::model::BILLING_TOPIC;
@@ -102,6 +102,9 @@ pub(super) async fn fetch<'e>(
 
 /// Inserts a pending scenario with its billing rows, counting it as active unless that would
 /// pass `max_active`; a tenant's existing scenario for the request_id is returned instead.
+///
+/// Runs as a [`super::writer::Writer::run`] job: its savepoint is the transaction, so an error
+/// (quota, constraint) rolls back whatever it wrote, and no `BEGIN`/`COMMIT` of its own is spent.
 pub(super) async fn insert(
     conn: &mut SqliteConnection,
     new: NewScenario,
@@ -109,7 +112,6 @@ pub(super) async fn insert(
     max_active: Option<u64>,
 ) -> Result<Inserted, StoreError> {
     let max = max_active.map_or(i64::MAX, |m| i64::try_from(m).unwrap_or(i64::MAX));
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let inserted = sqlx::query(
         "INSERT INTO scenarios (scenario_id, tenant_id, owner_sub, track, template, \
          request_id, status, access_url, created_at, updated_at, expires_at) \
@@ -126,7 +128,7 @@ pub(super) async fn insert(
     .bind(ms(new.created_at))
     .bind(ms(new.created_at))
     .bind(ms(new.expires_at))
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 0 {
         // The tenant's request_id already has its scenario (a retry after a crash or an
@@ -138,9 +140,8 @@ pub(super) async fn insert(
         ))
         .bind(&new.tenant_id)
         .bind(&new.request_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?;
-        tx.rollback().await?;
         return Inserted::existing(scenario_from_row(&row)?, &new);
     }
     // Count it as active unless that passes the quota: one guarded upsert, atomic with the
@@ -154,7 +155,7 @@ pub(super) async fn insert(
         )
         .bind(&new.tenant_id)
         .bind(max)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected()
     };
@@ -162,9 +163,9 @@ pub(super) async fn insert(
         let active: Option<i64> =
             sqlx::query_scalar("SELECT active FROM tenant_usage WHERE tenant_id = ?")
                 .bind(&new.tenant_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await?;
-        tx.rollback().await?;
+        // The error rolls the insert above back with the job's savepoint.
         return Err(StoreError::QuotaExceeded {
             tenant_id: new.tenant_id,
             active: u64::try_from(active.unwrap_or(0)).unwrap_or(0),
@@ -173,13 +174,12 @@ pub(super) async fn insert(
     }
     match &billing {
         OwnedBilling::None => {}
-        OwnedBilling::Ledger(c) => keys::insert_charge(&mut tx, c).await?,
+        OwnedBilling::Ledger(c) => keys::insert_charge(conn, c).await?,
         OwnedBilling::LedgerAndOutbox(c) => {
-            keys::insert_charge(&mut tx, c).await?;
-            keys::insert_outbox(&mut tx, c, BILLING_TOPIC).await?;
+            keys::insert_charge(conn, c).await?;
+            keys::insert_outbox(conn, c, BILLING_TOPIC).await?;
         }
     }
-    tx.commit().await?;
     Ok(Inserted {
         record: record_of(&new),
         created: true,

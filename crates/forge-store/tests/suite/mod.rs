@@ -12,10 +12,12 @@ use ScenarioStatus::*;
 
 mod hosts;
 mod keys;
+mod pools;
 mod replicas;
 mod views;
 pub use hosts::*;
 pub use keys::*;
+pub use pools::*;
 pub use replicas::*;
 pub use views::*;
 
