@@ -222,6 +222,12 @@ non_empty_array(a) if {
 
 # --- containers ----------------------------------------------------------------------------
 
+# The containers that are objects, by index, so each rule need not test every container again.
+object_containers[i] := c if {
+	some i, c in containers
+	is_object(c)
+}
+
 container_name(_, c) := c.name if named(c)
 
 container_name(i, c) := sprintf("#%d", [i + 1]) if not named(c)
@@ -238,8 +244,7 @@ deny_reasons contains msg if {
 }
 
 deny_reasons contains msg if {
-	some i, c in containers
-	is_object(c)
+	some i, c in object_containers
 	not is_string(object.get(c, "image", null))
 	msg := sprintf("container %s: image is required", [container_name(i, c)])
 }
@@ -252,22 +257,19 @@ deny_reasons contains msg if {
 }
 
 deny_reasons contains msg if {
-	some i, c in containers
-	is_object(c)
+	some i, c in object_containers
 	object.get(c, "read_only", null) != true
 	msg := sprintf("container %s: read_only must be true", [container_name(i, c)])
 }
 
 deny_reasons contains msg if {
-	some i, c in containers
-	is_object(c)
+	some i, c in object_containers
 	object.get(c, "privileged", false) != false
 	msg := sprintf("container %s: privileged containers are never allowed", [container_name(i, c)])
 }
 
 deny_reasons contains msg if {
-	some i, c in containers
-	is_object(c)
+	some i, c in object_containers
 	caps := object.get(c, "capabilities", [])
 	not is_array(caps)
 	msg := sprintf("container %s: capabilities must be a list of names", [container_name(i, c)])
@@ -275,7 +277,7 @@ deny_reasons contains msg if {
 
 deny_reasons contains msg if {
 	some i, c in containers
-	some raw in caps_of(c)
+	some raw in container_caps[i]
 	is_string(raw)
 	cap := trim_prefix(upper(raw), "CAP_")
 	cap in forbidden_capabilities
@@ -284,7 +286,7 @@ deny_reasons contains msg if {
 
 deny_reasons contains msg if {
 	some i, c in containers
-	some raw in caps_of(c)
+	some raw in container_caps[i]
 	is_string(raw)
 	cap := trim_prefix(upper(raw), "CAP_")
 	not cap in forbidden_capabilities
@@ -297,19 +299,28 @@ deny_reasons contains msg if {
 
 deny_reasons contains msg if {
 	some i, c in containers
-	some raw in caps_of(c)
+	some raw in container_caps[i]
 	not is_string(raw)
 	msg := sprintf("container %s: capability %v must be a name", [container_name(i, c), raw])
 }
 
-# Lists a container declares, when they are lists (iterating anything else is an error).
-caps_of(c) := c.capabilities if is_array(c.capabilities)
+# Lists a container declares, when they are lists (iterating anything else is an error), by
+# container index. Rules rather than functions: a rule is evaluated once per decision, a
+# function on every call, and the interpreter's calls dominate a decision's cost.
+container_caps[i] := caps if {
+	some i, c in containers
+	caps := c.capabilities
+	is_array(caps)
+}
 
-nets_of(c) := c.networks if is_array(c.networks)
+container_nets[i] := nets if {
+	some i, c in containers
+	nets := c.networks
+	is_array(nets)
+}
 
 deny_reasons contains msg if {
-	some i, c in containers
-	is_object(c)
+	some i, c in object_containers
 	nets := object.get(c, "networks", [])
 	not is_array(nets)
 	msg := sprintf("container %s: networks must be a list of subnet names", [container_name(i, c)])
@@ -338,20 +349,30 @@ subnet_cidrs[name] := cidr if {
 	some i, s in subnets
 	is_object(s)
 	name := s.name
-	not declared_before(i, name)
+	not i in redeclared_subnets
 	cidr := object.get(s, "cidr", null)
-	valid_cidr(cidr)
+	cidr in valid_cidrs
 }
 
-declared_before(i, name) if {
+# Indexes of subnets whose name an earlier subnet already declared.
+redeclared_subnets contains i if {
+	some i, s in subnets
 	some j, t in subnets
 	j < i
-	t.name == name
+	t.name == s.name
+}
+
+# The subnets' CIDRs that pass valid_cidr, computed once: regex.match is the costliest builtin
+# here, and each CIDR is judged by several rules.
+valid_cidrs contains cidr if {
+	some s in subnets
+	cidr := s.cidr
+	valid_cidr(cidr)
 }
 
 deny_reasons contains msg if {
 	some i, s in subnets
-	declared_before(i, s.name)
+	i in redeclared_subnets
 	msg := sprintf("network.subnets: subnet %v is declared more than once", [s.name])
 }
 
@@ -377,7 +398,7 @@ deny_reasons contains msg if {
 deny_reasons contains msg if {
 	some i, s in subnets
 	is_object(s)
-	not valid_cidr(object.get(s, "cidr", null))
+	not object.get(s, "cidr", null) in valid_cidrs
 	msg := sprintf("network.subnets[%d] (%v): cidr %v is not a valid IPv4 CIDR", [i, object.get(s, "name", "unnamed"), object.get(s, "cidr", null)])
 }
 
@@ -389,7 +410,7 @@ valid_cidr(c) if {
 
 deny_reasons contains msg if {
 	some s in subnets
-	valid_cidr(s.cidr)
+	s.cidr in valid_cidrs
 	not private(s.cidr)
 	msg := sprintf("network.subnets %v: cidr %s is not inside a private range (%s)", [s.name, s.cidr, concat(", ", private_ranges)])
 }
@@ -423,7 +444,7 @@ deny_reasons contains msg if {
 
 deny_reasons contains msg if {
 	some i, c in containers
-	some a in nets_of(c)
+	some a in container_nets[i]
 	is_object(a)
 	addr := object.get(a, "address6", null)
 	addr != null
@@ -440,7 +461,7 @@ attachment_name(a) := a.name if is_object(a)
 
 deny_reasons contains msg if {
 	some i, c in containers
-	some a in nets_of(c)
+	some a in container_nets[i]
 	name := attachment_name(a)
 	not name in subnet_names
 	msg := sprintf("container %s: network %v is not a subnet declared in network.subnets", [container_name(i, c), name])
@@ -448,17 +469,17 @@ deny_reasons contains msg if {
 
 deny_reasons contains msg if {
 	some i, c in containers
-	some a in nets_of(c)
+	some a in container_nets[i]
 	not attachment_name(a)
 	msg := sprintf("container %s: network attachment %v must be a subnet name or {name, address}", [container_name(i, c), a])
 }
 
 deny_reasons contains msg if {
 	some i, c in containers
-	some a in nets_of(c)
+	some a in container_nets[i]
 	is_object(a)
 	addr := a.address
-	valid_address(addr)
+	addr in valid_addresses
 	cidr := subnet_cidrs[a.name]
 	not net.cidr_contains(cidr, addr)
 	msg := sprintf("container %s: address %v is outside subnet %v (%s)", [container_name(i, c), addr, a.name, cidr])
@@ -466,12 +487,21 @@ deny_reasons contains msg if {
 
 deny_reasons contains msg if {
 	some i, c in containers
-	some a in nets_of(c)
+	some a in container_nets[i]
 	is_object(a)
 	addr := a.address
-	not valid_address(addr)
+	not addr in valid_addresses
 	addr != "none"
 	msg := sprintf("container %s: address %v on network %v is not an IPv4 address or none", [container_name(i, c), addr, object.get(a, "name", null)])
+}
+
+# The attachments' addresses that pass valid_address, computed once (see valid_cidrs).
+valid_addresses contains addr if {
+	some nets in container_nets
+	some a in nets
+	is_object(a)
+	addr := a.address
+	valid_address(addr)
 }
 
 valid_address(a) if {

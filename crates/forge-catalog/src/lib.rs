@@ -64,6 +64,18 @@ pub const BUNDLED: &[(&str, &str)] = &[
         include_str!("../../../templates/cissp-ssh-bruteforce.yaml"),
     ),
     (
+        "cissp-live-bruteforce.yaml",
+        include_str!("../../../templates/cissp-live-bruteforce.yaml"),
+    ),
+    (
+        "cissp-web-exploit.yaml",
+        include_str!("../../../templates/cissp-web-exploit.yaml"),
+    ),
+    (
+        "cissp-defended-host.yaml",
+        include_str!("../../../templates/cissp-defended-host.yaml"),
+    ),
+    (
         "cissp-perimeter-firewall.yaml",
         include_str!("../../../templates/cissp-perimeter-firewall.yaml"),
     ),

@@ -10,6 +10,7 @@ pub mod model;
 pub mod playbook;
 pub mod scoring;
 pub mod template;
+pub mod timeline;
 
 pub use ids::{IdError, RunId, ScenarioId};
 pub use model::{

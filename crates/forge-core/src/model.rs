@@ -144,6 +144,8 @@ pub enum ArtifactType {
     FileCapture,
     NetworkCapture,
     StateSnapshot,
+    /// What a lab's agents did and what the action gate decided (`timeline`).
+    AgentTimeline,
 }
 
 impl ArtifactType {
@@ -153,6 +155,7 @@ impl ArtifactType {
             Self::FileCapture => "file_capture",
             Self::NetworkCapture => "network_capture",
             Self::StateSnapshot => "state_snapshot",
+            Self::AgentTimeline => "agent_timeline",
         }
     }
 }

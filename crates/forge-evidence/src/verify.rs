@@ -467,6 +467,12 @@ fn check_evidence(
                     a.size_bytes
                 ),
             ));
+        } else if a.kind == forge_core::ArtifactType::AgentTimeline
+            && let Err(reason) = forge_core::timeline::Timeline::verify(content)
+        {
+            // The hashes hold, so this was edited before it was signed, or by someone who
+            // re-hashed it: either way the chain of agent actions is not what happened.
+            problems.push(problem(&a.path, ArtifactMismatch, reason));
         }
     }
     for path in entries

@@ -8,6 +8,7 @@
 //! - [`observer`] (:8085): telemetry hygiene, fairness metrics, audit key endpoints;
 //! - [`telemetry`]: what every service publishes for the observer (logs, metrics, audit
 //!   events), in embedded and distributed mode alike;
+//! - [`agents`]: the runner of a lab's scripted attackers and defenders, under the action gate;
 //! - [`access`]: the learner's access page on the spawn service's port;
 //! - [`authz`]: the one check of who may do what to a scenario;
 //! - [`readiness`]: what each service's `/ready` checks (engine, store, bus, evidence, policy);
@@ -18,6 +19,7 @@
 //! process in distributed mode; in embedded mode they share one in-process bus.
 
 pub mod access;
+pub mod agents;
 pub mod authz;
 pub mod observer;
 pub mod orchestrator;

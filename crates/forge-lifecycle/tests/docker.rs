@@ -9,6 +9,8 @@
 //! them, uses a tempdir data dir, and removes every container and namespace it created through
 //! a drop guard, also when an assertion fails.
 
+#[path = "docker/agents.rs"]
+mod agents;
 #[path = "support/api.rs"]
 mod api;
 #[path = "docker/common.rs"]

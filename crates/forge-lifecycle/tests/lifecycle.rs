@@ -8,6 +8,8 @@
 
 #[path = "lifecycle/access.rs"]
 mod access;
+#[path = "lifecycle/agents.rs"]
+mod agents;
 #[path = "support/api.rs"]
 mod api;
 #[path = "lifecycle/console.rs"]

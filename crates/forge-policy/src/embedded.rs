@@ -312,18 +312,7 @@ impl EmbeddedEngine {
     }
 
     fn evaluate(&self, policy: PolicyName, input: &Value) -> Result<Decision, PolicyError> {
-        if !input.is_object() {
-            return Err(PolicyError::InvalidInput(format!(
-                "input must be a JSON object, got {}",
-                json_type(input)
-            )));
-        }
-        if !self.has_policy(policy) {
-            return Err(PolicyError::NotLoaded {
-                policy: policy.as_str().to_owned(),
-                package: policy.package().to_owned(),
-            });
-        }
+        self.check_decidable(policy, input)?;
         let hash = input_hash(input);
         let decision_id = uuid::Uuid::new_v4().to_string();
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(policy, &hash)) {
@@ -336,8 +325,63 @@ impl EmbeddedEngine {
                 extra: hit.extra,
             });
         }
+        let decision =
+            self.evaluate_uncached(policy, crate::convert::to_rego(input), decision_id, hash)?;
+        if let Some(cache) = &self.cache {
+            cache.put(
+                policy,
+                decision.input_hash.clone(),
+                Outcome {
+                    allow: decision.allow,
+                    deny_reasons: decision.deny_reasons.clone(),
+                    extra: decision.extra.clone(),
+                },
+            );
+        }
+        Ok(decision)
+    }
+
+    /// The uncached evaluation as it was before inputs were converted directly (serde's
+    /// `Deserialize` instead of [`crate::convert`]), neither cached, counted nor audited: the
+    /// in-run baseline of `benches/decision.rs`. Not part of the API.
+    #[doc(hidden)]
+    pub fn evaluate_baseline(
+        &self,
+        policy: PolicyName,
+        input: &Value,
+    ) -> Result<Decision, PolicyError> {
+        self.check_decidable(policy, input)?;
+        let hash = input_hash(input);
+        let decision_id = uuid::Uuid::new_v4().to_string();
         let rego_input = regorus::Value::deserialize(input)
             .map_err(|e| PolicyError::InvalidInput(e.to_string()))?;
+        self.evaluate_uncached(policy, rego_input, decision_id, hash)
+    }
+
+    fn check_decidable(&self, policy: PolicyName, input: &Value) -> Result<(), PolicyError> {
+        if !input.is_object() {
+            return Err(PolicyError::InvalidInput(format!(
+                "input must be a JSON object, got {}",
+                json_type(input)
+            )));
+        }
+        if !self.has_policy(policy) {
+            return Err(PolicyError::NotLoaded {
+                policy: policy.as_str().to_owned(),
+                package: policy.package().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Evaluates the gate's generated `result` rule on a pooled engine.
+    fn evaluate_uncached(
+        &self,
+        policy: PolicyName,
+        rego_input: regorus::Value,
+        decision_id: String,
+        hash: String,
+    ) -> Result<Decision, PolicyError> {
         let value = self
             .eval(Some(rego_input), |e| e.eval_rule(result_rule(policy)))
             .map_err(|message| PolicyError::Eval {
@@ -353,19 +397,7 @@ impl EmbeddedEngine {
                 });
             }
         };
-        let decision = Decision::from_document(policy, &doc, decision_id, hash)?;
-        if let Some(cache) = &self.cache {
-            cache.put(
-                policy,
-                decision.input_hash.clone(),
-                Outcome {
-                    allow: decision.allow,
-                    deny_reasons: decision.deny_reasons.clone(),
-                    extra: decision.extra.clone(),
-                },
-            );
-        }
-        Ok(decision)
+        Decision::from_document(policy, &doc, decision_id, hash)
     }
 
     /// Whether repeated inputs reuse earlier decisions (see
@@ -379,10 +411,7 @@ impl EmbeddedEngine {
     /// a raw query: it is neither counted nor audited.
     pub fn query(&self, path: &str, input: Option<&Value>) -> Result<Option<Value>, PolicyError> {
         let query = data_ref(path);
-        let rego_input = input
-            .map(regorus::Value::deserialize)
-            .transpose()
-            .map_err(|e| PolicyError::InvalidInput(e.to_string()))?;
+        let rego_input = input.map(crate::convert::to_rego);
         let results = self
             .eval(rego_input, |e| e.eval_query(query.clone(), false))
             .map_err(|message| PolicyError::Eval {

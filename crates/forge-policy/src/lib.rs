@@ -18,6 +18,7 @@
 //! like `opa test` (`forge policy test`, in forge-cli).
 
 mod cache;
+mod convert;
 mod decision;
 mod embedded;
 mod engine;

@@ -1,7 +1,9 @@
 //! Criteria evaluation against a live lab, and the core of `forge template test`: proves a
 //! template is solvable and not already solved — launch, criteria must NOT all pass, run
 //! `spec.solution`, criteria must all pass, tear down (always). Works on any [`Runtime`]; the
-//! caller makes sure the template's images exist (`DockerRuntime::ensure_images`).
+//! caller makes sure the template's images exist (`DockerRuntime::ensure_images`). A lab's
+//! agents act during the test through [`LabActors`], which the caller supplies (the runtime
+//! knows no gate).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -170,6 +172,8 @@ pub struct TemplateTestReport {
     pub rows: Vec<CriterionRow>,
     /// Why the test failed, when it did.
     pub failure: Option<String>,
+    /// What the lab's agents did (allowed, denied, …), when they ran.
+    pub agents: Option<String>,
 }
 
 impl TemplateTestReport {
@@ -217,6 +221,9 @@ impl TemplateTestReport {
                 }
             }
         }
+        if let Some(a) = &self.agents {
+            s.push_str(&format!("  agents: {a}\n"));
+        }
         match &self.failure {
             None => s.push_str("result: PASS\n"),
             Some(f) => s.push_str(&format!("result: FAIL: {f}\n")),
@@ -236,6 +243,17 @@ pub async fn test_template(
     test_template_as(rt, ScenarioId::generate(), file, t, extra_labels).await
 }
 
+/// What acts in a lab besides the learner while it is tested: its agents. The runtime knows
+/// nothing of gates or audit; the caller (`forge template test`) passes the same runner the
+/// worker uses, so an agent lab is tested with its attackers and defenders really acting.
+#[async_trait::async_trait]
+pub trait LabActors: Send + Sync {
+    /// Starts acting in the launched lab; returns once the actions due at start have run.
+    async fn start(&self, scenario: &ScenarioId, t: &ScenarioTemplate) -> Result<(), String>;
+    /// Stops acting (before the lab is torn down); returns a one-line summary for the report.
+    async fn stop(&self, scenario: &ScenarioId) -> Option<String>;
+}
+
 /// [`test_template`] under a given scenario id.
 pub async fn test_template_as(
     rt: &dyn Runtime,
@@ -244,6 +262,19 @@ pub async fn test_template_as(
     t: &ScenarioTemplate,
     extra_labels: &BTreeMap<String, String>,
 ) -> TemplateTestReport {
+    test_template_with(rt, scenario, file, t, extra_labels, None).await
+}
+
+/// [`test_template_as`] with the lab's agents acting (started right after the launch, so the
+/// untouched lab is checked after the attack, and stopped before the teardown).
+pub async fn test_template_with(
+    rt: &dyn Runtime,
+    scenario: ScenarioId,
+    file: &str,
+    t: &ScenarioTemplate,
+    extra_labels: &BTreeMap<String, String>,
+    actors: Option<&dyn LabActors>,
+) -> TemplateTestReport {
     let mut report = TemplateTestReport {
         file: file.into(),
         template: t.metadata.name.clone(),
@@ -251,6 +282,7 @@ pub async fn test_template_as(
         launch: None,
         rows: Vec::new(),
         failure: None,
+        agents: None,
     };
     if t.spec.solution.is_empty() {
         report.failure = Some("template has no spec.solution steps to prove it solvable".into());
@@ -272,7 +304,22 @@ pub async fn test_template_as(
             return report;
         }
     }
-    report.failure = exercise(rt, &scenario, t, &mut report.rows).await.err();
+    let started = match actors {
+        Some(a) if !t.spec.agents.is_empty() => a
+            .start(&scenario, t)
+            .await
+            .map_err(|e| format!("agents did not start: {e}")),
+        _ => Ok(()),
+    };
+    report.failure = match started {
+        Ok(()) => exercise(rt, &scenario, t, &mut report.rows).await.err(),
+        Err(e) => Some(e),
+    };
+    if let Some(a) = actors
+        && !t.spec.agents.is_empty()
+    {
+        report.agents = a.stop(&scenario).await;
+    }
     if let Err(e) = rt.teardown(&scenario).await {
         report
             .failure

@@ -1,7 +1,7 @@
 //! `forge template new|validate|test|list`: what a template author runs before anything else.
 //! `new` scaffolds a starter lab that validates and passes `test` as written.
 //! `test` proves a template solvable on the local Docker Engine: launch, check unsolved, run
-//! the solution, check solved, tear down.
+//! the solution, check solved, tear down; a lab's agents act meanwhile, under the action gate.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, ensure};
 use clap::{Subcommand, ValueEnum};
 use forge_catalog::Catalog;
+use forge_core::ScenarioId;
 use forge_core::template::{Diagnostic, TemplateErrors, load};
 use forge_runtime::DockerRuntime;
-use forge_runtime::template_test::test_template;
+use forge_runtime::template_test::test_template_with;
 use serde::Serialize;
 
 use crate::config::TemplateDirArg;
@@ -254,8 +255,31 @@ async fn test(paths: &[PathBuf], images: &crate::cmd::images::CatalogArgs) -> an
     rt.ensure_images(&catalog, &refs, false)
         .await
         .context("building the lab images the templates use")?;
+    // The labs' agents act as on the platform: the same runner, under the bundled action
+    // gate (its decisions are not audited anywhere: a template test is an author's dry run).
+    let rt = std::sync::Arc::new(rt);
+    let policy = forge_policy::EmbeddedEngine::builder()
+        .audit(
+            std::sync::Arc::new(forge_core::audit::NullAuditSink),
+            "forge-cli",
+        )
+        .build()
+        .context("loading the bundled policies")?;
+    let agents = forge_lifecycle::agents::Agents::new(
+        rt.clone(),
+        std::sync::Arc::new(policy),
+        std::sync::Arc::new(forge_core::audit::NullAuditSink),
+    );
     for (name, t) in &templates {
-        let report = test_template(&rt, name, t, &BTreeMap::new()).await;
+        let report = test_template_with(
+            rt.as_ref(),
+            ScenarioId::generate(),
+            name,
+            t,
+            &BTreeMap::new(),
+            Some(&agents),
+        )
+        .await;
         println!("{}", report.render());
         if !report.passed() {
             failed += 1;

@@ -7,6 +7,7 @@
 //! `capabilities`).
 
 mod addressing;
+pub mod agents;
 mod console;
 mod diagnostics;
 mod flatten;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{ArtifactType, Track};
 
 pub use addressing::{Attachment, LabPlan, PlannedContainer, PlannedSubnet, plan_lab};
+pub use agents::{ActionKind, Agent, AgentAction};
 pub use console::{Console, LabConsole};
 pub use diagnostics::{Diagnostic, TemplateErrors};
 pub use flatten::policy_input;
@@ -62,6 +64,10 @@ pub struct Spec {
     /// Steps that make every criterion pass; only used to test that the lab is solvable.
     #[serde(default)]
     pub solution: Vec<Step>,
+    /// Scripted attackers and defenders acting in the lab (`agents`); skipped when empty so
+    /// templates without them serialise (and hash) as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<Agent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -402,6 +408,7 @@ pub fn load(file: &str, text: &str) -> Result<ScenarioTemplate, TemplateErrors> 
             Ok(t) => {
                 diagnostics.extend(semantic::check(&t, &doc));
                 diagnostics.extend(console::check(&t, &doc));
+                diagnostics.extend(agents::check(&t));
             }
             Err(e) => diagnostics.push(Diagnostic::new("", format!("cannot read template: {e}"))),
         }

@@ -137,12 +137,21 @@
         const c = r.criteria.find((x) => x.criterion_id === o.id);
         return c ? { ...o, passed: c.passed, hint: c.passed ? null : (c.hint || c.message) } : o;
       }));
+      renderAlerts(r.alerts || []);
     } catch (e) {
       $("result").textContent = "check failed: " + e.message;
     } finally {
       btn.dataset.busy = "";
       btn.disabled = !info || info.status !== "running";
     }
+  }
+
+  // What the lab's agents (a defender, say) raised: shown as they said it, oldest first.
+  function renderAlerts(alerts) {
+    const list = $("alerts");
+    list.replaceChildren(...alerts.map((a) =>
+      el("li", { "data-testid": "alert" }, `${new Date(a.at).toLocaleTimeString()} ${a.agent}: ${a.message}`)));
+    list.hidden = alerts.length === 0;
   }
 
   async function submit() {

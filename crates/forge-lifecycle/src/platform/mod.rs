@@ -274,16 +274,26 @@ impl Platform {
             orchestrator = Some(o);
         }
         if runs(Service::Worker) {
+            let runtime = lab_runtime(Service::Worker)?;
+            let agents = crate::agents::Agents::new(runtime.clone(), policy.clone(), audit.clone());
             let worker = Worker::new(WorkerDeps {
                 store: store.clone(),
                 bus: bus.clone(),
                 catalog: catalog.clone(),
-                runtime: lab_runtime(Service::Worker)?,
+                runtime,
                 audit: audit.clone(),
                 evidence: evidence.clone(),
                 access: access.for_service(Service::Worker),
                 host_id: host.id.clone(),
+                agents: Some(agents),
             });
+            tasks.push(spawn_consumer(
+                &worker,
+                bus.clone(),
+                worker.agents_consumer(),
+                shutdown_rx.clone(),
+                Worker::on_created,
+            ));
             let consumer = worker.consumer();
             tasks.push(spawn_consumer(
                 &worker,

@@ -48,6 +48,9 @@ pub struct CheckReport {
     pub passed: u32,
     pub total: u32,
     pub criteria: Vec<CheckedCriterion>,
+    /// What the lab's agents (a defender, say) raised for the learner, oldest first.
+    #[serde(default)]
+    pub alerts: Vec<crate::agents::AgentAlert>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -93,7 +96,14 @@ pub struct ExecOutput {
 #[derive(OpenApi)]
 #[openapi(
     paths(check, submit, exec),
-    components(schemas(CheckReport, CheckedCriterion, Submitted, ExecBody, ExecOutput))
+    components(schemas(
+        CheckReport,
+        CheckedCriterion,
+        Submitted,
+        ExecBody,
+        ExecOutput,
+        crate::agents::AgentAlert
+    ))
 )]
 struct ApiDoc;
 
@@ -230,6 +240,7 @@ async fn check(
         passed,
         total: results.len() as u32,
         criteria,
+        alerts: w.agent_alerts(&rec.scenario_id),
     }))
 }
 

@@ -10,6 +10,7 @@
 //! learner's (`feedback`): the signed score they become is read by the learner. Template `setup` steps run inside the runtime's
 //! launch, before a lab is reported ready.
 
+mod agents;
 mod api;
 mod feedback;
 pub(crate) mod forward;
@@ -58,6 +59,8 @@ pub struct WorkerDeps {
     /// The lab host whose labs this worker runs commands in (its runtime's); lab actions for
     /// other hosts' labs are forwarded to them.
     pub host_id: String,
+    /// The runner of the labs' agents (crate::agents); `None` runs none.
+    pub agents: Option<crate::agents::Agents>,
 }
 
 #[derive(Clone)]
@@ -189,6 +192,7 @@ impl Worker {
             criteria.push(result);
             collected.extend(e.artifacts);
         }
+        collected.extend(self.agent_timeline(&rec.scenario_id));
         let artifacts = self.stage(&rec.scenario_id, collected).await?;
         let completed = ScenarioCompleted {
             scenario_id: rec.scenario_id.clone(),
