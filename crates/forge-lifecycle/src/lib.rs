@@ -9,6 +9,7 @@
 //! - [`telemetry`]: what every service publishes for the observer (logs, metrics, audit
 //!   events), in embedded and distributed mode alike;
 //! - [`agents`]: the runner of a lab's scripted attackers and defenders, under the action gate;
+//! - [`llm`]: LLM proposals (commands, hints) behind the LLM gate, optional;
 //! - [`access`]: the learner's access page on the spawn service's port;
 //! - [`authz`]: the one check of who may do what to a scenario;
 //! - [`readiness`]: what each service's `/ready` checks (engine, store, bus, evidence, policy);
@@ -21,6 +22,7 @@
 pub mod access;
 pub mod agents;
 pub mod authz;
+pub mod llm;
 pub mod observer;
 pub mod orchestrator;
 pub mod platform;

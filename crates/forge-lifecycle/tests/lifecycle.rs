@@ -34,6 +34,8 @@ mod hosts;
 mod instructor;
 #[path = "lifecycle/limits.rs"]
 mod limits;
+#[path = "lifecycle/llm.rs"]
+mod llm;
 #[path = "lifecycle/openapi.rs"]
 mod openapi;
 #[path = "lifecycle/pools.rs"]

@@ -11,6 +11,7 @@
 
 mod auth;
 mod egress;
+mod llm;
 mod pools;
 mod s3;
 mod spawn;
@@ -162,6 +163,8 @@ pub struct PlatformArgs {
     pub topology: TopologyArgs,
     #[command(flatten)]
     pub egress: egress::EgressArgs,
+    #[command(flatten)]
+    pub llm: llm::LlmArgs,
 }
 
 impl PlatformArgs {
@@ -236,6 +239,7 @@ impl PlatformArgs {
         cfg.require_user_namespaces = self.spawn.environment.eq_ignore_ascii_case("production")
             && !self.topology.allow_host_root_labs;
         cfg.egress = self.egress.egress_config()?;
+        cfg.llm = self.llm.llm_config()?;
         Ok(cfg)
     }
 }

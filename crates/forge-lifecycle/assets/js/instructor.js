@@ -2,7 +2,9 @@
 // left, progress of the last check), refreshed within a second; a drop-in console into any of
 // them, read-only or read-write (audited, and the learner sees it); more time; end a lab;
 // the ended labs' scores and bundles; fairness per track and template; the console-access
-// entries of the audit log. Everything is the caller's tenant's: the APIs scope it.
+// entries of the audit log; the LLM proposals that wait for an instructor's approval (when the
+// platform has an LLM endpoint), with approve and reject. Everything is the caller's tenant's:
+// the APIs scope it.
 "use strict";
 
 (() => {
@@ -28,6 +30,8 @@
     refreshAudit();
     timers.push(setInterval(refreshLabs, 700), setInterval(tick, 1000),
       setInterval(refreshEnded, 5000), setInterval(refreshFairness, 15000), setInterval(refreshAudit, 5000));
+    refreshPending();
+    timers.push(setInterval(refreshPending, 3000));
   }
 
   function stop() {
@@ -241,6 +245,58 @@
           el("td", {}, d.container || ""),
           el("td", {}, d.mode || ""));
       }));
+  }
+
+  // Pending LLM proposals of the running labs, asked of each lab's host (they live in its
+  // worker's memory). Without an LLM endpoint (409 llm_disabled) the panel stays hidden.
+  let llmOff = false;
+  let llmSeen = false; // a worker answered: proposals are on
+  async function refreshPending() {
+    if (llmOff) return;
+    const rows = [];
+    for (const l of labs.filter((x) => x.status === "running")) {
+      let r;
+      try {
+        r = await api(token, `${cfg.worker_url}/v1/scenarios/${l.scenario_id}/proposals?status=pending_approval`);
+      } catch (e) {
+        if (e.code === "llm_disabled") { llmOff = true; $("approvals").hidden = true; return; }
+        continue;
+      }
+      llmSeen = true;
+      for (const p of r.proposals) rows.push({ l, p });
+    }
+    $("approvals").hidden = !llmSeen;
+    $("pending-empty").hidden = rows.length > 0;
+    $("pending").replaceChildren(...rows.map(({ l, p }) => el("tr", { "data-testid": "pending-row", "data-proposal": p.proposal_id },
+      el("td", { "data-label": "learner" }, l.owner_sub),
+      el("td", { "data-label": "lab" }, el("div", {}, l.template, el("div", { class: "muted small mono" }, l.scenario_id))),
+      el("td", { "data-label": "proposal" }, el("div", {}, `${p.kind || p.asked_kind}`, p.container ? ` in ${p.container}` : ""),
+        p.command ? el("div", { class: "mono small" }, p.command) : null,
+        el("div", { class: "muted small" }, p.rationale || "")),
+      el("td", { class: "small", "data-label": "why approval" }, (p.approval_reasons || []).join("; ")),
+      el("td", { class: "small", "data-label": "asked by" }, p.asked_by, " ", el("span", { class: "muted" }, Forge.ago(p.asked_at))),
+      el("td", { "data-label": "actions" }, el("div", { class: "actions" },
+        el("button", { class: "small", "data-testid": "approve", text: "Approve",
+          onclick: () => decide(l, p, "approve") }),
+        el("button", { class: "small danger", "data-testid": "reject", text: "Reject",
+          onclick: () => decide(l, p, "reject") }))))));
+  }
+
+  async function decide(l, p, verdict) {
+    if (verdict === "approve") {
+      const ok = await Forge.confirmDialog(
+        `Run \`${p.command || p.kind}\` in ${l.owner_sub}'s lab${p.container ? " (" + p.container + ")" : ""}?`, "Approve and run");
+      if (!ok) return;
+    }
+    try {
+      const r = await api(token, `${cfg.worker_url}/v1/scenarios/${l.scenario_id}/proposals/${p.proposal_id}/${verdict}`,
+        { method: "POST" });
+      const out = r.output ? ` (exit ${r.output.exit_code})` : "";
+      Forge.toast(`${p.proposal_id}: ${r.status}${out}`);
+    } catch (e) {
+      Forge.toast(`cannot ${verdict}: ` + e.message);
+    }
+    refreshPending();
   }
 
   document.addEventListener("DOMContentLoaded", () => {

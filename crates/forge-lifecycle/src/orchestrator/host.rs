@@ -126,11 +126,6 @@ impl Slots {
         }
     }
 
-    /// The slot `id` holds, no longer held by it.
-    pub(crate) fn take(&self, id: &ScenarioId) -> Option<OwnedSemaphorePermit> {
-        self.held().remove(id)
-    }
-
     pub(crate) fn release(&self, id: &ScenarioId) {
         self.held().remove(id);
     }
@@ -262,7 +257,7 @@ impl Orchestrator {
         let mine: BTreeSet<ScenarioId> = mine.into_iter().map(|r| r.scenario_id).collect();
         // The snapshot above may predate a claim made since: look again before acting.
         for id in self.inner.slots.holders() {
-            if !mine.contains(&id) && !self.is_pool_lab(&id) && !self.still_mine(&id).await? {
+            if !mine.contains(&id) && !self.still_mine(&id).await? {
                 self.inner.slots.release(&id);
             }
         }

@@ -167,6 +167,7 @@ impl Orchestrator {
         match self.admit(id).await? {
             Admission::Admitted(rec, template) => {
                 self.inner.slots.hold(id, slot);
+                self.make_room().await;
                 self.build(*rec, template).await
             }
             Admission::Denied | Admission::Skipped => Ok(()),

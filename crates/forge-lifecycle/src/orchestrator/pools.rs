@@ -3,9 +3,10 @@
 //!
 //! - **Refill**: every tick, and at once after a claim, each pooled template is topped up to
 //!   its size with labs launched under a fresh scenario id, labelled [`POOL_LABEL`] and with no
-//!   tenant, and then entered in the store's pool. Pool labs hold slots of the host (they count
-//!   against its capacity, never against a tenant's quota), all of them together at most the
-//!   capacity less one, so a spawn of a template without a pool is never shut out by pools. A template whose launch fails is retried
+//!   tenant, and then entered in the store's pool. Pool labs count against the host's capacity,
+//!   never against a tenant's quota: a refill leaves at least one slot free of learners' labs
+//!   and pool labs together, and a cold spawn that finds the host full of them evicts the
+//!   oldest pool lab, so pools never keep a spawn of another template waiting. A template whose launch fails is retried
 //!   after a growing pause, not every tick.
 //! - **Claim**: the front door takes a lab from the store and creates the scenario with the
 //!   lab's id; `spawn.request` names this host, which adopts it: training gate, `creating`,
@@ -192,18 +193,15 @@ impl Orchestrator {
                 .set(f64::from(ready));
             let mut count = ready + launching.iter().filter(|t| *t == template).count() as u32;
             while count < *size && !self.pools().in_backoff(template) {
-                // At most all slots but one: a spawn of any template can always be served
-                // (the spawn consumer reserves a free slot before it pulls).
-                if self.pools().labs().len() + 1 >= self.host().capacity as usize {
+                // Never the host's last free slot (learners' labs and pool labs together).
+                let used = self.inner.slots.in_use() + self.pools().labs().len();
+                if used + 1 >= self.host().capacity as usize {
                     return Ok(());
                 }
-                let Ok(slot) = self.inner.slots.gate().try_acquire_owned() else {
-                    return Ok(());
-                };
                 let Some(entry) = d.catalog.get(template) else {
                     break;
                 };
-                self.start_pool_lab(template, entry.template.clone(), entry.digest.clone(), slot);
+                self.start_pool_lab(template, entry.template.clone(), entry.digest.clone());
                 count += 1;
             }
         }
@@ -226,7 +224,7 @@ impl Orchestrator {
         for (id, stage) in gone {
             match self.deps().store.get_any(&id).await? {
                 Some(rec) if rec.status == ScenarioStatus::Pending => {
-                    let slot = self.inner.slots.take(&id);
+                    let slot = self.inner.slots.gate().try_acquire_owned().ok();
                     self.adopt_warm(&id, slot).await?;
                 }
                 Some(_) => {
@@ -263,13 +261,7 @@ impl Orchestrator {
     }
 
     /// Launches one pool lab of `template` in `slot`, in the background.
-    fn start_pool_lab(
-        &self,
-        template: &str,
-        t: Arc<ScenarioTemplate>,
-        digest: String,
-        slot: OwnedSemaphorePermit,
-    ) {
+    fn start_pool_lab(&self, template: &str, t: Arc<ScenarioTemplate>, digest: String) {
         let id = ScenarioId::generate();
         self.pools().labs().insert(
             id.clone(),
@@ -278,7 +270,6 @@ impl Orchestrator {
                 stage: Stage::Launching,
             },
         );
-        self.inner.slots.hold(&id, slot);
         let this = self.clone();
         let template = template.to_owned();
         tokio::spawn(async move {
@@ -349,14 +340,40 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Removes a pool lab of this host: out of the map, torn down, its slot freed.
+    /// Removes a pool lab of this host: out of the map, torn down.
     async fn drop_pool_lab(&self, id: &ScenarioId) {
         self.pools().labs().remove(id);
         if let Err(e) = self.deps().runtime.teardown(id).await {
             tracing::warn!(scenario_id = %id, error = %e, "removing a warm lab");
         }
-        self.inner.slots.release(id);
         self.pools().wake.notify_one();
+    }
+
+    /// Before a cold launch: when learners' labs and pool labs together exceed the capacity,
+    /// the oldest ready pool lab that no spawn took first makes room.
+    pub(crate) async fn make_room(&self) {
+        let capacity = self.host().capacity as usize;
+        while self.inner.slots.in_use() + self.pools().labs().len() > capacity {
+            let ready: Vec<ScenarioId> = self
+                .pools()
+                .labs()
+                .iter()
+                .filter(|(_, l)| matches!(l.stage, Stage::Ready { .. }))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let mut evicted = false;
+            for id in ready {
+                if matches!(self.deps().store.remove_warm(&id).await, Ok(true)) {
+                    tracing::info!(scenario_id = %id, "evicting a warm lab to make room for a spawn");
+                    self.drop_pool_lab(&id).await;
+                    evicted = true;
+                    break;
+                }
+            }
+            if !evicted {
+                return;
+            }
+        }
     }
 
     /// A pool lab the engine reports broken leaves the pool (when no spawn took it first: an
@@ -389,7 +406,8 @@ impl Orchestrator {
             };
         };
         let started = Instant::now();
-        // The pool lab's slot becomes the scenario's (a delivery brings a fresh one: keep one).
+        // The scenario holds a slot from now on (a host restarted with less capacity may have
+        // none to give: the lab runs on without one, as after a recovery).
         if let Some(slot) = slot {
             self.inner.slots.hold(id, slot);
         }

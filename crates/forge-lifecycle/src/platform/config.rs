@@ -112,6 +112,8 @@ pub struct PlatformConfig {
     /// Egress allowlist profiles, uplink namespace and link pool of allowlisted labs
     /// (`FORGE_EGRESS_PROFILES`, …); by default none, so only `egress: deny` labs launch.
     pub egress: forge_runtime::EgressConfig,
+    /// LLM proposals (`FORGE_LLM_URL`, `FORGE_LLM_MODEL`, …); `None` (the default): off.
+    pub llm: Option<crate::llm::LlmConfig>,
 }
 
 impl PlatformConfig {
@@ -149,6 +151,7 @@ impl PlatformConfig {
             audit_verify_every: Some(std::time::Duration::from_secs(300)),
             require_user_namespaces: false,
             egress: forge_runtime::EgressConfig::default(),
+            llm: None,
         }
     }
 

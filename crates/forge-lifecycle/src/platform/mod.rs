@@ -276,6 +276,12 @@ impl Platform {
         if runs(Service::Worker) {
             let runtime = lab_runtime(Service::Worker)?;
             let agents = crate::agents::Agents::new(runtime.clone(), policy.clone(), audit.clone());
+            let llm = cfg
+                .llm
+                .as_ref()
+                .map(|c| crate::llm::Llm::new(c, policy.clone(), runtime.clone(), audit.clone()))
+                .transpose()
+                .context("configuring llm proposals")?;
             let worker = Worker::new(WorkerDeps {
                 store: store.clone(),
                 bus: bus.clone(),
@@ -286,6 +292,7 @@ impl Platform {
                 access: access.for_service(Service::Worker),
                 host_id: host.id.clone(),
                 agents: Some(agents),
+                llm,
             });
             tasks.push(spawn_consumer(
                 &worker,

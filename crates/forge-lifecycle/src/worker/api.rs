@@ -120,6 +120,7 @@ pub fn router(state: Worker) -> Router {
             "/v1/scenarios/{id}/terminal/ticket",
             post(super::terminal::ticket),
         )
+        .merge(crate::llm::api::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             super::forward::to_owner,
@@ -127,6 +128,7 @@ pub fn router(state: Worker) -> Router {
         .with_state(state.clone());
     let mut doc = ApiDoc::openapi();
     doc.merge(super::terminal::TerminalDoc::openapi());
+    doc.merge(crate::llm::api::LlmDoc::openapi());
     let limit = forge_http::DEFAULT_BODY_LIMIT;
     crate::service_router(Service::Worker, doc, routes, state.access(), limit)
         .layer(tower_http::cors::CorsLayer::permissive())

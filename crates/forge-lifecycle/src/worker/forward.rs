@@ -1,6 +1,7 @@
 //! Lab actions reach the host that owns the lab (docs/distributed.md, Lab hosts).
 //!
-//! Any worker replica answers `check`, `exec` and `terminal` for any lab, and any runner a
+//! Any worker replica answers `check`, `exec`, `terminal` and the LLM `proposals` routes
+//! (`crate::llm`, whose proposals live in the owner's memory) for any lab, and any runner a
 //! playbook run in any lab (`crate::runner`, forwarded to the owner's runner): when the scenario's
 //! `host_id` names another host, the request is forwarded to that host's worker (its URL from
 //! the host's lease record) and the answer relayed unchanged; a terminal is relayed frame by
@@ -46,6 +47,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 fn lab_action(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/v1/scenarios/")?;
     let (id, action) = rest.split_once('/')?;
+    // LLM proposals live in the memory of the lab's host's worker (crate::llm).
+    if action == "proposals" || action.starts_with("proposals/") {
+        return Some((id, "proposals"));
+    }
     LAB_ACTIONS.contains(&action).then_some((id, action))
 }
 
@@ -283,5 +288,27 @@ async fn pipe(
     tokio::select! {
         _ = down => {},
         _ = up => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lab_action;
+
+    #[test]
+    fn lab_actions_and_proposals_go_to_the_owner() {
+        let id = "scn-0123456789ab";
+        assert_eq!(
+            lab_action(&format!("/v1/scenarios/{id}/exec")),
+            Some((id, "exec"))
+        );
+        for path in ["proposals", "proposals/prp-0123456789ab/approve"] {
+            assert_eq!(
+                lab_action(&format!("/v1/scenarios/{id}/{path}")),
+                Some((id, "proposals")),
+                "{path}"
+            );
+        }
+        assert_eq!(lab_action(&format!("/v1/scenarios/{id}/submit")), None);
     }
 }

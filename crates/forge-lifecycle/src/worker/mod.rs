@@ -61,6 +61,8 @@ pub struct WorkerDeps {
     pub host_id: String,
     /// The runner of the labs' agents (crate::agents); `None` runs none.
     pub agents: Option<crate::agents::Agents>,
+    /// LLM proposals for this host's labs (crate::llm); `None`: the feature is off.
+    pub llm: Option<crate::llm::Llm>,
 }
 
 #[derive(Clone)]

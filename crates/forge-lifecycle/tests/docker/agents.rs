@@ -163,6 +163,12 @@ async fn actions_aimed_outside_the_lab_are_denied_and_never_leave_it() {
     cleanup.saw(scenario.as_str());
     let mut spec = LabSpec::new(scenario.clone(), "agents-test", t.clone());
     spec.labels.insert(TEST_RUN_LABEL.into(), run.clone());
+    // A lab without a host label predates lab hosts, and any platform running on this engine
+    // (`forge up`, another test's) would reap it as its own leftover.
+    spec.labels.insert(
+        forge_lifecycle::orchestrator::HOST_LABEL.into(),
+        format!("agents-test-{run}"),
+    );
     rt.launch(spec).await.expect("lab launches");
 
     let audit = Arc::new(MemoryAuditSink::default());

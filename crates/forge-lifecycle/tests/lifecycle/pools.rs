@@ -263,3 +263,36 @@ async fn a_restart_with_a_full_pool_leaves_no_orphan_and_refills() {
     assert_eq!(pools(&h).await["pools"][0]["ready"], 0);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_spawn_on_a_full_host_evicts_a_warm_lab() {
+    let h = Harness::start_with(|c| {
+        c.orchestrator.host.capacity = 3;
+        c.orchestrator.pools.insert(TEMPLATE.into(), 2);
+        let dir = c.template_dir.clone().unwrap();
+        let text = std::fs::read_to_string(dir.join("fast-lab.yaml")).unwrap();
+        let other = text.replacen("name: fast-lab", "name: other-lab", 1);
+        std::fs::write(dir.join("other-lab.yaml"), other).unwrap();
+    })
+    .await;
+    ready(&h, 2).await;
+    let spawn_other = || {
+        h.api
+            .spawn(json!({"track": "netplus", "template": "other-lab",
+                            "request_id": uuid::Uuid::new_v4().to_string()}))
+    };
+    // One learner lab and two warm labs fill the host; the next cold spawn evicts a warm lab
+    // instead of waiting for a slot the pool would never give back.
+    let a = spawn_other().await;
+    h.api
+        .wait_for(&a, &["running"], Duration::from_secs(10))
+        .await;
+    let b = spawn_other().await;
+    h.api
+        .wait_for(&b, &["running"], Duration::from_secs(10))
+        .await;
+    let p = pool(&h).await;
+    assert_eq!(p["ready"], 1, "one warm lab made room: {p}");
+    assert_eq!(labs(&h).len(), 3, "never more labs than the capacity");
+    h.stop().await;
+}
