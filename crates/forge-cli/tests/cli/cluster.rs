@@ -175,10 +175,16 @@ fn count(s: &BTreeMap<String, (String, String, String)>, status: &str, host: &st
         .count()
 }
 
+/// Containers of learners' labs on `host` (its warm pool's labs, `forge.pool`, left out: a host
+/// refills its pool as soon as it is back).
 fn labs_of_host(host: &str) -> usize {
-    sweep::docker_ids(&["ps", "-aq", "--filter", &format!("label=forge.host={host}")])
-        .unwrap_or_default()
-        .len()
+    let of = |extra: &[&str]| {
+        let filter = format!("label=forge.host={host}");
+        let mut args = vec!["ps", "-aq", "--filter", filter.as_str()];
+        args.extend_from_slice(extra);
+        sweep::docker_ids(&args).unwrap_or_default().len()
+    };
+    of(&[]) - of(&["--filter", "label=forge.pool"])
 }
 
 #[test]
