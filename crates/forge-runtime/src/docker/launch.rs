@@ -1,20 +1,15 @@
 //! Launching a lab fast, and reviving one container of it.
 //!
 //! Order of work (phases overlap; `LaunchTimings` records when each finished):
-//! 1. validate everything that can be checked without side effects (plan, names, capabilities),
-//!    then the read-only pre-flight in one round trip: isolation, "does the lab exist", the
-//!    images' runtime config (sysctls, tmpfs, health probe);
-//! 2. concurrently: build the fabric namespace + bridges | create and start every container in
-//!    parallel (containers start with only `lo`; images' services bind wildcard addresses, so
-//!    they come up before their links);
-//! 3. each container on its own as soon as it and the fabric are up: plumb it; once every
-//!    container is plumbed, its setup steps, then its health probe (a container without setup
-//!    steps is probed from the moment it runs, see `steps`). Any failure stops the rest and
-//!    tears down whatever was built.
+//! 1. validate everything that can be checked without side effects (plan, names, capabilities);
+//! 2. concurrently: build the fabric namespace + bridges | inspect images, then create and
+//!    start every container in parallel (containers start with only `lo`; images' services
+//!    bind wildcard addresses, so they come up before their links);
+//! 3. plumb every container in parallel; 4. run setup steps (containers in parallel, steps in
+//!    order); any failure tears down whatever was built.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::CreateContainerOptions;
@@ -23,7 +18,6 @@ use forge_core::ScenarioId;
 use forge_core::template::{Attachment, plan_lab};
 use futures::future::{join_all, try_join_all};
 
-use super::steps::{self, Gate};
 use super::{DockerRuntime, labs};
 use crate::egress;
 use crate::error::{RuntimeError, status_of};
@@ -32,26 +26,15 @@ use crate::hardening::{self, ContainerParams};
 use crate::images::ImageRuntimeConfig;
 use crate::{ExecRequest, LabHandle, LabSpec, LaunchTimings, container_name, exec, labels, netns};
 
+/// Time one setup command may take.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 struct Started {
     id: String,
     pid: u32,
     created: Duration,
     started: Duration,
 }
-
-/// One container brought up: its id and when each of its phases finished.
-struct Up {
-    id: String,
-    created: Duration,
-    started: Duration,
-    plumbed: Duration,
-    setup_done: Duration,
-    healthy: Duration,
-}
-
-/// Why a container's bring-up stopped: its own error, or `None` when it gave up because
-/// something else in the launch failed (that error is the one reported).
-type Stop = Option<RuntimeError>;
 
 pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandle, RuntimeError> {
     let t0 = Instant::now();
@@ -67,24 +50,11 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
     }
     let scenario = spec.scenario_id.as_str();
     let ns = spec.scenario_id.network_id();
-    // Reads only, so all at once: each is an engine round trip, and one after another they
-    // were a tenth of a launch. Their errors keep their old precedence.
-    let (isolation, found, image_cfg) = futures::join!(
-        rt.check_isolation(),
-        has_containers(rt, scenario),
-        image_config(rt, containers.iter().map(|c| c.image.as_str())),
-    );
-    isolation?;
-    if netns::namespace_exists(&ns) || found? {
+    if netns::namespace_exists(&ns) || has_containers(rt, scenario).await? {
         return Err(RuntimeError::LabExists {
             scenario: scenario.to_owned(),
         });
     }
-    let image_cfg = image_cfg?;
-    let mut timings = LaunchTimings {
-        images_checked: t0.elapsed(),
-        ..Default::default()
-    };
     // Before anything is built: an unknown profile or an unresolvable host fails the launch
     // with nothing to clean up.
     let egress_cfg = rt.egress();
@@ -112,55 +82,93 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
         })
         .collect();
 
-    let gate = Gate::new(containers.len());
-    let fabric_cell: OnceLock<Fabric> = OnceLock::new();
+    let mut timings = LaunchTimings::default();
     let fabric = async {
         let f = match (Fabric::create(&ns, &plan, &created_at).await, &egress) {
             (Ok(f), Some(e)) => egress::attach(&f, &plan, e, &egress_cfg).await.map(|()| f),
             (f, _) => f,
         };
-        let at = t0.elapsed();
-        gate.fabric_done(f.is_ok());
-        f.map(|f| {
-            let _ = fabric_cell.set(f);
-            at
-        })
+        (f, t0.elapsed())
     };
-    let jobs = containers.iter().enumerate().map(|(i, c)| {
-        let cfg = image_cfg.get(&c.image);
-        let params = ContainerParams {
-            scenario: &spec.scenario_id,
-            tenant_id: &spec.tenant_id,
-            template_name: &tpl.metadata.name,
-            container: c,
+    let boot = async {
+        let image_cfg = image_config(rt, containers.iter().map(|c| c.image.as_str())).await?;
+        let images_checked = t0.elapsed();
+        let jobs = containers.iter().enumerate().map(|(i, c)| {
+            let params = ContainerParams {
+                scenario: &spec.scenario_id,
+                tenant_id: &spec.tenant_id,
+                template_name: &tpl.metadata.name,
+                container: c,
+                index: i,
+                count: containers.len(),
+                limits: &tpl.spec.limits,
+                links: links[i],
+                gateway: default_gateway(links[i], &gateways),
+                hosts: &hosts,
+                image_sysctls: image_cfg.get(&c.image).map_or(&[], |i| &i.sysctls[..]),
+                image_tmpfs: image_cfg.get(&c.image).map_or(&[], |i| &i.tmpfs[..]),
+                extra_labels: &spec.labels,
+                created_at: &created_at,
+            };
+            create_and_start(rt, params, t0)
+        });
+        // join_all, not try_join_all: every create must settle before a failed launch tears
+        // down, or a container created after the teardown would leak.
+        let started: Result<Vec<Started>, RuntimeError> =
+            join_all(jobs).await.into_iter().collect();
+        started.map(|s| (s, images_checked, image_cfg))
+    };
+    let ((fabric, fabric_ready), booted) = futures::join!(fabric, boot);
+    timings.fabric_ready = fabric_ready;
+
+    let result = async {
+        let fabric = fabric?;
+        let (started, images_checked, image_cfg_ref) = booted?;
+        timings.images_checked = images_checked;
+        timings.containers_created = started.iter().map(|s| s.created).max().unwrap_or_default();
+        timings.containers_started = started.iter().map(|s| s.started).max().unwrap_or_default();
+
+        let plumbing = started.iter().enumerate().map(|(i, s)| Plumbing {
             index: i,
-            count: containers.len(),
-            limits: &tpl.spec.limits,
+            pid: s.pid,
             links: links[i],
             gateway: default_gateway(links[i], &gateways),
-            hosts: &hosts,
-            image_sysctls: cfg.map_or(&[], |i| &i.sysctls[..]),
-            image_tmpfs: cfg.map_or(&[], |i| &i.tmpfs[..]),
-            extra_labels: &spec.labels,
-            created_at: &created_at,
-        };
-        let probe = cfg.and_then(|i| steps::health_probe(&i.health));
-        bring_up(rt, params, probe, &gate, &fabric_cell, t0)
-    });
-    // join_all, not try_join_all: every create must settle before a failed launch tears
-    // down, or a container created after the teardown would leak. A failure makes the other
-    // containers stop at their next step (the gate), so this does not wait for their probes.
-    let (fabric, ups) = futures::join!(fabric, join_all(jobs));
+        });
+        let plumbing: Vec<Plumbing<'_>> = plumbing.collect();
+        try_join_all(plumbing.iter().map(|p| fabric.plumb(p))).await?;
+        timings.links_plumbed = t0.elapsed();
 
-    let result = settle(fabric, ups, &mut timings);
+        let targets: Vec<String> = containers
+            .iter()
+            .map(|c| container_name(&spec.scenario_id, &c.name))
+            .collect();
+        let setups = containers
+            .iter()
+            .zip(&targets)
+            .map(|(c, target)| run_setup(rt, target, &c.name, scenario, &c.setup));
+        try_join_all(setups).await?;
+        timings.setup_done = t0.elapsed();
+
+        // Running means usable: each container's own health probe passes before the lab is
+        // handed out (the engine's first probe would come only after its interval).
+        let probes = containers.iter().zip(&targets).filter_map(|(c, target)| {
+            let test = image_cfg_ref.get(&c.image).map(|i| i.health.as_slice())?;
+            let probe = health_probe(test)?;
+            Some(wait_healthy(rt, target, &c.name, scenario, probe))
+        });
+        try_join_all(probes).await?;
+        timings.healthy = t0.elapsed();
+        Ok(started)
+    }
+    .await;
 
     match result {
-        Ok(done) => {
+        Ok(started) => {
             timings.total = t0.elapsed();
             let ids = containers
                 .iter()
-                .zip(done)
-                .map(|(c, u)| (c.name.clone(), u.id))
+                .zip(started)
+                .map(|(c, s)| (c.name.clone(), s.id))
                 .collect();
             // The engine's share of a launch; the orchestrator records the whole launch per
             // track as `forge_lab_launch_seconds`.
@@ -185,118 +193,56 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
     }
 }
 
-/// The launch's outcome from the fabric's and every container's: the containers in template
-/// order and their phases in `timings`, or the error that stopped it (the fabric's first, then
-/// the first container's own).
-fn settle(
-    fabric: Result<Duration, RuntimeError>,
-    ups: Vec<Result<Up, Stop>>,
-    timings: &mut LaunchTimings,
-) -> Result<Vec<Up>, RuntimeError> {
-    timings.fabric_ready = fabric?;
-    let count = ups.len();
-    let mut done = Vec::with_capacity(count);
-    let mut first: Option<RuntimeError> = None;
-    for up in ups {
-        match up {
-            Ok(u) => done.push(u),
-            Err(e) => first = first.or(e),
-        }
-    }
-    if done.len() < count {
-        return Err(first
-            .unwrap_or_else(|| RuntimeError::Invalid("launch stopped without an error".into())));
-    }
-    let max = |f: fn(&Up) -> Duration| done.iter().map(f).max().unwrap_or_default();
-    timings.containers_created = max(|u| u.created);
-    timings.containers_started = max(|u| u.started);
-    timings.links_plumbed = max(|u| u.plumbed);
-    timings.setup_done = max(|u| u.setup_done);
-    timings.healthy = max(|u| u.healthy);
-    Ok(done)
+/// How long a lab container may take to pass its health probe at launch.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time one probe may take (the images' HEALTHCHECK says 5 s too).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The engine's HEALTHCHECK test as a command to exec; `None` when the image has none.
+fn health_probe(test: &[String]) -> Option<ExecRequest> {
+    let req = match test.split_first()? {
+        (kind, argv) if kind == "CMD" && !argv.is_empty() => ExecRequest::argv(argv.to_vec()),
+        (kind, [cmd]) if kind == "CMD-SHELL" => ExecRequest::shell(cmd.clone()),
+        _ => return None,
+    };
+    Some(req.timeout(PROBE_TIMEOUT).max_output(4 * 1024))
 }
 
-/// One container from nothing to healthy (see the module docs for the order); tells the gate
-/// when it fails so the others stop.
-async fn bring_up(
+/// Runs `probe` until it passes, backing off from 20 ms to 500 ms, for at most
+/// [`HEALTH_TIMEOUT`]; the error names the container, the probe and its last output.
+async fn wait_healthy(
     rt: &DockerRuntime,
-    p: ContainerParams<'_>,
-    probe: Option<ExecRequest>,
-    gate: &Gate,
-    fabric: &OnceLock<Fabric>,
-    t0: Instant,
-) -> Result<Up, Stop> {
-    let r = bring_up_steps(rt, &p, probe, gate, fabric, t0).await;
-    if matches!(r, Err(Some(_))) {
-        gate.fail();
+    target: &str,
+    display: &str,
+    scenario: &str,
+    probe: ExecRequest,
+) -> Result<(), RuntimeError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let r = exec::run(rt.docker(), target, display, scenario, probe.clone()).await?;
+        if !r.timed_out && r.exit_code == 0 {
+            return Ok(());
+        }
+        if started.elapsed() + pause > HEALTH_TIMEOUT {
+            return Err(RuntimeError::Unhealthy {
+                container: display.to_owned(),
+                probe: match &probe.command {
+                    crate::ExecCommand::Argv(v) => v.join(" "),
+                    crate::ExecCommand::Shell(s) => s.clone(),
+                },
+                waited: started.elapsed(),
+                exit_code: r.exit_code,
+                output: format!("{}{}", r.stdout, r.stderr)
+                    .trim()
+                    .chars()
+                    .take(400)
+                    .collect(),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
-    r
-}
-
-async fn bring_up_steps(
-    rt: &DockerRuntime,
-    p: &ContainerParams<'_>,
-    probe: Option<ExecRequest>,
-    gate: &Gate,
-    fabric: &OnceLock<Fabric>,
-    t0: Instant,
-) -> Result<Up, Stop> {
-    let c = p.container;
-    let (display, scenario) = (c.name.as_str(), p.scenario.as_str());
-    let target = container_name(p.scenario, display);
-    // Not abandoned when another container fails: the create must settle (see `launch`).
-    let s = create_and_start(rt, p, t0).await.map_err(Some)?;
-    let plumbing = Plumbing {
-        index: p.index,
-        pid: s.pid,
-        links: p.links,
-        gateway: p.gateway,
-    };
-    let probe_early = c.setup.is_empty();
-    let chain = async {
-        if !gate.fabric_ready().await {
-            return Err(None);
-        }
-        let fabric = fabric.get().ok_or(None)?;
-        fabric.plumb(&plumbing).await.map_err(Some)?;
-        let plumbed = t0.elapsed();
-        gate.plumbed();
-        // Setup may reach other containers of the lab: it waits for every link.
-        if !gate.all_plumbed().await {
-            return Err(None);
-        }
-        steps::run_setup(rt, &target, display, scenario, &c.setup)
-            .await
-            .map_err(Some)?;
-        let setup_done = t0.elapsed();
-        // Setup can change what the probe sees, so it is probed after it.
-        if let Some(probe) = probe.as_ref().filter(|_| !probe_early) {
-            steps::wait_healthy(rt, &target, display, scenario, probe)
-                .await
-                .map_err(Some)?;
-        }
-        Ok((plumbed, setup_done, t0.elapsed()))
-    };
-    let early = async {
-        if let Some(probe) = probe.as_ref().filter(|_| probe_early) {
-            steps::wait_healthy(rt, &target, display, scenario, probe)
-                .await
-                .map_err(Some)?;
-        }
-        Ok(t0.elapsed())
-    };
-    let ((plumbed, setup_done, late), early) = tokio::select! {
-        r = futures::future::try_join(chain, early) => r?,
-        () = gate.failed() => return Err(None),
-    };
-    Ok(Up {
-        id: s.id,
-        created: s.created,
-        started: s.started,
-        plumbed,
-        setup_done,
-        healthy: late.max(early),
-    })
 }
 
 async fn has_containers(rt: &DockerRuntime, scenario: &str) -> Result<bool, RuntimeError> {
@@ -333,11 +279,11 @@ async fn image_config<'a>(
 
 async fn create_and_start(
     rt: &DockerRuntime,
-    p: &ContainerParams<'_>,
+    p: ContainerParams<'_>,
     t0: Instant,
 ) -> Result<Started, RuntimeError> {
     let name = container_name(p.scenario, &p.container.name);
-    let body = hardening::container_config(p)?;
+    let body = hardening::container_config(&p)?;
     let opts = CreateContainerOptions {
         name: Some(name.clone()),
         ..Default::default()
@@ -385,6 +331,36 @@ async fn start_and_pid(rt: &DockerRuntime, id: &str, name: &str) -> Result<u32, 
     }
 }
 
+/// Runs a container's setup commands in order; a non-zero exit fails the launch.
+async fn run_setup(
+    rt: &DockerRuntime,
+    target: &str,
+    display: &str,
+    scenario: &str,
+    steps: &[String],
+) -> Result<(), RuntimeError> {
+    for cmd in steps {
+        let req = ExecRequest::shell(cmd.clone())
+            .timeout(SETUP_TIMEOUT)
+            .max_output(16 * 1024);
+        let r = exec::run(rt.docker(), target, display, scenario, req).await?;
+        if r.timed_out || r.exit_code != 0 {
+            let output = format!("{}{}", r.stdout, r.stderr)
+                .trim()
+                .chars()
+                .take(400)
+                .collect();
+            return Err(RuntimeError::Setup {
+                container: display.to_owned(),
+                command: cmd.clone(),
+                exit_code: r.exit_code,
+                output,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Starts a stopped lab container again and rebuilds its links, default route and setup from
 /// its labels (works from Docker state alone, e.g. after our own restart).
 pub(super) async fn revive(
@@ -427,5 +403,5 @@ pub(super) async fn revive(
             gateway,
         })
         .await?;
-    steps::run_setup(rt, &name, container, scenario.as_str(), &setup).await
+    run_setup(rt, &name, container, scenario.as_str(), &setup).await
 }

@@ -7,7 +7,6 @@
 
 mod labs;
 mod launch;
-mod steps;
 mod watch;
 
 use std::collections::HashMap;
@@ -222,7 +221,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn launch(&self, spec: LabSpec) -> Result<LabHandle, RuntimeError> {
-        // Checks isolation itself, together with its other pre-flight reads.
+        self.check_isolation().await?;
         launch::launch(self, spec).await
     }
 
