@@ -17,7 +17,8 @@
 //! network and three `docker run -d` at once, SOAK_CLI_WORKERS labs at a time).
 //!
 //! `cargo bench -p forge-lifecycle --bench soak` (root). Knobs: SOAK_LABS (default 100),
-//! SOAK_PARALLEL (the host's `max_parallel_launches`, default 100), SOAK_POLL_MS (status polling
+//! SOAK_PARALLEL (the host's `max_parallel_launches`, default the platform's own, 8: at 100,
+//! health probes waiting behind every other lab's launch time out), SOAK_POLL_MS (status polling
 //! of each lab, default 100), SOAK_CLI_WORKERS (default 100). A drop guard removes whatever the
 //! run left, also on a panic.
 
@@ -126,7 +127,13 @@ fn leftovers(run: &str, ids: &[String]) -> (usize, usize) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let labs = knob("SOAK_LABS", 100).max(1);
-    let parallel = knob("SOAK_PARALLEL", 100).max(1);
+    let parallel = knob(
+        "SOAK_PARALLEL",
+        PlatformConfig::new(std::path::PathBuf::new())
+            .orchestrator
+            .max_parallel_launches,
+    )
+    .max(1);
     let poll = Duration::from_millis(knob("SOAK_POLL_MS", 100) as u64);
     let cli_workers = knob("SOAK_CLI_WORKERS", 100).max(1);
     let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();

@@ -85,6 +85,20 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Every database error is a backend error, as for sqlx (the SQLite backend's constraint and
+/// busy failures included): the store's callers never act on SQLite's codes. The extended code
+/// is kept in the message, as sqlx's message did, for whoever reads the log.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, Some(msg)) => {
+                StoreError::Backend(format!("{msg} (sqlite code {})", f.extended_code))
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
 /// How long [`Store::ping`] waits for the database.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -156,3 +156,38 @@ async fn sqlite_reopen_keeps_data_and_migrations_are_idempotent() {
     // WAL is what lets readers run beside the writer; its file exists while the store is open.
     assert!(dir.path().join("forge.db-wal").exists());
 }
+
+/// The writer never checkpoints (no `fsync` inside a commit); the checkpoint thread copies the
+/// WAL back into the database file in the background, so the file grows without a restart.
+#[tokio::test]
+async fn sqlite_checkpoints_in_the_background() {
+    use forge_store::{Billing, NewScenario};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_in_dir(dir.path()).await.unwrap();
+    let db = dir.path().join("forge.db");
+    let size = || std::fs::metadata(&db).unwrap().len();
+    // Let a round copy what the migrations left in the WAL, then measure from there.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let before = size();
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let store = store.clone();
+        writes.spawn(async move {
+            let new: NewScenario = suite::new_scenario("t1", &format!("r{i}"));
+            store.insert_pending(&new, Billing::None).await.unwrap();
+        });
+    }
+    while let Some(done) = writes.join_next().await {
+        done.unwrap();
+    }
+    // The writes sit in the WAL; within a few rounds they are in the database file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {before} bytes: nothing was checkpointed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    store.close().await;
+}

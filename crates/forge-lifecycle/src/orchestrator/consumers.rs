@@ -46,7 +46,13 @@ impl Orchestrator {
                         crate::authz::scenario_span(subjects::SPAWN_REQUEST, &req.scenario_id);
                     span.record("tenant_id", req.tenant_id.as_str());
                     span.record("request_id", req.request_id.as_str());
-                    let done = match req.warm_host.as_deref() {
+                    // A retried spawn's message may not name the warm lab the first try
+                    // started: the pool knows it.
+                    let warm = req
+                        .warm_host
+                        .as_deref()
+                        .or_else(|| this.is_pool_lab(&req.scenario_id).then_some(this.host_id()));
+                    let done = match warm {
                         None => {
                             tracing::Instrument::instrument(
                                 this.spawn_in(&req.scenario_id, slot),

@@ -1,17 +1,19 @@
 //! Warm pools (docs/design.md §5, §8): labs of a template launched, set up and healthy ahead
 //! of time on this host, so that a spawn finds its lab already running.
 //!
-//! - **Refill**: every tick, and at once after a claim, each pooled template is topped up to
+//! - **Refill**: every tick, and once claims pause (half a second without one, at most three
+//!   seconds after a claim, so a burst is not slowed by its refill), each pooled template is topped up to
 //!   its size with labs launched under a fresh scenario id, labelled [`POOL_LABEL`] and with no
 //!   tenant, and then entered in the store's pool. Pool labs count against the host's capacity,
 //!   never against a tenant's quota: a refill leaves at least one slot free of learners' labs
 //!   and pool labs together, and a cold spawn that finds the host full of them evicts the
 //!   oldest pool lab, so pools never keep a spawn of another template waiting. A template whose launch fails is retried
 //!   after a growing pause, not every tick.
-//! - **Claim**: the front door takes a lab from the store and creates the scenario with the
-//!   lab's id; `spawn.request` names this host, which adopts it: training gate, `creating`,
-//!   `running`, timer — the path of a cold spawn minus the launch. The learner's clock starts at
-//!   the spawn, and the lab keeps nothing from its time in the pool but its age.
+//! - **Claim**: the front door takes a lab from the store, creates the scenario with the lab's
+//!   id and starts it (`running` on this host) before it answers; `spawn.request` names this
+//!   host, which takes the lab over: slot, `creating` and `running` audited, timer,
+//!   `scenario.created` — the tail of a cold spawn. The learner's clock starts at the spawn,
+//!   and the lab keeps nothing from its time in the pool but its age.
 //! - **Drain**: a lab whose template left the configuration or changed (another digest) leaves
 //!   the pool and is torn down; so is a lab the engine reports broken, and a lab taken by a
 //!   spawn that never created its scenario (after a grace period).
@@ -26,7 +28,7 @@ use chrono::Utc;
 use forge_core::template::ScenarioTemplate;
 use forge_core::{ScenarioId, ScenarioStatus};
 use forge_runtime::LabSpec;
-use forge_store::WarmLab;
+use forge_store::{ScenarioRecord, WarmLab};
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::task::JoinHandle;
 
@@ -38,6 +40,10 @@ pub const POOL_LABEL: &str = "forge.pool";
 /// How long a lab taken from the pool may stay without its scenario before it is removed (the
 /// spawn that took it failed or died between taking it and storing the scenario).
 const UNCLAIMED_GRACE: Duration = Duration::from_secs(30);
+
+/// A refill after claims waits for this long without a claim, and no longer than the max.
+const REFILL_QUIET: Duration = Duration::from_millis(500);
+const REFILL_QUIET_MAX: Duration = Duration::from_secs(3);
 
 /// Pause after a failed launch of a template's pool lab, doubled per failure up to the max.
 const BACKOFF_FIRST: Duration = Duration::from_secs(5);
@@ -147,13 +153,34 @@ impl Orchestrator {
                 if let Err(e) = this.tend_pools().await {
                     tracing::warn!(error = %e, "cannot tend the warm pools");
                 }
-                tokio::select! {
-                    _ = this.pools().wake.notified() => {}
-                    _ = tokio::time::sleep(tick) => {}
+                let claimed = tokio::select! {
+                    _ = this.pools().wake.notified() => true,
+                    _ = tokio::time::sleep(tick) => false,
                     _ = shutdown.wait_for(|s| *s) => return,
+                };
+                if claimed && !this.claims_paused(&mut shutdown).await {
+                    return;
                 }
             }
         })
+    }
+
+    /// After a claim: waits until claims pause for [`REFILL_QUIET`] (at most
+    /// [`REFILL_QUIET_MAX`]), so a burst of spawns is served from the pool without the refill's
+    /// launches competing with it for the host's CPU. `false` on shutdown.
+    async fn claims_paused(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let deadline = tokio::time::Instant::now() + REFILL_QUIET_MAX;
+        loop {
+            let paused = tokio::select! {
+                _ = self.pools().wake.notified() => false,
+                _ = tokio::time::sleep(REFILL_QUIET) => true,
+                _ = tokio::time::sleep_until(deadline) => true,
+                _ = shutdown.wait_for(|s| *s) => return false,
+            };
+            if paused {
+                return true;
+            }
+        }
     }
 
     /// One pass: drain what is stale, settle labs taken from the store, refill.
@@ -223,7 +250,7 @@ impl Orchestrator {
             .collect();
         for (id, stage) in gone {
             match self.deps().store.get_any(&id).await? {
-                Some(rec) if rec.status == ScenarioStatus::Pending => {
+                Some(rec) if rec.status == ScenarioStatus::Pending || self.started_here(&rec) => {
                     let slot = self.inner.slots.gate().try_acquire_owned().ok();
                     self.adopt_warm(&id, slot).await?;
                 }
@@ -390,10 +417,13 @@ impl Orchestrator {
         false
     }
 
-    /// Adopts the warm lab a spawn took (`id` is both): the cold path without the launch —
-    /// still pending, training gate, then `pending → running` on this host in one store step
-    /// (audited as `creating` and `running`, like a cold lab). Falls back to a cold launch when
-    /// this host has no such lab (it restarted, and `recover` removed it).
+    /// Takes over the warm lab a spawn took (`id` is both). Usually the front door started the
+    /// scenario already (`pending → running` on this host, in the spawn's answer path); else
+    /// (it could not) this is the cold path without the launch: still pending, training gate,
+    /// then `pending → running` in one store step. Either way this host then holds a slot for
+    /// it, audits `creating` and `running` like a cold lab, arms its timer and announces it.
+    /// Falls back to a cold launch when this host has no such lab (it restarted, and `recover`
+    /// removed it).
     pub(crate) async fn adopt_warm(
         &self,
         id: &ScenarioId,
@@ -412,27 +442,33 @@ impl Orchestrator {
             self.inner.slots.hold(id, slot);
         }
         self.pools().wake.notify_one();
-        let Some(rec) = self.pending(id).await? else {
-            return self.drop_unless_active(id).await;
-        };
-        // Denied: `fail` tore the lab down.
-        if self.gate(&rec).await?.is_none() {
-            return Ok(());
-        }
         let d = self.deps();
-        let lab = WarmLab {
-            scenario_id: id.clone(),
-            template: rec.template.clone(),
-            template_digest: String::new(),
-            host_id: self.host().id.clone(),
-            network_id: network_id.clone(),
-            containers: containers.clone(),
-            ready_at: Utc::now(),
-        };
-        let rec = match d.store.start_warm(&lab).await {
-            Ok(r) => r,
-            Err(e) if super::lost_race(&e) => return self.drop_unless_active(id).await,
-            Err(e) => return Err(e.into()),
+        let rec = match d.store.get_any(id).await? {
+            // The front door started it (the usual case): the store step is done.
+            Some(rec) if self.started_here(&rec) => rec,
+            _ => {
+                let Some(rec) = self.pending(id).await? else {
+                    return self.drop_unless_active(id).await;
+                };
+                // Denied: `fail` tore the lab down.
+                if self.gate(&rec).await?.is_none() {
+                    return Ok(());
+                }
+                let lab = WarmLab {
+                    scenario_id: id.clone(),
+                    template: rec.template.clone(),
+                    template_digest: String::new(),
+                    host_id: self.host().id.clone(),
+                    network_id: network_id.clone(),
+                    containers: containers.clone(),
+                    ready_at: Utc::now(),
+                };
+                match d.store.start_warm(&lab).await {
+                    Ok(r) => r,
+                    Err(e) if super::lost_race(&e) => return self.drop_unless_active(id).await,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         };
         self.audit_transition(&rec, ScenarioStatus::Creating, None);
         self.audit_transition(&rec, ScenarioStatus::Running, None);
@@ -444,6 +480,13 @@ impl Orchestrator {
         let this = self.clone();
         tokio::spawn(async move { this.refresh_gauges().await });
         Ok(())
+    }
+
+    /// Whether `rec`, a scenario on one of this host's warm labs, was started by the front door:
+    /// it is `running` here (this host has yet to take it over).
+    fn started_here(&self, rec: &ScenarioRecord) -> bool {
+        rec.status == ScenarioStatus::Running
+            && rec.host_id.as_deref() == Some(self.host().id.as_str())
     }
 
     /// After a lost race for a taken lab: keep it if its scenario runs here, else remove it.

@@ -50,8 +50,8 @@ use crate::worker::{Worker, WorkerDeps};
 struct PolicyGate(Arc<dyn PolicyEngine>);
 
 impl PolicyGate {
-    async fn decide_as(&self, gate: PolicyName, input: Value) -> Result<GateDecision, GateError> {
-        match self.0.decide(gate, &input).await {
+    async fn decide_as(&self, gate: PolicyName, input: &Value) -> Result<GateDecision, GateError> {
+        match self.0.decide(gate, input).await {
             Ok(d) if d.allow => Ok(GateDecision::allow()),
             Ok(d) => Ok(GateDecision::deny(d.deny_reasons)),
             Err(e @ PolicyError::Unavailable { .. }) => Err(GateError::Unavailable(e.to_string())),
@@ -63,10 +63,10 @@ impl PolicyGate {
 #[async_trait]
 impl SpawnGate for PolicyGate {
     async fn decide(&self, input: Value) -> Result<GateDecision, GateError> {
-        self.decide_as(PolicyName::SpawnGate, input).await
+        self.decide_as(PolicyName::SpawnGate, &input).await
     }
 
-    async fn decide_training(&self, input: Value) -> Result<GateDecision, GateError> {
+    async fn decide_training(&self, input: &Value) -> Result<GateDecision, GateError> {
         self.decide_as(PolicyName::TrainingGate, input).await
     }
 }

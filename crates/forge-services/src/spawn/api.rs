@@ -45,8 +45,8 @@ pub struct SpawnResponse {
     /// RFC 3339, UTC, whole seconds: creation time plus the template's `timeout_minutes`.
     #[schema(example = "2026-01-11T13:30:00Z")]
     pub expires_at: String,
-    /// The scenario's status when answered: `pending`, or with `?wait=` whatever it reached
-    /// (`running` once the lab is up).
+    /// The scenario's status when answered: `pending`; `running` at once on a warm pool hit; or
+    /// with `?wait=` whatever it reached (`running` once the lab is up).
     #[schema(example = "pending")]
     pub status: String,
 }
@@ -78,7 +78,7 @@ impl SpawnResponse {
          pattern = "^((0|[1-9][0-9]{0,3}|[12][0-9]{4}|30000)ms|(0|[1-9]|[12][0-9]|30)s)$"),
     ),
     responses(
-        (status = 201, description = "Scenario accepted (pending, or as far as it got within `wait`); replays carry `Idempotent-Replayed: true`", body = SpawnResponse),
+        (status = 201, description = "Scenario accepted (pending; running on a warm pool hit; or as far as it got within `wait`); replays carry `Idempotent-Replayed: true`", body = SpawnResponse),
         (status = 400, description = "No request_id (`missing_request_id`), a body request_id that differs from the header's (`request_id_conflict`), or an invalid body (`invalid_request`, `invalid_json`, `invalid_request_id`, `unsupported_track`, `unknown_template`, `template_track_mismatch`, `tenant_in_body`), or a bad `wait` (`invalid_wait`)", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorEnvelope),
         (status = 403, description = "Missing role, unknown tenant, spawn gate denied (policy_denied) or template refused by the training gate (training_gate_denied); details.deny_reasons", body = ErrorEnvelope),

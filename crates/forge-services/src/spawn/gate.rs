@@ -58,7 +58,9 @@ pub trait SpawnGate: Send + Sync {
     /// Decides `training_gate` on the spawn's template flattened
     /// (`forge_core::template::policy_input`). No default: a gate that forgot it would let
     /// every template through and charge for labs the orchestrator then refuses.
-    async fn decide_training(&self, input: Value) -> Result<GateDecision, GateError>;
+    /// By reference: the front door keeps each template's input ready, and a clone of it per
+    /// spawn showed up in the front door's profile.
+    async fn decide_training(&self, input: &Value) -> Result<GateDecision, GateError>;
 }
 
 /// The gate's input document.
@@ -176,7 +178,7 @@ impl SpawnGate for StaticGate {
         (self.f)(&input)
     }
 
-    async fn decide_training(&self, input: Value) -> Result<GateDecision, GateError> {
-        (self.training)(&input)
+    async fn decide_training(&self, input: &Value) -> Result<GateDecision, GateError> {
+        (self.training)(input)
     }
 }

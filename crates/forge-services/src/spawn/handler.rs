@@ -221,12 +221,14 @@ async fn create(
     // The template must be allowed to run before the spawn is stored and charged: a deny here
     // is a 403 the client can act on, not a charged lab that fails in the orchestrator (which
     // still asks the same gate, in case the template or the policies change in between).
-    let input = state
-        .inner
-        .training_inputs
-        .get(template)
-        .cloned()
-        .unwrap_or_else(|| policy_input(&spawn.template));
+    let computed;
+    let input = match state.inner.training_inputs.get(template) {
+        Some(ready) => ready,
+        None => {
+            computed = policy_input(&spawn.template);
+            &computed
+        }
+    };
     let decision = deps
         .gate
         .decide_training(input)
@@ -307,7 +309,12 @@ async fn create(
     if gateway && inserted.created {
         state.inner.billing_wake.notify_one();
     }
-    let record = inserted.record;
+    // A warm lab is up and healthy already: the scenario runs as soon as the store says so,
+    // in this answer's path; its host takes it over when `spawn.request` reaches it.
+    let record = match &warm {
+        Some(w) => warm::start(state, w, inserted.record).await,
+        None => inserted.record,
+    };
     // The spawn's request id names the scenario's work in every service's log lines.
     let span = tracing::Span::current();
     span.record("scenario_id", record.scenario_id.as_str());

@@ -1,10 +1,12 @@
 //! Warm pools at the front door, and waiting for `running` in the spawn request.
 //!
 //! A spawn of a pooled template takes the oldest warm lab of the template it resolved (same
-//! text, by digest) from the store; the scenario is created with that lab's id, and the lab's
-//! host adopts it when `spawn.request` names the host (docs/design.md §5). When the spawn does
-//! not create its scenario after all (a quota, a replay, an outage) the lab goes back to the
-//! pool. A store error taking from the pool is a miss, never a failed spawn.
+//! text, by digest) from the store; the scenario is created with that lab's id and started at
+//! once (`running` on the lab's host), so a pool hit answers `running` in milliseconds; the
+//! lab's host takes it over (slot, timer, `scenario.created`) when `spawn.request` names the
+//! host (docs/design.md §5). When the spawn does not create its scenario after all (a quota, a
+//! replay, an outage) the lab goes back to the pool. A store error taking from the pool is a
+//! miss, never a failed spawn.
 //!
 //! `?wait=DURATION` (`250ms`, `5s`, at most [`MAX_WAIT`]) holds the answer until the scenario
 //! left `pending` and `creating` or the time is up, so a client gets `running` without polling.
@@ -38,6 +40,25 @@ pub(super) async fn take(state: &SpawnState, template: &str) -> Option<WarmLab> 
     metrics::counter!("forge_pool_claims_total", "template" => template.to_owned(), "result" => result)
         .increment(1);
     taken
+}
+
+/// Starts the scenario `record` (just created, `pending`) on the warm lab it took: `running` on
+/// the lab's host, in one store step. When that fails the scenario stays `pending`, and the
+/// host adopts the lab the slower way (training gate, then the same step) once `spawn.request`
+/// reaches it, so the spawn still succeeds.
+pub(super) async fn start(
+    state: &SpawnState,
+    lab: &WarmLab,
+    record: ScenarioRecord,
+) -> ScenarioRecord {
+    match state.deps().store.start_warm(lab).await {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::warn!(error = %e, scenario_id = %lab.scenario_id,
+                "cannot start a warm lab at the front door; its host adopts it");
+            record
+        }
+    }
 }
 
 /// Puts a lab the spawn did not use back into its pool. If that fails, its host finds the lab

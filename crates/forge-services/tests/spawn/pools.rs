@@ -1,5 +1,6 @@
 //! Warm pools at the front door: a spawn of a pooled template takes the oldest warm lab of the
-//! same template text, its scenario gets the lab's id, and `spawn.request` names the lab's host;
+//! same template text, its scenario gets the lab's id and runs on the lab's host before the
+//! answer, and `spawn.request` names that host;
 //! hits and misses are counted; `?wait=` holds the answer until the scenario moves on.
 
 use std::time::{Duration, Instant};
@@ -72,6 +73,16 @@ async fn a_pooled_spawn_takes_the_oldest_lab_of_its_template_text_and_names_its_
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         let id: ScenarioId = r.json()["scenario_id"].as_str().unwrap().parse().unwrap();
+        // A hit is started before the answer (on the lab's host); a miss waits for a host.
+        let want_status = if want_host.is_some() {
+            "running"
+        } else {
+            "pending"
+        };
+        assert_eq!(r.json()["status"], want_status, "spawn {i}: {}", r.text);
+        let rec = h.store.get_any(&id).await.unwrap().unwrap();
+        assert_eq!(rec.host_id.as_deref(), want_host, "spawn {i}");
+        assert_eq!(rec.started_at.is_some(), want_host.is_some(), "spawn {i}");
         let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
             .await
             .unwrap()

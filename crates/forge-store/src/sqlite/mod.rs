@@ -1,33 +1,44 @@
 //! [`Store`] on SQLite: one file in the data dir, WAL journal, foreign keys on, embedded
 //! migrations.
 //!
+//! Statements run through `rusqlite`, in place on the thread that owns the connection: sqlx's
+//! SQLite driver ran each connection on a worker thread of its own, so every statement was a
+//! round trip between threads, the main cost of a spawn. sqlx still runs the migrations at open
+//! (existing databases record them in its `_sqlx_migrations` table), through a short-lived
+//! connection closed before the store is used; nothing else here touches sqlx.
+//!
 //! Writes run on one connection owned by a writer thread (`writer`): each logical write is sent
 //! there as one job, and the jobs queued together commit together (group commit: one
 //! `BEGIN IMMEDIATE` transaction per batch, so it never has to upgrade a read lock; a savepoint
-//! per multi-statement job keeps its failure its own). Reads go through a small pool of their
-//! own and never wait for the writer (WAL).
+//! per multi-statement job keeps its failure its own). Reads run on a few read connections of
+//! their own (`read`) and never wait for the writer (WAL): point reads inline in the calling
+//! task, reads of many rows on a blocking thread. WAL checkpoints run on a thread of their own
+//! (`checkpoint`), so no commit ever waits for an `fsync`.
 
+mod checkpoint;
 mod hosts;
 mod keys;
 mod pools;
+mod read;
 mod scenarios;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use forge_core::{ScenarioId, ScenarioStatus};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::{
     Began, Billing, Charge, CheckSummary, IdempotencyBegin, Inserted, LabHost, LedgerQuery,
     NewScenario, OutboxItem, PoolClaims, Refunded, ScenarioRecord, Store, StoreError, WarmLab,
 };
-use scenarios::{scenario_cols, scenario_from_row, statuses_json};
+use checkpoint::Checkpointer;
+use read::{READERS, Readers};
+use scenarios::statuses_json;
 use writer::Writer;
 
 /// Name of the database file inside the data dir.
@@ -37,7 +48,8 @@ pub const FILE_NAME: &str = "forge.db";
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: Writer,
-    reader: SqlitePool,
+    readers: Arc<Readers>,
+    checkpointer: Arc<std::sync::Mutex<Checkpointer>>,
     path: PathBuf,
 }
 
@@ -83,44 +95,52 @@ impl SqliteStore {
 
     /// Opens (creating it if needed) the database file at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the
-            // last transactions, and never corrupts the file.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let open_err = |e: sqlx::Error| StoreError::Open {
+        let open_err = |reason: String| StoreError::Open {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            reason,
         };
         {
+            // The migrations stay sqlx's: databases made before the move to rusqlite record
+            // theirs in `_sqlx_migrations`, and must go on where they left off.
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
             let migrator = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(opts.clone())
+                .connect_with(opts)
                 .await
-                .map_err(open_err)?;
-            sqlx::migrate!("./migrations")
+                .map_err(|e| open_err(e.to_string()))?;
+            let migrated = sqlx::migrate!("./migrations")
                 .run(&migrator)
                 .await
-                .map_err(|e| StoreError::Migrate(e.to_string()))?;
+                .map_err(|e| StoreError::Migrate(e.to_string()));
             migrator.close().await;
+            migrated?;
         }
-        let writer = Writer::start(opts.clone()).await?;
-        // No ping before each acquire (sqlx's default): a local file does not drop like a
-        // network connection, and the ping is a full round trip to the connection's thread.
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts)
-            .await
-            .map_err(open_err)?;
+        let writer = Writer::start(path).await?;
+        let readers = match Readers::open(path, READERS) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                writer.close().await;
+                return Err(open_err(e.to_string()));
+            }
+        };
+        let checkpointer = match Checkpointer::start(path) {
+            Ok(c) => Arc::new(std::sync::Mutex::new(c)),
+            Err(e) => {
+                writer.close().await;
+                readers.close().await;
+                return Err(open_err(e));
+            }
+        };
         Ok(Self {
             writer,
-            reader,
+            readers,
+            checkpointer,
             path: path.to_owned(),
         })
     }
@@ -132,8 +152,16 @@ impl SqliteStore {
 
     /// Finishes queued writes and closes every connection.
     pub async fn close(&self) {
+        let checkpointer = Arc::clone(&self.checkpointer);
+        let _ = tokio::task::spawn_blocking(move || {
+            checkpointer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .stop();
+        })
+        .await;
         self.writer.close().await;
-        self.reader.close().await;
+        self.readers.close().await;
     }
 
     async fn insert(
@@ -144,7 +172,7 @@ impl SqliteStore {
     ) -> Result<Inserted, StoreError> {
         let (new, billing) = (new.clone(), OwnedBilling::from(billing));
         self.writer
-            .run(move |c| Box::pin(scenarios::insert(c, new, billing, max_active)))
+            .run(move |c| scenarios::insert(c, &new, &billing, max_active))
             .await
     }
 }
@@ -152,12 +180,14 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        // Reads the schema page from the file, through the pool every read uses.
-        let read = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sqlite_master")
-            .fetch_one(&self.reader);
+        // Reads the schema page from the file, on the connections every read uses.
+        let read = self.readers.point(|c| {
+            read::scalar(c, "SELECT count(*) FROM sqlite_master", [])?;
+            Ok(())
+        });
         let file = self.path.display();
         match tokio::time::timeout(crate::PING_TIMEOUT, read).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Backend(format!("cannot read {file}: {e}"))),
             Err(_) => Err(StoreError::Backend(format!(
                 "no read of {file} within {:?}",
@@ -188,12 +218,13 @@ impl Store for SqliteStore {
         tenant_id: &str,
         id: &ScenarioId,
     ) -> Result<Option<ScenarioRecord>, StoreError> {
-        let found = scenarios::fetch(&self.reader, id).await?;
+        let found = self.get_any(id).await?;
         Ok(found.filter(|r| r.tenant_id == tenant_id))
     }
 
     async fn get_any(&self, id: &ScenarioId) -> Result<Option<ScenarioRecord>, StoreError> {
-        scenarios::fetch(&self.reader, id).await
+        let id = id.clone();
+        self.readers.point(move |c| scenarios::fetch(c, &id)).await
     }
 
     async fn transition(
@@ -213,7 +244,7 @@ impl Store for SqliteStore {
         }
         let (id, error) = (id.clone(), error.map(str::to_owned));
         self.writer
-            .run_atomic(move |c| Box::pin(scenarios::transition(c, id, allowed, to, error)))
+            .run_atomic(move |c| scenarios::transition(c, &id, &allowed, to, error.as_deref()))
             .await
     }
 
@@ -221,16 +252,10 @@ impl Store for SqliteStore {
         &self,
         statuses: &[ScenarioStatus],
     ) -> Result<Vec<ScenarioRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            scenario_cols!(),
-            " FROM scenarios WHERE status IN (SELECT value FROM json_each(?)) \
-             ORDER BY created_at, rowid"
-        ))
-        .bind(statuses_json(statuses))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(scenario_from_row).collect()
+        let statuses = statuses_json(statuses);
+        self.readers
+            .scan(move |c| scenarios::list_by_status(c, &statuses))
+            .await
     }
 
     async fn list_for_tenant(
@@ -239,18 +264,10 @@ impl Store for SqliteStore {
         statuses: &[ScenarioStatus],
         limit: u32,
     ) -> Result<Vec<ScenarioRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            scenario_cols!(),
-            " FROM scenarios WHERE tenant_id = ? AND status IN (SELECT value FROM json_each(?)) \
-             ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        ))
-        .bind(tenant_id)
-        .bind(statuses_json(statuses))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(scenario_from_row).collect()
+        let (tenant_id, statuses) = (tenant_id.to_owned(), statuses_json(statuses));
+        self.readers
+            .scan(move |c| scenarios::list_for_tenant(c, &tenant_id, &statuses, limit))
+            .await
     }
 
     async fn extend(
@@ -261,7 +278,7 @@ impl Store for SqliteStore {
     ) -> Result<ScenarioRecord, StoreError> {
         let (id, by, cap) = (id.clone(), dur_ms(by), ms(cap));
         self.writer
-            .run_atomic(move |c| Box::pin(scenarios::extend(c, id, by, cap)))
+            .run_atomic(move |c| scenarios::extend(c, &id, by, cap))
             .await
     }
 
@@ -274,42 +291,36 @@ impl Store for SqliteStore {
         let changed = self
             .writer
             .execute(
-                sqlx::query(
-                    "UPDATE scenarios SET last_check = ? \
-                     WHERE scenario_id = ? AND status = 'running'",
-                )
-                .bind(json)
-                .bind(id.as_str()),
+                "UPDATE scenarios SET last_check = ? WHERE scenario_id = ? AND status = 'running'",
+                (json, id.as_str().to_owned()),
             )
             .await?;
         Ok(changed > 0)
     }
 
     async fn count_active(&self, tenant_id: &str) -> Result<u64, StoreError> {
-        let n: Option<i64> =
-            sqlx::query_scalar("SELECT active FROM tenant_usage WHERE tenant_id = ?")
-                .bind(tenant_id)
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+        let tenant_id = tenant_id.to_owned();
+        self.readers
+            .point(move |c| scenarios::count_active(c, &tenant_id))
+            .await
     }
 
     async fn claim(&self, id: &ScenarioId, host_id: &str) -> Result<ScenarioRecord, StoreError> {
         let (id, host_id) = (id.clone(), host_id.to_owned());
         self.writer
-            .run_atomic(move |c| Box::pin(hosts::claim(c, id, host_id)))
+            .run_atomic(move |c| hosts::claim(c, &id, &host_id))
             .await
     }
 
     async fn renew_lease(&self, host: &LabHost) -> Result<(), StoreError> {
         let host = host.clone();
         self.writer
-            .run_atomic(move |c| Box::pin(hosts::renew(c, host)))
+            .run_atomic(move |c| hosts::renew(c, &host))
             .await
     }
 
     async fn lab_hosts(&self) -> Result<Vec<LabHost>, StoreError> {
-        hosts::list(&self.reader).await
+        self.readers.scan(hosts::list).await
     }
 
     async fn set_runtime_info(
@@ -322,14 +333,14 @@ impl Store for SqliteStore {
         let changed = self
             .writer
             .execute(
-                sqlx::query(
-                    "UPDATE scenarios SET network_id = ?, containers = ?, updated_at = ? \
-                     WHERE scenario_id = ?",
-                )
-                .bind(network_id)
-                .bind(containers)
-                .bind(ms(Utc::now()))
-                .bind(id.as_str()),
+                "UPDATE scenarios SET network_id = ?, containers = ?, updated_at = ? \
+                 WHERE scenario_id = ?",
+                (
+                    network_id.to_owned(),
+                    containers,
+                    ms(Utc::now()),
+                    id.as_str().to_owned(),
+                ),
             )
             .await?;
         if changed == 0 {
@@ -340,21 +351,18 @@ impl Store for SqliteStore {
 
     async fn begin(&self, req: &IdempotencyBegin<'_>) -> Result<Began, StoreError> {
         let now = ms(req.now);
-        // Replays and in-flight duplicates are answered by a reader, away from the writer.
-        if let Some(b) =
-            keys::peek(&self.reader, req.tenant_id, req.key, req.request_hash, now).await?
-        {
-            return Ok(b);
-        }
         let (t, k, h) = (
             req.tenant_id.to_owned(),
             req.key.to_owned(),
             req.request_hash.to_owned(),
         );
+        // Straight to the writer, whose one statement claims a new key (the common case); a
+        // read first to spare the writer replays and in-flight duplicates cost every new key a
+        // read transaction, which showed in the front door's profile.
         let lease = now.saturating_add(dur_ms(req.lease));
         let expires = now.saturating_add(dur_ms(req.retention));
         self.writer
-            .run_atomic(move |c| Box::pin(keys::begin(c, t, k, h, now, lease, expires)))
+            .run_atomic(move |c| keys::begin(c, &t, &k, &h, now, lease, expires))
             .await
     }
 
@@ -367,14 +375,14 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.writer
             .execute(
-                sqlx::query(
-                    "UPDATE idempotency_keys SET state = 'done', status_code = ?, \
-                     response_body = ? WHERE tenant_id = ? AND key = ? AND state = 'in_flight'",
-                )
-                .bind(i64::from(status))
-                .bind(body)
-                .bind(tenant_id)
-                .bind(key),
+                "UPDATE idempotency_keys SET state = 'done', status_code = ?, \
+                 response_body = ? WHERE tenant_id = ? AND key = ? AND state = 'in_flight'",
+                (
+                    i64::from(status),
+                    body.to_vec(),
+                    tenant_id.to_owned(),
+                    key.to_owned(),
+                ),
             )
             .await?;
         Ok(())
@@ -383,12 +391,9 @@ impl Store for SqliteStore {
     async fn abandon(&self, tenant_id: &str, key: &str) -> Result<(), StoreError> {
         self.writer
             .execute(
-                sqlx::query(
-                    "DELETE FROM idempotency_keys \
-                     WHERE tenant_id = ? AND key = ? AND state = 'in_flight'",
-                )
-                .bind(tenant_id)
-                .bind(key),
+                "DELETE FROM idempotency_keys \
+                 WHERE tenant_id = ? AND key = ? AND state = 'in_flight'",
+                (tenant_id.to_owned(), key.to_owned()),
             )
             .await?;
         Ok(())
@@ -398,12 +403,9 @@ impl Store for SqliteStore {
         let now = ms(now);
         self.writer
             .execute(
-                sqlx::query(
-                    "DELETE FROM idempotency_keys WHERE expires_at <= ? \
-                     AND (state = 'done' OR locked_until <= ?)",
-                )
-                .bind(now)
-                .bind(now),
+                "DELETE FROM idempotency_keys WHERE expires_at <= ? \
+                 AND (state = 'done' OR locked_until <= ?)",
+                (now, now),
             )
             .await
     }
@@ -416,12 +418,13 @@ impl Store for SqliteStore {
     ) -> Result<Option<Refunded>, StoreError> {
         let (id, reason) = (id.clone(), reason.to_owned());
         self.writer
-            .run(move |c| Box::pin(keys::refund(c, id, reason, now)))
+            .run(move |c| keys::refund(c, &id, &reason, now))
             .await
     }
 
     async fn ledger(&self, query: &LedgerQuery) -> Result<Vec<Charge>, StoreError> {
-        keys::ledger(&self.reader, query).await
+        let query = query.clone();
+        self.readers.scan(move |c| keys::ledger(c, &query)).await
     }
 
     async fn due_outbox(
@@ -429,18 +432,17 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        keys::due_outbox(&self.reader, now, limit).await
+        self.readers
+            .scan(move |c| keys::due_outbox(c, now, limit))
+            .await
     }
 
     async fn mark_delivered(&self, event_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.writer
             .execute(
-                sqlx::query(
-                    "UPDATE outbox SET delivered_at = ?, last_error = NULL \
-                     WHERE event_id = ? AND delivered_at IS NULL",
-                )
-                .bind(ms(now))
-                .bind(event_id),
+                "UPDATE outbox SET delivered_at = ?, last_error = NULL \
+                 WHERE event_id = ? AND delivered_at IS NULL",
+                (ms(now), event_id.to_owned()),
             )
             .await?;
         Ok(())
@@ -454,53 +456,51 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.writer
             .execute(
-                sqlx::query(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, \
-                     last_error = ? WHERE event_id = ? AND delivered_at IS NULL",
-                )
-                .bind(ms(next_attempt_at))
-                .bind(error)
-                .bind(event_id),
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, \
+                 last_error = ? WHERE event_id = ? AND delivered_at IS NULL",
+                (ms(next_attempt_at), error.to_owned(), event_id.to_owned()),
             )
             .await?;
         Ok(())
     }
 
     async fn outbox_backlog(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        self.readers.point(keys::outbox_backlog).await
     }
 
     async fn put_warm(&self, lab: &WarmLab) -> Result<(), StoreError> {
         let lab = lab.clone();
-        self.writer.run(move |c| Box::pin(pools::put(c, lab))).await
+        self.writer.run(move |c| pools::put(c, &lab)).await
     }
 
     async fn take_warm(&self, template: &str, digest: &str) -> Result<Option<WarmLab>, StoreError> {
         let (template, digest) = (template.to_owned(), digest.to_owned());
         self.writer
-            .run_atomic(move |c| Box::pin(pools::take(c, template, digest)))
+            .run_atomic(move |c| pools::take(c, &template, &digest))
             .await
     }
 
     async fn remove_warm(&self, id: &ScenarioId) -> Result<bool, StoreError> {
-        Ok(self.writer.execute(pools::remove_query(id)).await? > 0)
+        let changed = self
+            .writer
+            .execute(pools::REMOVE, (id.as_str().to_owned(),))
+            .await?;
+        Ok(changed > 0)
     }
 
     async fn list_warm(&self, host_id: Option<&str>) -> Result<Vec<WarmLab>, StoreError> {
-        pools::list(&self.reader, host_id).await
+        let host_id = host_id.map(str::to_owned);
+        self.readers
+            .scan(move |c| pools::list(c, host_id.as_deref()))
+            .await
     }
 
     async fn pool_claims(&self) -> Result<Vec<PoolClaims>, StoreError> {
-        pools::claims(&self.reader).await
+        self.readers.scan(pools::claims).await
     }
 
     async fn start_warm(&self, lab: &WarmLab) -> Result<ScenarioRecord, StoreError> {
         let lab = lab.clone();
-        self.writer
-            .run_atomic(move |c| Box::pin(pools::start(c, lab)))
-            .await
+        self.writer.run_atomic(move |c| pools::start(c, &lab)).await
     }
 }
