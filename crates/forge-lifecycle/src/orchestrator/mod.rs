@@ -104,6 +104,9 @@ pub struct Orchestrator {
 struct Inner {
     deps: OrchestratorDeps,
     launches: Semaphore,
+    /// Pool refills hold at most half the launch permits, so a learner's cold spawn never
+    /// queues behind a refill (a burst of claims is followed by a burst of refills).
+    pool_launches: Semaphore,
     slots: Slots,
     pools: Pools,
     timers: Mutex<HashMap<ScenarioId, tokio::task::AbortHandle>>,
@@ -123,6 +126,7 @@ pub enum OrchestratorError {
 impl Orchestrator {
     pub fn new(mut deps: OrchestratorDeps) -> Self {
         let launches = Semaphore::new(deps.config.max_parallel_launches.max(1));
+        let pool_launches = Semaphore::new((deps.config.max_parallel_launches / 2).max(1));
         let host = deps.config.host.id.clone();
         deps.config.labels.insert(HOST_LABEL.to_owned(), host);
         let slots = Slots::new(deps.config.host.capacity);
@@ -130,6 +134,7 @@ impl Orchestrator {
             inner: Arc::new(Inner {
                 deps,
                 launches,
+                pool_launches,
                 slots,
                 pools: Pools::default(),
                 timers: Mutex::default(),

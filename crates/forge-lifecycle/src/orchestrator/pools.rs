@@ -4,7 +4,8 @@
 //! - **Refill**: every tick, and once claims pause (half a second without one, at most three
 //!   seconds after a claim, so a burst is not slowed by its refill), each pooled template is topped up to
 //!   its size with labs launched under a fresh scenario id, labelled [`POOL_LABEL`] and with no
-//!   tenant, and then entered in the store's pool. Pool labs count against the host's capacity,
+//!   tenant, and then entered in the store's pool; refills launch with at most half the host's
+//!   launch permits, so a learner's cold spawn never queues behind them. Pool labs count against the host's capacity,
 //!   never against a tenant's quota: a refill leaves at least one slot free of learners' labs
 //!   and pool labs together, and a cold spawn that finds the host full of them evicts the
 //!   oldest pool lab, so pools never keep a spawn of another template waiting. A template whose launch fails is retried
@@ -327,6 +328,8 @@ impl Orchestrator {
         digest: String,
     ) -> Result<(), String> {
         let d = self.deps();
+        // The refills' share first, so they never hold every launch permit.
+        let _share = self.inner.pool_launches.acquire().await;
         let _permit = self.inner.launches.acquire().await;
         // No tenant: the lab is nobody's until a spawn takes it (the store says whose it is).
         let mut spec = LabSpec::new(id.clone(), "", (*t).clone()).with_label(POOL_LABEL, template);
