@@ -12,6 +12,11 @@
 # builtins only ever see arguments of the type and shape they accept (OPA raises an error where
 # regorus yields undefined), and no `not` negates a call whose argument may be undefined (OPA
 # then fails the whole expression, regorus lets it hold): input is read through object.get.
+# Digits are matched as [0-9], never \d: OPA's (Go's) \d is ASCII only, regorus's (Rust's)
+# takes every Unicode digit.
+# No body starts from `x := <a reference that may be undefined>`: regorus's VM, which runs the
+# shipped gates, lets such an assignment hold where OPA and the interpreter fail the body, so
+# presence is tested with object.keys or read through object.get with a default.
 package frostgate.forge.action
 
 import rego.v1
@@ -24,8 +29,7 @@ default allow := false
 
 allow if {
 	count(deny_reasons) == 0
-	some role in roles
-	role in actor_roles_allowed
+	has_allowed_role
 	kind in kinds
 	target_in_lab
 }
@@ -51,12 +55,36 @@ raw_subnets := s if {
 }
 
 # Only valid CIDRs reach net.cidr_contains; the others are a deny reason of their own.
-subnets := [s | some s in raw_subnets; valid_cidr(s)]
+#
+# Validity is judged by rules, not functions: a rule is evaluated once per decision, a function
+# on every call, and regex.match is the costliest builtin here. The regex rules out what the
+# engines' CIDR parsers disagree on; net.cidr_is_valid then checks the ranges.
+valid_subnets contains s if {
+	some s in raw_subnets
+	is_string(s)
+	regex.match(`^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$`, s)
+	net.cidr_is_valid(s)
+}
+
+subnets := [s | some s in raw_subnets; s in valid_subnets]
 
 subnets_text := concat(", ", subnets)
 
+# Whether the target is an IPv4 address or CIDR (see valid_subnets).
+target_valid if {
+	is_string(target)
+	regex.match(`^[0-9]{1,3}(\.[0-9]{1,3}){3}$`, target)
+	net.cidr_is_valid(concat("", [target, "/32"]))
+}
+
+target_valid if {
+	is_string(target)
+	regex.match(`^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$`, target)
+	net.cidr_is_valid(target)
+}
+
 target_in_lab if {
-	valid_target(target)
+	target_valid
 	some s in subnets
 	net.cidr_contains(s, target)
 }
@@ -83,7 +111,7 @@ deny_reasons contains "scenario.subnets must list the lab's subnets" if count(su
 
 deny_reasons contains msg if {
 	some i, s in raw_subnets
-	not valid_cidr(s)
+	not s in valid_subnets
 	msg := sprintf("scenario.subnets[%d] %v is not an IPv4 CIDR", [i, s])
 }
 
@@ -91,29 +119,15 @@ deny_reasons contains "action.target is required" if not is_string(target)
 
 deny_reasons contains msg if {
 	is_string(target)
-	not valid_target(target)
+	not target_valid
 	msg := sprintf("action.target %s must be an IPv4 address or CIDR inside the lab (%s)", [target, subnets_text])
 }
 
 deny_reasons contains msg if {
-	valid_target(target)
+	target_valid
 	count(subnets) > 0
 	not target_in_lab
 	msg := sprintf("action.target %s is outside the lab's subnets (%s)", [target, subnets_text])
-}
-
-valid_target(t) if {
-	is_string(t)
-	regex.match(`^\d{1,3}(\.\d{1,3}){3}$`, t)
-	net.cidr_is_valid(concat("", [t, "/32"]))
-}
-
-valid_target(t) if valid_cidr(t)
-
-valid_cidr(c) if {
-	is_string(c)
-	regex.match(`^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$`, c)
-	net.cidr_is_valid(c)
 }
 
 deny_reasons contains "action.command is required for exec" if {
@@ -144,3 +158,4 @@ deny_reasons contains msg if {
 	exploits_used >= exploit_budget
 	msg := sprintf("exploit budget exhausted: %v of %v exploits used", [exploits_used, exploit_budget])
 }
+

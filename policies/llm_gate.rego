@@ -17,6 +17,11 @@
 # builtins only ever see arguments of the type and shape they accept (OPA raises an error where
 # regorus yields undefined; net.cidr_contains in particular only gets valid CIDRs and IPv4
 # addresses), and no `not` negates a call whose argument may be undefined.
+# Digits are matched as [0-9], never \d: OPA's (Go's) \d is ASCII only, regorus's (Rust's)
+# takes every Unicode digit.
+# No body starts from `x := <a reference that may be undefined>`: regorus's VM, which runs the
+# shipped gates, lets such an assignment hold where OPA and the interpreter fail the body, so
+# presence is tested with object.keys or read through object.get with a default.
 package frostgate.forge.llm
 
 import rego.v1
@@ -82,8 +87,15 @@ raw_subnets := s if {
 	is_array(s)
 }
 
-# Only valid CIDRs reach net.cidr_contains; the others are a deny reason of their own.
-subnets := [s | some s in raw_subnets; valid_cidr(s)]
+# Only valid CIDRs reach net.cidr_contains; the others are a deny reason of their own. Judged
+# once per decision: regex.match is the costliest builtin here, and a function is evaluated on
+# every call where a rule is evaluated once.
+valid_subnets contains s if {
+	some s in raw_subnets
+	valid_cidr(s)
+}
+
+subnets := [s | some s in raw_subnets; s in valid_subnets]
 
 subnets_text := concat(", ", subnets)
 
@@ -121,13 +133,13 @@ deny_reasons contains "scenario.subnets must list the lab's subnets" if count(su
 
 deny_reasons contains msg if {
 	some i, s in raw_subnets
-	not valid_cidr(s)
+	not s in valid_subnets
 	msg := sprintf("scenario.subnets[%d] %v is not an IPv4 CIDR", [i, s])
 }
 
+# Absent reads as false, which is a boolean: only a present non-boolean is refused.
 deny_reasons contains "require_human_approval must be a boolean" if {
-	v := input.require_human_approval
-	not is_boolean(v)
+	not is_boolean(object.get(input, "require_human_approval", false))
 }
 
 # --- destructive and out-of-scope commands -------------------------------------------------
@@ -138,7 +150,7 @@ deny_reasons contains p.reason if {
 }
 
 # Every IPv4 literal in the command must be a lab address (or harmless, see above).
-ipv4_literals := {ip | some ip in regex.find_n(`\b\d{1,3}(\.\d{1,3}){3}\b`, command, -1)}
+ipv4_literals := {ip | some ip in regex.find_n(`\b[0-9]{1,3}(\.[0-9]{1,3}){3}\b`, command, -1)}
 
 # ip: an IPv4 address (or a CIDR, for a target), checked before any net.cidr_contains sees it.
 in_lab(ip) if {
@@ -155,7 +167,7 @@ harmless(ip) if {
 
 valid_address(a) if {
 	is_string(a)
-	regex.match(`^\d{1,3}(\.\d{1,3}){3}$`, a)
+	regex.match(`^[0-9]{1,3}(\.[0-9]{1,3}){3}$`, a)
 	net.cidr_is_valid(concat("", [a, "/32"]))
 }
 
@@ -163,7 +175,7 @@ valid_address(a) if valid_cidr(a)
 
 valid_cidr(c) if {
 	is_string(c)
-	regex.match(`^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$`, c)
+	regex.match(`^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$`, c)
 	net.cidr_is_valid(c)
 }
 
@@ -210,3 +222,4 @@ deny_reasons contains msg if {
 	not lab_host(h)
 	msg := sprintf("proposal.command fetches from %s, which is not a lab host", [h])
 }
+

@@ -16,6 +16,9 @@
 # a `not` never negates a call on a field that may be missing (OPA fails the whole expression
 # where regorus lets it hold), so such fields are read through object.get with a default, and
 # object.get is only given objects.
+# No body starts from `x := <a reference that may be undefined>`: regorus's VM, which runs the
+# shipped gates, lets such an assignment hold where OPA and the interpreter fail the body, so
+# presence is tested with object.keys or read through object.get with a default.
 package frostgate.forge.spawn
 
 import rego.v1

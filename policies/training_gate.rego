@@ -15,6 +15,11 @@
 # regorus yields undefined: object.get only gets objects, net.cidr_contains only valid CIDRs and
 # addresses), and no `not` negates a call whose argument may be undefined (OPA then fails the
 # whole expression, regorus lets it hold), so optional fields are read through object.get.
+# Digits are matched as [0-9], never \d: OPA's (Go's) \d is ASCII only, regorus's (Rust's)
+# takes every Unicode digit.
+# No body starts from `x := <a reference that may be undefined>`: regorus's VM, which runs the
+# shipped gates, lets such an assignment hold where OPA and the interpreter fail the body, so
+# presence is tested with object.keys or read through object.get with a default.
 package frostgate.forge.training
 
 import rego.v1
@@ -198,7 +203,7 @@ pids_ok(v) if {
 }
 
 deny_reasons contains "assets.containers must be a list of containers" if {
-	_ := input.assets
+	"assets" in object.keys(input)
 	not containers
 }
 
@@ -209,10 +214,9 @@ deny_reasons contains msg if {
 	msg := sprintf("assets.containers has %d containers; the %s ceiling is %d", [count(containers), track, rules.containers])
 }
 
-deny_reasons contains msg if {
-	criteria := input.successCriteria
-	not non_empty_array(criteria)
-	msg := "successCriteria must be a non-empty list"
+deny_reasons contains "successCriteria must be a non-empty list" if {
+	"successCriteria" in object.keys(input)
+	not non_empty_array(input.successCriteria)
 }
 
 non_empty_array(a) if {
@@ -290,10 +294,10 @@ deny_reasons contains msg if {
 	is_string(raw)
 	cap := trim_prefix(upper(raw), "CAP_")
 	not cap in forbidden_capabilities
-	# Bound first, so an unknown track (no list) fails here under both engines: regorus would
-	# let `not cap in allowed_caps` hold on an undefined list, OPA would not.
-	allowed := allowed_caps
-	not cap in allowed
+	# A known track first, so an unknown one (no list) fails here under every engine: regorus
+	# would let `not cap in allowed_caps` hold on an undefined list, OPA would not.
+	track_rules[track]
+	not cap in allowed_caps
 	msg := sprintf("container %s: capability %s is not allowed on track %s (allowed: %s)", [container_name(i, c), cap, track, allowed_caps_text])
 }
 
@@ -383,10 +387,9 @@ deny_reasons contains msg if {
 	msg := sprintf("network.subnets[%d]: name is required", [i])
 }
 
-deny_reasons contains msg if {
-	s := input.network.subnets
-	not is_array(s)
-	msg := "network.subnets must be a list"
+# Absent reads as an empty list: only a present non-list is refused.
+deny_reasons contains "network.subnets must be a list" if {
+	not is_array(object.get(input, ["network", "subnets"], []))
 }
 
 deny_reasons contains msg if {
@@ -404,7 +407,7 @@ deny_reasons contains msg if {
 
 valid_cidr(c) if {
 	is_string(c)
-	regex.match(`^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$`, c)
+	regex.match(`^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$`, c)
 	net.cidr_is_valid(c)
 }
 
@@ -425,7 +428,7 @@ private(cidr) if {
 # builtins, and the template loader has already checked the addresses' syntax and containment.
 ula_cidr(c) if {
 	is_string(c)
-	regex.match(`^[fF][dD][0-9a-fA-F]{2}:[0-9a-fA-F:]*/\d{1,3}$`, c)
+	regex.match(`^[fF][dD][0-9a-fA-F]{2}:[0-9a-fA-F:]*/[0-9]{1,3}$`, c)
 }
 
 ula_address(a) if {
@@ -506,6 +509,7 @@ valid_addresses contains addr if {
 
 valid_address(a) if {
 	is_string(a)
-	regex.match(`^\d{1,3}(\.\d{1,3}){3}$`, a)
+	regex.match(`^[0-9]{1,3}(\.[0-9]{1,3}){3}$`, a)
 	net.cidr_is_valid(concat("", [a, "/32"]))
 }
+

@@ -75,6 +75,11 @@ enum Command {
     Bus(cmd::bus::BusCommand),
 }
 
+// regorus allocates on every rule a policy decision evaluates; mimalloc takes 13-19% off an
+// uncached decision against glibc's malloc (crates/forge-policy/benches/decision.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // A CLI piped into `head` should end quietly, as Unix tools do, not panic on EPIPE.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.

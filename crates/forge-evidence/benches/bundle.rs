@@ -4,6 +4,10 @@
 //!
 //! Run: `CARGO_TARGET_DIR=/var/tmp/forge-target cargo bench -p forge-evidence --bench bundle`
 
+// The forge binary's allocator, so the figures are the platform's own.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

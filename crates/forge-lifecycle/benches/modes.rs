@@ -8,6 +8,10 @@
 //! `cargo bench -p forge-lifecycle --bench modes` (root; `FORGE_BENCH_N` sets N, default 10).
 //! Every lab is ended with `DELETE`; a drop guard removes whatever is left, also on a panic.
 
+// The forge binary's allocator, so the figures are the platform's own.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use forge_lifecycle::platform::{Backends, Platform, PlatformConfig, Ports};

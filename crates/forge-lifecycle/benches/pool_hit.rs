@@ -8,6 +8,10 @@
 //! hits (the pool's size, default 10), `FORGE_BENCH_N` the cold spawns (default 5). Every lab is
 //! ended with `DELETE`; a drop guard removes whatever carries the run's label, also on a panic.
 
+// The forge binary's allocator, so the figures are the platform's own.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use forge_catalog::Catalog;

@@ -22,6 +22,10 @@
 //! of each lab, default 100), SOAK_CLI_WORKERS (default 100). A drop guard removes whatever the
 //! run left, also on a panic.
 
+// The forge binary's allocator, so the figures are the platform's own.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

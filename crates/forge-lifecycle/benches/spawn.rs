@@ -10,6 +10,10 @@
 //! Every lab is ended with `DELETE`; a drop guard removes whatever is left (labs by the run's
 //! label, CLI containers and networks by theirs), also on a panic.
 
+// The forge binary's allocator, so the figures are the platform's own.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use forge_lifecycle::platform::{Backends, Platform, PlatformConfig, Ports};

@@ -4,16 +4,19 @@
 //! training gate on the bundled netplus lab: 3 containers, 2 subnets, 2 criteria) it prints:
 //!
 //! - uncached p50/p99: every decision evaluates (decision cache off);
-//! - baseline p50/p99, measured in the same run, and the ratio of the p50s: the evaluation path
-//!   before inputs were converted directly (`EmbeddedEngine::evaluate_baseline`, serde's
-//!   `Deserialize`) on the gates as they were before the training gate was restructured (its old
-//!   text is kept in `benches/baseline/training_gate.rego`);
+//! - interpreter p50/p99, measured in the same run, and the ratio of the p50s: the same gates
+//!   on regorus's interpreter (`EmbeddedEngineBuilder::vm(false)`), which decided every gate
+//!   before the shipped gates moved to regorus's VM (the production default);
 //! - cached p50: the production default, a repeated input reuses its evaluation;
 //! - PASS/FAIL against docs/design.md §8: uncached p50 <= 100 µs, cached p50 <= 20 µs.
 //!
 //! Then two floors (input canonical hash; a full uncached decision through a trivial
 //! `allow := true` policy) and throughput with 1, 2 and 4 threads. The machine is shared and
 //! noisy: compare the figures of one run with each other, not across runs.
+
+// The forge binary's allocator, so the figures are the platform's own.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -178,16 +181,12 @@ fn main() {
             .expect("bundled policies"),
     );
     let cached = Arc::new(builder().build().expect("bundled policies"));
-    // The training gate as it was before its restructuring replaces the bundled one (same
-    // package); the other gates are unchanged.
-    let baseline = EmbeddedEngine::builder()
+    // The same gates on the interpreter: the in-run baseline.
+    let baseline = builder()
         .decision_cache(0)
-        .policy(
-            "benches/baseline/training_gate.rego",
-            include_str!("baseline/training_gate.rego"),
-        )
+        .vm(false)
         .build()
-        .expect("baseline policies");
+        .expect("bundled policies");
     let trivial = EmbeddedEngine::builder()
         .without_bundled()
         .decision_cache(0)
@@ -224,7 +223,7 @@ fn main() {
         };
         same(
             cold.decide(gate, &gate_input),
-            baseline.evaluate_baseline(gate, &gate_input),
+            baseline.decide(gate, &gate_input),
         );
         let n = if gate == PolicyName::TrainingGate {
             SAMPLES / 4
@@ -239,7 +238,7 @@ fn main() {
                 black_box(cold.decide(gate, &gate_input).unwrap());
             }));
             old.push(measure(n / 2, || {
-                black_box(baseline.evaluate_baseline(gate, &gate_input).unwrap());
+                black_box(baseline.decide(gate, &gate_input).unwrap());
             }));
         }
         let (new, old) = (merge(&new), merge(&old));
@@ -252,7 +251,7 @@ fn main() {
         );
         all_pass &= v_new == "PASS" && v_hit == "PASS";
         println!(
-            "{:<14} uncached p50 {:>8.2} p99 {:>8.2} | baseline p50 {:>8.2} p99 {:>8.2} | \
+            "{:<14} uncached p50 {:>8.2} p99 {:>8.2} | interpreter p50 {:>8.2} p99 {:>8.2} | \
              {:>5.2}x faster | cached p50 {:>6.2} | uncached {v_new} (<= {UNCACHED_BUDGET_US} µs), \
              cached {v_hit} (<= {CACHED_BUDGET_US} µs)",
             gate.as_str(),

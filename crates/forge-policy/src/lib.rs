@@ -28,6 +28,7 @@ mod names;
 mod remote;
 mod testing;
 mod token;
+mod vm;
 
 pub mod server;
 

@@ -18,3 +18,5 @@ mod runner;
 mod spec_v0;
 #[path = "policy/strict.rs"]
 mod strict;
+#[path = "policy/vm.rs"]
+mod vm;

@@ -10,6 +10,10 @@
 //! `cargo bench -p forge-runtime --bench images` (root; `FORGE_BENCH_N` sets N, default 5).
 //! Needs the images built (`forge images build`).
 
+// The forge binary's allocator, so the figures are the platform's own.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use forge_core::ScenarioId;

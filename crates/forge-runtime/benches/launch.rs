@@ -9,6 +9,10 @@
 //! Prints launch→ready p50/p95, teardown p50/p95, the ratios with PASS/FAIL, and the runtime's
 //! phase breakdown.
 
+// The forge binary's allocator, so the figures are the platform's own.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use forge_core::ScenarioId;

@@ -16,6 +16,10 @@
 //! Knobs: `FRONT_DOOR_CLIENTS` (default 32), `FRONT_DOOR_REQUESTS` (total per phase, default
 //! 20000).
 
+// The forge binary's allocator, so the figures are the platform's own.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
