@@ -200,9 +200,14 @@ fn main() {
     let d = cold.decide(PolicyName::TrainingGate, &input).unwrap();
     assert!(d.allow, "{:?}", d.deny_reasons);
 
-    // `FORGE_BENCH_PROFILE=1` only loops uncached training-gate decisions, for `perf record`.
-    if std::env::var_os("FORGE_BENCH_PROFILE").is_some() {
-        let s = measure(SAMPLES, || {
+    // `FORGE_BENCH_PROFILE=n` only loops n uncached training-gate decisions (1: the usual
+    // sample count), for `perf record`, or few of them under `valgrind --tool=callgrind`.
+    if let Some(n) = std::env::var_os("FORGE_BENCH_PROFILE") {
+        let n = match n.to_str().and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) if n > 1 => n,
+            _ => SAMPLES,
+        };
+        let s = measure(n, || {
             black_box(cold.decide(PolicyName::TrainingGate, &input).unwrap());
         });
         print("training_gate uncached", &s);
