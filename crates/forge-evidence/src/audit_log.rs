@@ -48,7 +48,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -198,6 +198,8 @@ struct Writer {
     last_hash: String,
     events: u64,
     since_checkpoint: u64,
+    /// The head covers an earlier line than the last: an append left it to a waiting one.
+    head_behind: bool,
 }
 
 /// The keyring a log follows, and what it last saw of its index.
@@ -226,6 +228,9 @@ pub struct AuditLog {
     writer: Mutex<Writer>,
     index: RwLock<HashMap<String, EventSignature>>,
     failures: AtomicU64,
+    /// Appends waiting for the writer's lock: while one waits, the holder leaves the head to
+    /// it (see [`AuditLog::append`]).
+    appenders: AtomicUsize,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -340,9 +345,11 @@ impl AuditLog {
                 last_hash: end.last_hash,
                 events: end.events,
                 since_checkpoint,
+                head_behind: false,
             }),
             index: RwLock::new(index),
             failures: AtomicU64::new(0),
+            appenders: AtomicUsize::new(0),
         };
         // Re-sign the head when the log was ahead of it (or new), so it covers the last line.
         let mut w = log.lock();
@@ -384,9 +391,31 @@ impl AuditLog {
     }
 
     /// Signs, chains and appends `event`; returns its detached signature.
-    pub fn append(&self, mut event: AuditEvent) -> Result<EventSignature, AuditLogError> {
+    ///
+    /// The head is rewritten after the append unless another append is already waiting for
+    /// the lock: then that one rewrites it, so a burst of appends signs one head instead of
+    /// one per event (the head is half an append's cost). Whatever happens to the waiting
+    /// append, it rewrites a head left behind, so once no append is in flight the head covers
+    /// the last line. A crash mid-burst leaves the log a few records past its head, which
+    /// opening and verifying accept after checking those records one by one, as after a crash
+    /// between an append and its head.
+    pub fn append(&self, event: AuditEvent) -> Result<EventSignature, AuditLogError> {
+        self.appenders.fetch_add(1, Ordering::AcqRel);
         let mut w = self.lock();
-        self.follow_keyring(&mut w)?;
+        self.appenders.fetch_sub(1, Ordering::AcqRel);
+        let appended = self.append_locked(&mut w, event);
+        if w.head_behind && self.appenders.load(Ordering::Acquire) == 0 {
+            self.write_head(&mut w, false)?;
+        }
+        appended
+    }
+
+    fn append_locked(
+        &self,
+        w: &mut Writer,
+        mut event: AuditEvent,
+    ) -> Result<EventSignature, AuditLogError> {
+        self.follow_keyring(w)?;
         event.signature = None;
         let value = as_written(&event)?;
         let signature = w
@@ -403,7 +432,7 @@ impl AuditLog {
             event: Some(event),
             checkpoint: None,
         };
-        self.append_line(&mut w, &record)?;
+        self.append_line(w, &record)?;
         metrics::counter!("forge_audit_appends_total").increment(1);
         w.events += 1;
         w.since_checkpoint += 1;
@@ -424,10 +453,8 @@ impl AuditLog {
             .entry(event_id)
             .or_insert_with(|| sig.clone());
         if w.since_checkpoint >= self.config.checkpoint_every {
-            self.append_checkpoint(&mut w)?;
-            self.write_head(&mut w, true)?;
-        } else {
-            self.write_head(&mut w, false)?;
+            self.append_checkpoint(w)?;
+            self.write_head(w, true)?;
         }
         Ok(sig)
     }
@@ -582,6 +609,7 @@ impl AuditLog {
         w.len += line.len() as u64;
         w.next_seq = record.seq + 1;
         w.last_hash = hash;
+        w.head_behind = true;
         Ok(())
     }
 
@@ -607,6 +635,7 @@ impl AuditLog {
         if durable {
             w.head.sync_data().map_err(io)?;
         }
+        w.head_behind = false;
         Ok(())
     }
 }

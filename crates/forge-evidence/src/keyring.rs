@@ -27,13 +27,15 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::util::{atomic_replace, b64_encode, sha256_hex, write_new};
+use crate::util::{atomic_replace, sha256_hex, write_new};
 
+mod signer;
 mod source;
 
+pub use signer::Signer;
 pub(crate) use source::verify_b64;
 pub use source::{KeyResolveError, KeySet, KeySource, PublicKeyEntry};
 
@@ -158,52 +160,6 @@ pub fn is_key_id(s: &str) -> bool {
     })
 }
 
-/// A private key ready to sign, with its id. `Debug` never prints the secret.
-#[derive(Clone)]
-pub struct Signer {
-    key_id: String,
-    key: SigningKey,
-}
-
-impl std::fmt::Debug for Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer")
-            .field("key_id", &self.key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Signer {
-    /// A fresh random key from the OS RNG (not persisted; keyrings use this internally).
-    pub fn generate() -> Self {
-        Self::from_signing_key(SigningKey::generate(&mut rand_core::OsRng))
-    }
-
-    pub fn from_signing_key(key: SigningKey) -> Self {
-        Self {
-            key_id: key_id_for(&key.verifying_key()),
-            key,
-        }
-    }
-
-    pub fn key_id(&self) -> &str {
-        &self.key_id
-    }
-
-    pub fn verifying_key(&self) -> VerifyingKey {
-        self.key.verifying_key()
-    }
-
-    pub fn sign_raw(&self, message: &[u8]) -> Signature {
-        self.key.sign(message)
-    }
-
-    /// Standard base64 of the 64-byte Ed25519 signature of `message`.
-    pub fn sign(&self, message: &[u8]) -> String {
-        b64_encode(&self.sign_raw(message).to_bytes())
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Index {
     purpose: KeyPurpose,
@@ -303,7 +259,7 @@ impl Keyring {
             reason: e.to_string(),
         })?;
         let signer = Signer::from_signing_key(key);
-        if signer.key_id != key_id {
+        if signer.key_id() != key_id {
             return Err(KeyError::BadKey {
                 key_id,
                 reason: "private key does not match its key id".into(),
@@ -477,16 +433,15 @@ fn read_index(dir: &Path, purpose: KeyPurpose) -> Result<Index, KeyError> {
 
 /// Generates a key, writes its two PEM files and appends it to `index` as active.
 fn new_active_key(dir: &Path, index: &mut Index, now: DateTime<Utc>) -> Result<String, KeyError> {
-    let signer = Signer::generate();
-    let key_id = signer.key_id.clone();
-    let private = signer
-        .key
+    let key = SigningKey::generate(&mut rand_core::OsRng);
+    let key_id = key_id_for(&key.verifying_key());
+    let private = key
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|e| KeyError::BadKey {
             key_id: key_id.clone(),
             reason: e.to_string(),
         })?;
-    let public = signer
+    let public = key
         .verifying_key()
         .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .map_err(|e| KeyError::BadKey {

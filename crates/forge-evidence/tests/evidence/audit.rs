@@ -272,6 +272,10 @@ fn concurrent_writers_produce_a_valid_chain() {
         }
     });
     assert_eq!(log.failed_writes(), 0);
+    // Appends that found another waiting left the head to it; the last one wrote it, so the
+    // head covers the last line without a flush.
+    let r = verify_log(&path, &keys.source()).unwrap();
+    assert_eq!((r.events, r.past_head), (160, 0));
     log.flush().unwrap();
     let r = verify_log(&path, &keys.source()).unwrap();
     assert_eq!((r.events, r.checkpoints), (160, 23));
