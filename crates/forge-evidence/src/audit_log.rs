@@ -15,7 +15,8 @@
 //! object. Keys come from the `audit` keyring, never the verdict one.
 //!
 //! A checkpoint record is appended every `checkpoint_every` events and on [`AuditLog::flush`] /
-//! close, followed by an fsync. Next to the log, `<name>.head` holds a signed checkpoint of the
+//! close, followed by an fsync of the log and then of the head (the periodic ones outside the
+//! writer's lock: under load an fsync takes milliseconds, and every append would wait). Next to the log, `<name>.head` holds a signed checkpoint of the
 //! *last* line; it is rewritten in place (one sector-sized `pwrite`) after every append, so
 //! cutting records off the end of the log no longer matches it. A log that extends past its head
 //! (a crash between the two writes, or a live log read between them) is accepted: those records
@@ -49,7 +50,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use forge_core::audit::{AuditEvent, AuditSink};
@@ -231,6 +232,10 @@ pub struct AuditLog {
     /// Appends waiting for the writer's lock: while one waits, the holder leaves the head to
     /// it (see [`AuditLog::append`]).
     appenders: AtomicUsize,
+    /// The writer's signer, read without its lock: appends sign their event before taking it.
+    signing: RwLock<Arc<Signer>>,
+    /// The log and the head opened again, to fsync them without the writer's lock.
+    sync: (File, File),
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -331,6 +336,14 @@ impl AuditLog {
                 path: head_path.clone(),
                 source,
             })?;
+        let signing = RwLock::new(Arc::new(signer.clone()));
+        let sync = (
+            file.try_clone().map_err(io)?,
+            head.try_clone().map_err(|source| AuditLogError::Io {
+                path: head_path.clone(),
+                source,
+            })?,
+        );
         let log = Self {
             path: path.to_owned(),
             head_path,
@@ -350,6 +363,8 @@ impl AuditLog {
             index: RwLock::new(index),
             failures: AtomicU64::new(0),
             appenders: AtomicUsize::new(0),
+            signing,
+            sync,
         };
         // Re-sign the head when the log was ahead of it (or new), so it covers the last line.
         let mut w = log.lock();
@@ -399,28 +414,66 @@ impl AuditLog {
     /// the last line. A crash mid-burst leaves the log a few records past its head, which
     /// opening and verifying accept after checking those records one by one, as after a crash
     /// between an append and its head.
-    pub fn append(&self, event: AuditEvent) -> Result<EventSignature, AuditLogError> {
+    ///
+    /// The event is signed before the lock is taken, so concurrent appends sign in parallel
+    /// and hold the lock only to chain and write; an event signed with a key that the log left
+    /// meanwhile (a rotation seen under the lock) is signed again with the new one.
+    pub fn append(&self, mut event: AuditEvent) -> Result<EventSignature, AuditLogError> {
+        let signer = self
+            .signing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        event.signature = None;
+        let bytes = signing_bytes(as_written(&event)?).map_err(AuditLogError::Encode)?;
+        let signed = (signer.key_id(), signer.sign(&bytes));
         self.appenders.fetch_add(1, Ordering::AcqRel);
         let mut w = self.lock();
         self.appenders.fetch_sub(1, Ordering::AcqRel);
-        let appended = self.append_locked(&mut w, event);
+        let appended = self.append_locked(&mut w, event, &bytes, signed);
         if w.head_behind && self.appenders.load(Ordering::Acquire) == 0 {
             self.write_head(&mut w, false)?;
         }
-        appended
+        drop(w);
+        let (signature, checkpointed) = appended?;
+        if checkpointed {
+            self.sync_checkpoint()?;
+        }
+        Ok(signature)
     }
 
+    /// Makes the log and then its head durable, without the writer's lock (see the module
+    /// docs): the checkpoint this follows is on both, and what was appended meanwhile is
+    /// synced with it.
+    fn sync_checkpoint(&self) -> Result<(), AuditLogError> {
+        self.sync
+            .0
+            .sync_data()
+            .map_err(|source| AuditLogError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.sync.1.sync_data().map_err(|source| AuditLogError::Io {
+            path: self.head_path.clone(),
+            source,
+        })
+    }
+
+    /// Chains and writes `event`, whose signing bytes are `bytes` and whose signature by the
+    /// key `signed.0` is `signed.1`; says whether it appended a checkpoint, which the caller
+    /// syncs once it let the lock go.
     fn append_locked(
         &self,
         w: &mut Writer,
         mut event: AuditEvent,
-    ) -> Result<EventSignature, AuditLogError> {
+        bytes: &[u8],
+        signed: (&str, String),
+    ) -> Result<(EventSignature, bool), AuditLogError> {
         self.follow_keyring(w)?;
-        event.signature = None;
-        let value = as_written(&event)?;
-        let signature = w
-            .signer
-            .sign(&signing_bytes(value).map_err(AuditLogError::Encode)?);
+        let signature = match signed {
+            (key_id, signature) if key_id == w.signer.key_id() => signature,
+            _ => w.signer.sign(bytes),
+        };
         event.signature = Some(signature.clone());
         let key_id = w.signer.key_id().to_owned();
         let seq = w.next_seq;
@@ -452,11 +505,12 @@ impl AuditLog {
             .unwrap_or_else(|e| e.into_inner())
             .entry(event_id)
             .or_insert_with(|| sig.clone());
-        if w.since_checkpoint >= self.config.checkpoint_every {
-            self.append_checkpoint(w)?;
-            self.write_head(w, true)?;
+        let checkpoint = w.since_checkpoint >= self.config.checkpoint_every;
+        if checkpoint {
+            self.append_checkpoint(w, false)?;
+            self.write_head(w, false)?;
         }
-        Ok(sig)
+        Ok((sig, checkpoint))
     }
 
     /// Appends a checkpoint if events arrived since the last one, fsyncs the log and the head.
@@ -507,17 +561,23 @@ impl AuditLog {
         };
         let old_status = f.keyring.get(w.signer.key_id()).map(|k| k.status);
         if old_status != Some(KeyStatus::Revoked) && w.since_checkpoint > 0 {
-            self.append_checkpoint(w)?;
+            self.append_checkpoint(w, true)?;
         }
         tracing::info!(path = %self.path.display(), old = %w.signer.key_id(), new = %signer.key_id(),
             "the audit log now signs with the keyring's new active key");
-        w.signer = signer;
+        self.switch_signer(w, signer);
         self.write_head(w, true)
+    }
+
+    /// Makes `signer` sign the records from now on.
+    fn switch_signer(&self, w: &mut Writer, signer: Signer) {
+        *self.signing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(signer.clone());
+        w.signer = signer;
     }
 
     fn flush_locked(&self, w: &mut Writer) -> Result<(), AuditLogError> {
         if w.since_checkpoint > 0 {
-            self.append_checkpoint(w)?;
+            self.append_checkpoint(w, true)?;
         }
         w.file.sync_data().map_err(|source| AuditLogError::Io {
             path: self.path.clone(),
@@ -535,7 +595,7 @@ impl AuditLog {
     pub fn set_signer(&self, signer: Signer) -> Result<(), AuditLogError> {
         let mut w = self.lock();
         self.flush_locked(&mut w)?;
-        w.signer = signer;
+        self.switch_signer(&mut w, signer);
         self.write_head(&mut w, true)
     }
 
@@ -558,7 +618,8 @@ impl AuditLog {
         self.failures.load(Ordering::Relaxed)
     }
 
-    fn append_checkpoint(&self, w: &mut Writer) -> Result<(), AuditLogError> {
+    /// Appends a signed checkpoint of the last line, and fsyncs the log when `sync`.
+    fn append_checkpoint(&self, w: &mut Writer, sync: bool) -> Result<(), AuditLogError> {
         let checkpoint = self.signed_checkpoint(w, w.next_seq - 1)?;
         let record = Record {
             seq: w.next_seq,
@@ -570,6 +631,9 @@ impl AuditLog {
         };
         self.append_line(w, &record)?;
         w.since_checkpoint = 0;
+        if !sync {
+            return Ok(());
+        }
         w.file.sync_data().map_err(|source| AuditLogError::Io {
             path: self.path.clone(),
             source,
