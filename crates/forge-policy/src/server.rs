@@ -373,7 +373,8 @@ fn data_path(path: DataPath) -> Result<String, ApiError> {
 }
 
 /// The body's `input`: `Ok(None)` for an empty body or one without `input`; a 400 that says why
-/// a body is unusable.
+/// a body is unusable. A body of whitespace alone is not empty: it is not the JSON object the
+/// schema describes, so it is refused like any other malformed body.
 fn parse_input(body: Body) -> Result<Option<Value>, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -386,7 +387,7 @@ fn parse_input(body: Body) -> Result<Option<Value>, ApiError> {
             bad_request("body could not be read")
         }
     })?;
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(None);
     }
     match serde_json::from_slice::<Value>(&body) {

@@ -196,6 +196,9 @@ async fn bad_requests_are_400_never_500() {
     let url = format!("{}/v1/data/frostgate/forge/training/allow", opa.url);
     for body in [
         "{not json",
+        // Only an empty body is a query without input: whitespace alone is not a JSON body.
+        " ",
+        "\n\t",
         "[1, 2]",
         "\"input\"",
         r#"{"input": 5}"#,
