@@ -16,14 +16,14 @@
 //!
 //! A checkpoint record is appended every `checkpoint_every` events and on [`AuditLog::flush`] /
 //! close, followed by an fsync of the log and then of the head (the periodic ones outside the
-//! writer's lock: under load an fsync takes milliseconds, and every append would wait). Next to the log, `<name>.head` holds a signed checkpoint of the
-//! *last* line; it is rewritten in place (one sector-sized `pwrite`) after every append, so
-//! cutting records off the end of the log no longer matches it. A log that extends past its head
-//! (a crash between the two writes, or a live log read between them) is accepted: those records
-//! are signed and chained one by one, and [`LogReport::past_head`] counts them. What the head
-//! cannot catch: someone who truncates the log *and* puts back an older head file they kept
-//! (rollback); anchoring checkpoints outside this host (e.g. publishing them to the bus) closes
-//! that gap.
+//! writer's lock: under load an fsync takes milliseconds, and every append would wait). Next to
+//! the log, `<name>.head` holds a signed checkpoint of the *last* line; it is rewritten in place
+//! (one sector-sized `pwrite`) after every append, so cutting records off the end of the log no
+//! longer matches it. A log that extends past its head (a crash between the two writes, or a
+//! live log read between them) is accepted: those records are signed and chained one by one,
+//! and [`LogReport::past_head`] counts them. What the head cannot catch: someone who truncates
+//! the log *and* puts back an older head file they kept (rollback); anchoring checkpoints outside
+//! this host (e.g. publishing them to the bus) closes that gap.
 //!
 //! Files: the log and its head are created mode 0600 in a directory created 0700 (they name
 //! tenants, users and decisions).
@@ -193,7 +193,7 @@ struct Writer {
     file: File,
     head: File,
     len: u64,
-    signer: Signer,
+    signer: Arc<Signer>,
     follow: Option<Follow>,
     next_seq: u64,
     last_hash: String,
@@ -336,7 +336,8 @@ impl AuditLog {
                 path: head_path.clone(),
                 source,
             })?;
-        let signing = RwLock::new(Arc::new(signer.clone()));
+        let signer = Arc::new(signer);
+        let signing = RwLock::new(signer.clone());
         let sync = (
             file.try_clone().map_err(io)?,
             head.try_clone().map_err(|source| AuditLogError::Io {
@@ -571,7 +572,8 @@ impl AuditLog {
 
     /// Makes `signer` sign the records from now on.
     fn switch_signer(&self, w: &mut Writer, signer: Signer) {
-        *self.signing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(signer.clone());
+        let signer = Arc::new(signer);
+        *self.signing.write().unwrap_or_else(|e| e.into_inner()) = signer.clone();
         w.signer = signer;
     }
 
