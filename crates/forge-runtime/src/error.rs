@@ -108,6 +108,8 @@ pub enum RuntimeError {
     NftMissing,
     #[error("egress uplink: {0}")]
     Uplink(String),
+    #[error("container {container}: cannot write its /etc/hosts: {message}")]
+    HostsFile { container: String, message: String },
     #[error("invalid request: {0}")]
     Invalid(String),
     /// The engine would run labs whose root is host root, and the configuration forbids it.

@@ -65,6 +65,10 @@ pub struct ContainerParams<'a> {
     pub links: &'a [Attachment],
     pub gateway: Option<Ipv4Addr>,
     pub hosts: &'a [(Ipv4Addr, Vec<String>)],
+    /// The runtime writes `/etc/hosts` itself (`docker::hosts`): the container is created with
+    /// Docker's networking disabled, so the engine builds no network sandbox for it, and
+    /// without `extra_hosts`. Otherwise Docker writes `hosts` as `extra_hosts`.
+    pub own_hosts: bool,
     /// `key=value` sysctls the image's `forge.sysctls` label asks for.
     pub image_sysctls: &'a [String],
     /// Directories the image's `forge.tmpfs` label asks a tmpfs for.
@@ -230,6 +234,7 @@ pub fn container_config(p: &ContainerParams<'_>) -> Result<ContainerCreateBody, 
     let extra_hosts: Vec<String> = p
         .hosts
         .iter()
+        .filter(|_| !p.own_hosts)
         .flat_map(|(addr, names)| names.iter().map(move |n| format!("{n}:{addr}")))
         .collect();
 
@@ -284,7 +289,9 @@ pub fn container_config(p: &ContainerParams<'_>) -> Result<ContainerCreateBody, 
                 .collect(),
         ),
         labels: Some(lbl),
-        network_disabled: None,
+        // Still in a network namespace of its own (runc makes an empty one, `lo` up), which
+        // the runtime plumbs; Docker just builds no sandbox around it.
+        network_disabled: p.own_hosts.then_some(true),
         host_config: Some(host_config),
         ..Default::default()
     })
@@ -394,11 +401,23 @@ mod tests {
             links: &[],
             gateway: None,
             hosts: &[(Ipv4Addr::new(10, 0, 0, 10), vec!["learner".into()])],
+            own_hosts: false,
             image_sysctls: &[],
             image_tmpfs: &["/var/log".to_owned()],
             extra_labels: &extra,
             created_at: "2026-01-01T00:00:00Z",
         };
+        // Hosts written by the runtime: no sandbox, no extra_hosts, the same isolation.
+        let own = container_config(&ContainerParams {
+            own_hosts: true,
+            ..p.clone()
+        })
+        .unwrap();
+        assert_eq!(own.network_disabled, Some(true));
+        let oh = own.host_config.unwrap();
+        assert_eq!(oh.extra_hosts, None);
+        assert_eq!(oh.network_mode.as_deref(), Some("none"));
+        assert_eq!((oh.binds, oh.mounts), (None, None), "never a host mount");
         let b = container_config(&p).unwrap();
         let h = b.host_config.unwrap();
         assert_eq!(h.cap_drop.unwrap(), ["ALL"]);
@@ -414,6 +433,7 @@ mod tests {
         assert_eq!(tmpfs["/tmp"], TMP_OPTIONS);
         assert_eq!(tmpfs["/var/log"], IMAGE_TMPFS_OPTIONS);
         assert_eq!(h.extra_hosts.unwrap(), ["learner:10.0.0.10"]);
+        assert_eq!(b.network_disabled, None);
         let l = b.labels.unwrap();
         assert_eq!(l["forge.scenario_id"], "scn-0123456789ab");
         assert_eq!(l["x"], "y");

@@ -24,9 +24,13 @@
 //!   a subnet whose hosts the learner is meant to route by hand.
 //!   In an allowlisted lab the fabric is the gateway of every subnet that declares none (at
 //!   its highest free address), so the same rule gives its single-homed hosts a way out.
-//! * Lab hostnames resolve inside the lab through Docker's `extra_hosts` (Docker writes them
-//!   into the container's own `/etc/hosts` even with `network_mode: none`; verified on 20.10),
-//!   which works on a read-only root.
+//! * Lab hostnames resolve inside the lab through `/etc/hosts`. On an overlay2 engine the
+//!   runtime writes that file into each container's writable layer before its first start and
+//!   creates the container with Docker's networking disabled, which spares the engine a network
+//!   sandbox and a `dockerd` re-exec per container start (half of `docker start`; see
+//!   `docker/hosts.rs`); runc still gives the container an empty namespace of its own, which
+//!   is plumbed as below. On other drivers Docker writes the names from `extra_hosts` (it does
+//!   with `network_mode: none` too; verified on 20.10). Either way it is read-only inside.
 //! * Template `setup` steps run (`sh -c`, in declaration order per container, containers in
 //!   parallel) once every link is up; then the lab is ready.
 //!

@@ -77,6 +77,20 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<u8> {
                 Err(e) => Verdict::Fail(format!("cannot ask the engine: {e}")),
             };
             checks.push(("user namespaces", userns));
+            let starts = if rt.skips_network_sandbox().await {
+                Verdict::Ok(
+                    "overlay2: labs start without docker's network sandbox (the runtime \
+                     writes /etc/hosts)"
+                        .into(),
+                )
+            } else {
+                Verdict::Warn(
+                    "the storage driver is not overlay2: every lab container gets docker's \
+                     network sandbox, which about doubles its start"
+                        .into(),
+                )
+            };
+            checks.push(("lab starts", starts));
         }
         Err(e) => checks.push((
             "engine",

@@ -17,6 +17,7 @@ fn doctor_names_every_check_and_is_stricter_in_production() {
     for check in [
         "engine",
         "user namespaces",
+        "lab starts",
         "iproute2",
         "nftables",
         "busybox",

@@ -18,7 +18,7 @@ use forge_core::ScenarioId;
 use forge_core::template::{Attachment, plan_lab};
 use futures::future::{join_all, try_join_all};
 
-use super::{DockerRuntime, labs};
+use super::{DockerRuntime, hosts, labs};
 use crate::egress;
 use crate::error::{RuntimeError, status_of};
 use crate::fabric::{Fabric, Plumbing, default_gateway};
@@ -81,6 +81,9 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
                 .unwrap_or(&[])
         })
         .collect();
+    // Known after the first launch; the engine's storage driver decides it.
+    let own_hosts = rt.skips_network_sandbox().await;
+    let hosts_text = hosts::hosts_text(&hosts);
 
     let mut timings = LaunchTimings::default();
     let fabric = async {
@@ -105,12 +108,13 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
                 links: links[i],
                 gateway: default_gateway(links[i], &gateways),
                 hosts: &hosts,
+                own_hosts,
                 image_sysctls: image_cfg.get(&c.image).map_or(&[], |i| &i.sysctls[..]),
                 image_tmpfs: image_cfg.get(&c.image).map_or(&[], |i| &i.tmpfs[..]),
                 extra_labels: &spec.labels,
                 created_at: &created_at,
             };
-            create_and_start(rt, params, t0)
+            create_and_start(rt, params, own_hosts.then_some(hosts_text.as_str()), t0)
         });
         // join_all, not try_join_all: every create must settle before a failed launch tears
         // down, or a container created after the teardown would leak.
@@ -277,9 +281,12 @@ async fn image_config<'a>(
     Ok(try_join_all(checks).await?.into_iter().collect())
 }
 
+/// Creates one container, writes its `/etc/hosts` when the runtime provides it (`hosts_file`),
+/// and starts it.
 async fn create_and_start(
     rt: &DockerRuntime,
     p: ContainerParams<'_>,
+    hosts_file: Option<&str>,
     t0: Instant,
 ) -> Result<Started, RuntimeError> {
     let name = container_name(p.scenario, &p.container.name);
@@ -302,6 +309,9 @@ async fn create_and_start(
             _ => RuntimeError::docker(format!("create {name}"), e),
         })?;
     let created_off = t0.elapsed();
+    if let Some(text) = hosts_file {
+        write_hosts(rt, &created.id, &p.container.name, text).await?;
+    }
     let pid = start_and_pid(rt, &created.id, &name).await?;
     Ok(Started {
         id: created.id,
@@ -309,6 +319,30 @@ async fn create_and_start(
         created: created_off,
         started: t0.elapsed(),
     })
+}
+
+/// Writes `text` as `/etc/hosts` into the writable layer of the created, never started
+/// container `id` (see `docker/hosts.rs`).
+async fn write_hosts(
+    rt: &DockerRuntime,
+    id: &str,
+    display: &str,
+    text: &str,
+) -> Result<(), RuntimeError> {
+    let info = rt
+        .docker()
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| RuntimeError::docker(format!("inspect {display}"), e))?;
+    let upper = info
+        .graph_driver
+        .filter(|g| g.name == "overlay2")
+        .and_then(|g| g.data.get("UpperDir").cloned())
+        .ok_or_else(|| RuntimeError::HostsFile {
+            container: display.to_owned(),
+            message: "the engine reports no overlay2 UpperDir for its writable layer".into(),
+        })?;
+    hosts::write_into_layer(display, std::path::Path::new(&upper), text)
 }
 
 /// Starts a container and returns its init's host PID (whose netns we plumb).

@@ -5,6 +5,7 @@
 //! and clean it up, so the runtime keeps almost no state of its own (only which labs it is
 //! tearing down right now, so the supervisor does not resurrect them).
 
+mod hosts;
 mod labs;
 mod launch;
 mod watch;
@@ -47,6 +48,10 @@ struct Inner {
     tearing_down: Mutex<HashMap<String, Instant>>,
     /// Egress profiles, uplink and link pool of allowlisted labs.
     egress: std::sync::RwLock<Arc<EgressConfig>>,
+    /// Whether lab containers get `/etc/hosts` from the runtime instead of Docker's network
+    /// sandbox ([`hosts`]): decided once, from the engine's storage driver, unless a builder
+    /// set it.
+    own_hosts: tokio::sync::OnceCell<bool>,
 }
 
 impl DockerRuntime {
@@ -84,6 +89,7 @@ impl DockerRuntime {
                 require_userns: std::sync::atomic::AtomicBool::new(false),
                 tearing_down: Mutex::new(HashMap::new()),
                 egress: std::sync::RwLock::new(Arc::new(EgressConfig::default())),
+                own_hosts: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -103,6 +109,32 @@ impl DockerRuntime {
     pub fn with_egress(self, egress: EgressConfig) -> Self {
         *self.inner.egress.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(egress);
         self
+    }
+
+    /// Docker's network sandbox for every lab container (`network_mode: none`, `/etc/hosts`
+    /// from `extra_hosts`) even where the runtime could write the hosts file itself and spare
+    /// the engine the sandbox (see `docker/hosts.rs`): the slower path, which engines whose
+    /// storage driver is not overlay2 always take. For comparisons (the launch benchmark) and
+    /// as an operator's way back. Call before the first launch.
+    pub fn with_network_sandbox(self, sandbox: bool) -> Self {
+        // Already decided (a clone launched first): the first decision stands.
+        let _ = self.inner.own_hosts.set(!sandbox);
+        self
+    }
+
+    /// Whether lab containers start without Docker's network sandbox, their `/etc/hosts`
+    /// written by the runtime: on overlay2 unless configured otherwise. An engine that cannot
+    /// be asked now is asked again next time.
+    pub async fn skips_network_sandbox(&self) -> bool {
+        let decided = self
+            .inner
+            .own_hosts
+            .get_or_try_init(|| async {
+                let info = self.docker().info().await?;
+                Ok::<_, bollard::errors::Error>(info.driver.as_deref() == Some("overlay2"))
+            })
+            .await;
+        decided.copied().unwrap_or(false)
     }
 
     pub(crate) fn egress(&self) -> Arc<EgressConfig> {

@@ -234,3 +234,50 @@ async fn ping_between_lab_hosts_with_net_raw() {
     assert!(r.stdout.contains("2 packets received"), "{}", r.stdout);
     guard.close(&rt).await;
 }
+
+/// On an overlay2 engine the runtime writes `/etc/hosts` and Docker builds no network sandbox
+/// (`docker/hosts.rs`): each container is still alone in a namespace of its own, holding only
+/// `lo` and its planned link; the hosts file is root's and read-only inside and names every lab
+/// host. Elsewhere Docker's sandbox stays and the same holds of its hosts file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_hosts_resolve_without_a_docker_network_sandbox() {
+    let rt = runtime().await;
+    let (lab, guard) = launch(&rt, &fixture("flat-lab.yaml")).await;
+    let scn = &lab.scenario_id;
+    let v = docker_inspect(&forge_runtime::container_name(scn, "alpha"));
+    let overlay2 = v["GraphDriver"]["Name"] == "overlay2";
+    assert_eq!(
+        v["Config"]["NetworkDisabled"] == true,
+        overlay2,
+        "{}",
+        v["Config"]
+    );
+    assert_eq!(v["HostConfig"]["NetworkMode"], "none");
+    assert!(
+        v["HostConfig"]["ExtraHosts"].is_null() == overlay2,
+        "{}",
+        v["HostConfig"]["ExtraHosts"]
+    );
+
+    let hosts = sh(&rt, scn, "alpha", "cat /etc/hosts").await.stdout;
+    assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"), "{hosts}");
+    assert!(
+        hosts.contains("\talpha") && hosts.contains("\tbeta"),
+        "{hosts}"
+    );
+    let w = sh(&rt, scn, "alpha", "echo 10.9.9.9 evil >> /etc/hosts").await;
+    assert_ne!(w.exit_code, 0, "/etc/hosts is writable: {w:?}");
+    assert_prints(&rt, scn, "alpha", "stat -c %u:%a /etc/hosts", "0:644").await;
+
+    // A namespace of its own, not the host's, with nothing in it but lo and the lab link.
+    let pid = v["State"]["Pid"].as_i64().unwrap();
+    let ns = |p: &str| std::fs::read_link(format!("{p}/ns/net")).unwrap();
+    assert_ne!(ns(&format!("/proc/{pid}")), ns("/proc/self"));
+    let links = sh(&rt, scn, "alpha", "ls /sys/class/net").await.stdout;
+    let mut links: Vec<&str> = links.split_whitespace().collect();
+    links.sort_unstable();
+    assert_eq!(links, ["eth0", "lo"]);
+    let r = sh(&rt, scn, "alpha", "ping -c 1 -W 2 beta").await;
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    guard.close(&rt).await;
+}

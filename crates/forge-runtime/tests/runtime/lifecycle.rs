@@ -177,6 +177,8 @@ async fn a_killed_container_is_restarted_and_replumbed() {
     assert_prints(&rt, scn, "web", "ip route", "default via 10.20.0.1").await;
     let again = sh(&rt, scn, "learner", fetch).await;
     assert!(again.stdout.contains("FrostGate target"), "{again:?}");
+    // Lab names still resolve in the restarted container (its hosts file lives in its layer).
+    assert_prints(&rt, scn, "web", "cat /etc/hosts", "learner").await;
     assert!(
         counted(RESTARTS) >= 1,
         "forge_container_restarts_total counted"
