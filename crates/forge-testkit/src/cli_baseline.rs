@@ -334,10 +334,29 @@ impl CliLab<'_> {
 pub fn cleanup(run: &str) {
     let label = format!("forge.bench={run}");
     remove_labelled_containers(&label);
-    // Networks after the containers: one still in use cannot be removed.
+    // Networks after the containers: one still in use cannot be removed. Under a burst of
+    // concurrent `run` and `rm -f` the engine (20.10) can keep a stale endpoint on a network
+    // for a moment, or for good, which blocks its subnet for the next run: retry, then say so.
     let filter = format!("label={label}");
-    for id in docker_ids(&["network", "ls", "--filter", &filter, "-q"]).unwrap_or_default() {
-        let _ = Command::new("docker").args(["network", "rm", &id]).output();
+    let networks = || docker_ids(&["network", "ls", "--filter", &filter, "-q"]).unwrap_or_default();
+    for attempt in 0..3 {
+        let left = networks();
+        if left.is_empty() {
+            return;
+        }
+        if attempt > 0 {
+            thread::sleep(Duration::from_millis(500));
+        }
+        for id in &left {
+            let _ = Command::new("docker").args(["network", "rm", id]).output();
+        }
+    }
+    let left = networks();
+    if !left.is_empty() {
+        eprintln!(
+            "cleanup: the engine kept stale endpoints on the baseline's networks {left:?} \
+             ({label}); restart dockerd, then `docker network rm` them"
+        );
     }
 }
 
