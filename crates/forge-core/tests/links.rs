@@ -1,7 +1,9 @@
 //! Lab network features beyond a plain /24 (docs/dsl.md "Networks"): point-to-point /30 and
 //! /31 links, checked through loading and address planning.
 
-use forge_core::template::{ScenarioTemplate, TemplateErrors, load, plan_lab};
+use std::net::Ipv4Addr;
+
+use forge_core::template::{ScenarioTemplate, TemplateErrors, hosts_file, load, plan_lab};
 
 /// A two-router lab whose only subnet is `cidr`, with the given attachment lines for `r1` and
 /// `r2` (YAML flow mappings or subnet names).
@@ -227,4 +229,22 @@ fn ipv6_probe_targets_stay_in_the_lab() {
     assert_eq!(split_target("10.0.0.1:80"), ("10.0.0.1", Some("80")));
     assert!(network_probe_command("[fd00::10]:80", 3).starts_with("nc -w 3 'fd00::10' 80"));
     assert!(network_probe_command("fd00::10", 3).starts_with("ping -c 1 -W 3 'fd00::10'"));
+}
+
+#[test]
+fn hosts_file_starts_like_dockers_and_lists_every_lab_name() {
+    let t = hosts_file(&[
+        (Ipv4Addr::new(10, 0, 0, 10), vec!["learner".into()]),
+        (
+            Ipv4Addr::new(10, 0, 0, 1),
+            vec!["router".into(), "gw".into()],
+        ),
+        (Ipv4Addr::new(10, 0, 0, 9), vec![]),
+    ]);
+    assert!(t.starts_with("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost"));
+    assert!(
+        t.ends_with("10.0.0.10\tlearner\n10.0.0.1\trouter gw\n"),
+        "{t}"
+    );
+    assert!(!t.contains("10.0.0.9"));
 }

@@ -264,10 +264,24 @@ impl LabPlan {
 
     /// The `/etc/hosts` file every lab container gets.
     pub fn hosts_file(&self) -> String {
-        let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
-        for (addr, names) in &self.hosts {
-            out.push_str(&format!("{addr}\t{}\n", names.join(" ")));
-        }
-        out
+        hosts_file(&self.hosts)
     }
+}
+
+/// Docker's own header, so a lab sees the same file whether the engine or the runtime wrote it.
+const HOSTS_HEADER: &str = "127.0.0.1\tlocalhost\n\
+::1\tlocalhost ip6-localhost ip6-loopback\n\
+fe00::0\tip6-localnet\n\
+ff00::0\tip6-mcastprefix\n\
+ff02::1\tip6-allnodes\n\
+ff02::2\tip6-allrouters\n";
+
+/// An `/etc/hosts` file: Docker's header, then one line per address that has names, with its
+/// names, in the given order.
+pub fn hosts_file(hosts: &[(Ipv4Addr, Vec<String>)]) -> String {
+    let mut out = String::from(HOSTS_HEADER);
+    for (addr, names) in hosts.iter().filter(|(_, n)| !n.is_empty()) {
+        out.push_str(&format!("{addr}\t{}\n", names.join(" ")));
+    }
+    out
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{ArtifactType, Track};
 
-pub use addressing::{Attachment, LabPlan, PlannedContainer, PlannedSubnet, plan_lab};
+pub use addressing::{Attachment, LabPlan, PlannedContainer, PlannedSubnet, hosts_file, plan_lab};
 pub use agents::{ActionKind, Agent, AgentAction};
 pub use console::{Console, LabConsole};
 pub use diagnostics::{Diagnostic, TemplateErrors};

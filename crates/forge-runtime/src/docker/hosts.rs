@@ -23,7 +23,6 @@
 //! and nothing in the lab can have planted a symlink), and nothing is followed while writing.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -33,24 +32,6 @@ use nix::sys::stat::{Mode, fstat, mkdirat};
 use nix::unistd::{Gid, Uid, fchown};
 
 use crate::error::RuntimeError;
-
-/// Docker's own header, so a lab sees the same file whichever path made it.
-const HEADER: &str = "127.0.0.1\tlocalhost\n\
-::1\tlocalhost ip6-localhost ip6-loopback\n\
-fe00::0\tip6-localnet\n\
-ff00::0\tip6-mcastprefix\n\
-ff02::1\tip6-allnodes\n\
-ff02::2\tip6-allrouters\n";
-
-/// The hosts file of a lab: Docker's header, then one line per address with its names, in
-/// plan order (the order `extra_hosts` gave them).
-pub(crate) fn hosts_text(hosts: &[(Ipv4Addr, Vec<String>)]) -> String {
-    let mut out = String::from(HEADER);
-    for (addr, names) in hosts.iter().filter(|(_, n)| !n.is_empty()) {
-        out.push_str(&format!("{addr}\t{}\n", names.join(" ")));
-    }
-    out
-}
 
 /// Writes `text` as `etc/hosts` into a never-started container's writable layer `upper`.
 pub(crate) fn write_into_layer(
@@ -95,24 +76,6 @@ pub(crate) fn write_into_layer(
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-    #[test]
-    fn hosts_text_starts_like_dockers_and_lists_every_lab_name() {
-        let t = hosts_text(&[
-            (Ipv4Addr::new(10, 0, 0, 10), vec!["learner".into()]),
-            (
-                Ipv4Addr::new(10, 0, 0, 1),
-                vec!["router".into(), "gw".into()],
-            ),
-            (Ipv4Addr::new(10, 0, 0, 9), vec![]),
-        ]);
-        assert!(t.starts_with("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost"));
-        assert!(
-            t.ends_with("10.0.0.10\tlearner\n10.0.0.1\trouter gw\n"),
-            "{t}"
-        );
-        assert!(!t.contains("10.0.0.9"));
-    }
 
     #[test]
     fn writes_a_read_only_hosts_file_owned_like_the_layer() {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::CreateContainerOptions;
 use chrono::{SecondsFormat, Utc};
 use forge_core::ScenarioId;
-use forge_core::template::{Attachment, plan_lab};
+use forge_core::template::{Attachment, hosts_file, plan_lab};
 use futures::future::{join_all, try_join_all};
 
 use super::{DockerRuntime, hosts, labs};
@@ -81,9 +81,9 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
                 .unwrap_or(&[])
         })
         .collect();
-    // Known after the first launch; the engine's storage driver decides it.
-    let own_hosts = rt.skips_network_sandbox().await;
-    let hosts_text = hosts::hosts_text(&hosts);
+    // The hosts file the runtime writes into each container, when the engine's storage driver
+    // lets it (known after the first launch); otherwise Docker writes `extra_hosts`.
+    let hosts_file = rt.skips_network_sandbox().await.then(|| hosts_file(&hosts));
 
     let mut timings = LaunchTimings::default();
     let fabric = async {
@@ -108,13 +108,13 @@ pub(super) async fn launch(rt: &DockerRuntime, spec: LabSpec) -> Result<LabHandl
                 links: links[i],
                 gateway: default_gateway(links[i], &gateways),
                 hosts: &hosts,
-                own_hosts,
+                own_hosts: hosts_file.is_some(),
                 image_sysctls: image_cfg.get(&c.image).map_or(&[], |i| &i.sysctls[..]),
                 image_tmpfs: image_cfg.get(&c.image).map_or(&[], |i| &i.tmpfs[..]),
                 extra_labels: &spec.labels,
                 created_at: &created_at,
             };
-            create_and_start(rt, params, own_hosts.then_some(hosts_text.as_str()), t0)
+            create_and_start(rt, params, hosts_file.as_deref(), t0)
         });
         // join_all, not try_join_all: every create must settle before a failed launch tears
         // down, or a container created after the teardown would leak.
